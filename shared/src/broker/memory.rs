@@ -1,0 +1,357 @@
+//! In-process broker with the semantics of RabbitMQ that Lizards relies on.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{
+        Arc, Mutex, RwLock, Weak,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+use super::{
+    Acker, Broker, BrokerError, ConsumeOptions, Consumer, Delivery, ExchangeKind, QueueSpec, topic_matches,
+};
+
+#[derive(Clone, Default)]
+pub struct MemoryBroker {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    exchanges: RwLock<HashMap<String, Exchange>>,
+    queues: RwLock<HashMap<String, Arc<Queue>>>,
+    next_consumer: AtomicU64,
+}
+
+struct Exchange {
+    kind: ExchangeKind,
+    /// Bindings without wildcards, looked up by routing key.
+    exact: HashMap<String, Vec<Arc<Queue>>>,
+    wildcard: Vec<(String, Arc<Queue>)>,
+}
+
+#[derive(Clone)]
+struct Message {
+    body: Bytes,
+    routing_key: Arc<str>,
+    redelivered: bool,
+}
+
+struct Queue {
+    spec: QueueSpec,
+    state: Mutex<QueueState>,
+    notify: Notify,
+    broker: Weak<Inner>,
+}
+
+#[derive(Default)]
+struct QueueState {
+    ready: VecDeque<Message>,
+    /// Delivery tag → (consumer id, message).
+    unacked: HashMap<u64, (u64, Message)>,
+    next_tag: u64,
+    consumers: usize,
+    deleted: bool,
+}
+
+impl MemoryBroker {
+    pub fn new() -> MemoryBroker {
+        MemoryBroker::default()
+    }
+
+    fn queue(&self, name: &str) -> Result<Arc<Queue>, BrokerError> {
+        let queues = self.inner.queues.read().expect("queues lock");
+        queues.get(name).cloned().ok_or_else(|| BrokerError::UnknownQueue(name.to_string()))
+    }
+}
+
+impl Inner {
+    fn route(&self, exchange: &str, routing_key: &str, body: Bytes) -> Result<(), BrokerError> {
+        let targets: Vec<Arc<Queue>> = {
+            let exchanges = self.exchanges.read().expect("exchanges lock");
+            let exchange = exchanges
+                .get(exchange)
+                .ok_or_else(|| BrokerError::UnknownExchange(exchange.to_string()))?;
+            let mut targets: Vec<Arc<Queue>> = match exchange.kind {
+                ExchangeKind::Fanout => exchange.wildcard.iter().map(|(_, q)| q.clone()).collect(),
+                ExchangeKind::Topic => exchange
+                    .wildcard
+                    .iter()
+                    .filter(|(pattern, _)| topic_matches(pattern, routing_key))
+                    .map(|(_, q)| q.clone())
+                    .collect(),
+            };
+            if let Some(queues) = exchange.exact.get(routing_key) {
+                targets.extend(queues.iter().cloned());
+            }
+            targets
+        };
+        let routing_key: Arc<str> = routing_key.into();
+        let mut seen = Vec::with_capacity(targets.len());
+        for queue in targets {
+            // A queue bound twice still gets one copy, as in AMQP.
+            if seen.iter().any(|q| Arc::ptr_eq(q, &queue)) {
+                continue;
+            }
+            queue.push(Message { body: body.clone(), routing_key: routing_key.clone(), redelivered: false });
+            seen.push(queue);
+        }
+        Ok(())
+    }
+
+    fn delete_queue(&self, name: &str) {
+        let removed = self.queues.write().expect("queues lock").remove(name);
+        if let Some(queue) = removed {
+            let mut exchanges = self.exchanges.write().expect("exchanges lock");
+            for exchange in exchanges.values_mut() {
+                exchange.wildcard.retain(|(_, q)| !Arc::ptr_eq(q, &queue));
+                for queues in exchange.exact.values_mut() {
+                    queues.retain(|q| !Arc::ptr_eq(q, &queue));
+                }
+                exchange.exact.retain(|_, queues| !queues.is_empty());
+            }
+            queue.state.lock().expect("queue lock").deleted = true;
+            queue.notify.notify_waiters();
+        }
+    }
+}
+
+impl Queue {
+    fn push(&self, message: Message) {
+        {
+            let mut state = self.state.lock().expect("queue lock");
+            if let Some(max) = self.spec.max_length
+                && state.ready.len() >= max
+            {
+                state.ready.pop_front();
+            }
+            state.ready.push_back(message);
+        }
+        self.notify.notify_waiters();
+    }
+
+    fn dead_letter(&self, message: Message) {
+        if let (Some(dlx), Some(broker)) = (&self.spec.dead_letter_exchange, self.broker.upgrade()) {
+            let _ = broker.route(dlx, &message.routing_key, message.body);
+        }
+    }
+}
+
+#[async_trait]
+impl Broker for MemoryBroker {
+    async fn declare_exchange(&self, name: &str, kind: ExchangeKind) -> Result<(), BrokerError> {
+        let mut exchanges = self.inner.exchanges.write().expect("exchanges lock");
+        exchanges
+            .entry(name.to_string())
+            .or_insert_with(|| Exchange { kind, exact: HashMap::new(), wildcard: Vec::new() });
+        Ok(())
+    }
+
+    async fn declare_queue(&self, spec: &QueueSpec) -> Result<(), BrokerError> {
+        let mut queues = self.inner.queues.write().expect("queues lock");
+        queues.entry(spec.name.clone()).or_insert_with(|| {
+            Arc::new(Queue {
+                spec: spec.clone(),
+                state: Mutex::new(QueueState::default()),
+                notify: Notify::new(),
+                broker: Arc::downgrade(&self.inner),
+            })
+        });
+        Ok(())
+    }
+
+    async fn bind(&self, queue: &str, exchange: &str, pattern: &str) -> Result<(), BrokerError> {
+        let queue = self.queue(queue)?;
+        let mut exchanges = self.inner.exchanges.write().expect("exchanges lock");
+        let ex = exchanges
+            .get_mut(exchange)
+            .ok_or_else(|| BrokerError::UnknownExchange(exchange.to_string()))?;
+        let wildcard = ex.kind == ExchangeKind::Fanout || pattern.contains(['*', '#']);
+        if wildcard {
+            if !ex.wildcard.iter().any(|(p, q)| p == pattern && Arc::ptr_eq(q, &queue)) {
+                ex.wildcard.push((pattern.to_string(), queue));
+            }
+        } else {
+            let queues = ex.exact.entry(pattern.to_string()).or_default();
+            if !queues.iter().any(|q| Arc::ptr_eq(q, &queue)) {
+                queues.push(queue);
+            }
+        }
+        Ok(())
+    }
+
+    async fn unbind(&self, queue: &str, exchange: &str, pattern: &str) -> Result<(), BrokerError> {
+        let queue = self.queue(queue)?;
+        let mut exchanges = self.inner.exchanges.write().expect("exchanges lock");
+        let ex = exchanges
+            .get_mut(exchange)
+            .ok_or_else(|| BrokerError::UnknownExchange(exchange.to_string()))?;
+        ex.wildcard.retain(|(p, q)| !(p == pattern && Arc::ptr_eq(q, &queue)));
+        if let Some(queues) = ex.exact.get_mut(pattern) {
+            queues.retain(|q| !Arc::ptr_eq(q, &queue));
+            if queues.is_empty() {
+                ex.exact.remove(pattern);
+            }
+        }
+        Ok(())
+    }
+
+    async fn publish(&self, exchange: &str, routing_key: &str, body: Bytes) -> Result<(), BrokerError> {
+        self.inner.route(exchange, routing_key, body)
+    }
+
+    async fn consume(&self, queue: &str, options: ConsumeOptions) -> Result<Box<dyn Consumer>, BrokerError> {
+        let queue = self.queue(queue)?;
+        queue.state.lock().expect("queue lock").consumers += 1;
+        Ok(Box::new(MemoryConsumer {
+            queue,
+            id: self.inner.next_consumer.fetch_add(1, Ordering::Relaxed),
+            options,
+            in_flight: Arc::new(AtomicUsize::new(0)),
+        }))
+    }
+
+    async fn queue_len(&self, queue: &str) -> Result<usize, BrokerError> {
+        Ok(self.queue(queue)?.state.lock().expect("queue lock").ready.len())
+    }
+
+    async fn ping(&self) -> Result<(), BrokerError> {
+        Ok(())
+    }
+}
+
+struct MemoryConsumer {
+    queue: Arc<Queue>,
+    id: u64,
+    options: ConsumeOptions,
+    in_flight: Arc<AtomicUsize>,
+}
+
+enum Take {
+    Got(Delivery),
+    Wait,
+    Closed,
+}
+
+impl MemoryConsumer {
+    fn take(&self) -> Take {
+        let mut state = self.queue.state.lock().expect("queue lock");
+        if state.deleted {
+            return Take::Closed;
+        }
+        let prefetch = self.options.prefetch as usize;
+        if !self.options.no_ack && prefetch > 0 && self.in_flight.load(Ordering::Acquire) >= prefetch {
+            return Take::Wait;
+        }
+        let Some(message) = state.ready.pop_front() else {
+            return Take::Wait;
+        };
+        let routing_key = message.routing_key.to_string();
+        if self.options.no_ack {
+            return Take::Got(Delivery::new(message.body, routing_key, message.redelivered, None));
+        }
+        let tag = state.next_tag;
+        state.next_tag += 1;
+        state.unacked.insert(tag, (self.id, message.clone()));
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let acker = MemoryAcker { queue: self.queue.clone(), tag, in_flight: self.in_flight.clone() };
+        Take::Got(Delivery::new(message.body, routing_key, message.redelivered, Some(Box::new(acker))))
+    }
+}
+
+#[async_trait]
+impl Consumer for MemoryConsumer {
+    async fn next(&mut self) -> Option<Delivery> {
+        loop {
+            let queue = self.queue.clone();
+            let notified = queue.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match self.take() {
+                Take::Got(delivery) => return Some(delivery),
+                Take::Closed => return None,
+                Take::Wait => notified.await,
+            }
+        }
+    }
+
+    fn try_next(&mut self) -> Option<Delivery> {
+        match self.take() {
+            Take::Got(delivery) => Some(delivery),
+            _ => None,
+        }
+    }
+}
+
+impl Drop for MemoryConsumer {
+    /// Like a closed AMQP channel: unacked messages go back to the queue,
+    /// marked redelivered, and an auto-delete queue goes away with its last
+    /// consumer.
+    fn drop(&mut self) {
+        let delete = {
+            let mut state = self.queue.state.lock().expect("queue lock");
+            let mut mine: Vec<u64> = state
+                .unacked
+                .iter()
+                .filter(|(_, (consumer, _))| *consumer == self.id)
+                .map(|(tag, _)| *tag)
+                .collect();
+            mine.sort_unstable();
+            for tag in mine.into_iter().rev() {
+                if let Some((_, mut message)) = state.unacked.remove(&tag) {
+                    message.redelivered = true;
+                    state.ready.push_front(message);
+                }
+            }
+            state.consumers -= 1;
+            self.queue.spec.auto_delete && state.consumers == 0
+        };
+        if delete && let Some(broker) = self.queue.broker.upgrade() {
+            broker.delete_queue(&self.queue.spec.name);
+        }
+        self.queue.notify.notify_waiters();
+    }
+}
+
+struct MemoryAcker {
+    queue: Arc<Queue>,
+    tag: u64,
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl MemoryAcker {
+    fn settle(&self) -> Option<Message> {
+        let removed = self.queue.state.lock().expect("queue lock").unacked.remove(&self.tag);
+        if removed.is_some() {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
+        removed.map(|(_, message)| message)
+    }
+}
+
+#[async_trait]
+impl Acker for MemoryAcker {
+    async fn ack(&self) -> Result<(), BrokerError> {
+        self.settle();
+        self.queue.notify.notify_waiters();
+        Ok(())
+    }
+
+    async fn nack(&self, requeue: bool) -> Result<(), BrokerError> {
+        if let Some(mut message) = self.settle() {
+            if requeue {
+                message.redelivered = true;
+                self.queue.state.lock().expect("queue lock").ready.push_front(message);
+            } else {
+                self.queue.dead_letter(message);
+            }
+        }
+        self.queue.notify.notify_waiters();
+        Ok(())
+    }
+}

@@ -1,0 +1,168 @@
+//! The message-broker port (SPEC §5). The embedded adapter keeps RabbitMQ's
+//! semantics so the AMQP adapter drops in: topic exchanges, durable and
+//! exclusive queues, prefetch, manual ack/nack, redelivery of a lost
+//! consumer's unacked messages, dead-lettering and publisher confirms
+//! (`publish` returns once the broker has taken the message).
+
+pub mod memory;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+pub use memory::MemoryBroker;
+
+pub const QUOTES_EXCHANGE: &str = "quotes";
+pub const CONTROL_EXCHANGE: &str = "control";
+pub const DEAD_LETTER_EXCHANGE: &str = "dlx";
+pub const DEAD_QUEUE: &str = "dead";
+pub const PERSIST_QUEUE: &str = "provider.persist";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExchangeKind {
+    Topic,
+    Fanout,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct QueueSpec {
+    pub name: String,
+    pub durable: bool,
+    /// Deleted when its last consumer goes away.
+    pub auto_delete: bool,
+    pub dead_letter_exchange: Option<String>,
+    /// Oldest messages are dropped beyond this length.
+    pub max_length: Option<usize>,
+}
+
+impl QueueSpec {
+    pub fn durable(name: &str) -> QueueSpec {
+        QueueSpec { name: name.to_string(), durable: true, ..QueueSpec::default() }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ConsumeOptions {
+    /// Most unacknowledged deliveries at once (0: unlimited).
+    pub prefetch: u16,
+    /// Deliveries count as acknowledged when sent.
+    pub no_ack: bool,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BrokerError {
+    #[error("unknown exchange '{0}'")]
+    UnknownExchange(String),
+    #[error("unknown queue '{0}'")]
+    UnknownQueue(String),
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
+    #[error("publish not confirmed: {0}")]
+    NotConfirmed(String),
+}
+
+#[async_trait]
+pub trait Broker: Send + Sync + 'static {
+    async fn declare_exchange(&self, name: &str, kind: ExchangeKind) -> Result<(), BrokerError>;
+    async fn declare_queue(&self, spec: &QueueSpec) -> Result<(), BrokerError>;
+    async fn bind(&self, queue: &str, exchange: &str, pattern: &str) -> Result<(), BrokerError>;
+    async fn unbind(&self, queue: &str, exchange: &str, pattern: &str) -> Result<(), BrokerError>;
+    /// Returns once the broker confirmed the message (publisher confirms).
+    async fn publish(&self, exchange: &str, routing_key: &str, body: Bytes) -> Result<(), BrokerError>;
+    async fn consume(&self, queue: &str, options: ConsumeOptions) -> Result<Box<dyn Consumer>, BrokerError>;
+    /// Ready messages waiting in a queue.
+    async fn queue_len(&self, queue: &str) -> Result<usize, BrokerError>;
+    /// Succeeds while the broker is reachable.
+    async fn ping(&self) -> Result<(), BrokerError>;
+}
+
+#[async_trait]
+pub trait Consumer: Send {
+    /// The next delivery; `None` once the queue or connection is gone.
+    async fn next(&mut self) -> Option<Delivery>;
+    /// A delivery that is ready now, without waiting.
+    fn try_next(&mut self) -> Option<Delivery>;
+}
+
+#[async_trait]
+pub trait Acker: Send + Sync {
+    async fn ack(&self) -> Result<(), BrokerError>;
+    async fn nack(&self, requeue: bool) -> Result<(), BrokerError>;
+}
+
+/// One message handed to a consumer.
+pub struct Delivery {
+    pub body: Bytes,
+    pub routing_key: String,
+    pub redelivered: bool,
+    acker: Option<Box<dyn Acker>>,
+}
+
+impl Delivery {
+    pub fn new(body: Bytes, routing_key: String, redelivered: bool, acker: Option<Box<dyn Acker>>) -> Delivery {
+        Delivery { body, routing_key, redelivered, acker }
+    }
+
+    pub async fn ack(self) -> Result<(), BrokerError> {
+        match self.acker {
+            Some(acker) => acker.ack().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Rejects the message: back to the queue, or to the dead-letter exchange.
+    pub async fn nack(self, requeue: bool) -> Result<(), BrokerError> {
+        match self.acker {
+            Some(acker) => acker.nack(requeue).await,
+            None => Ok(()),
+        }
+    }
+}
+
+/// Declares the shared topology: `quotes` and `control` topic exchanges,
+/// `dlx` with its `dead` queue, and the durable `provider.persist` queue.
+pub async fn declare_topology(broker: &dyn Broker) -> Result<(), BrokerError> {
+    broker.declare_exchange(QUOTES_EXCHANGE, ExchangeKind::Topic).await?;
+    broker.declare_exchange(CONTROL_EXCHANGE, ExchangeKind::Topic).await?;
+    broker.declare_exchange(DEAD_LETTER_EXCHANGE, ExchangeKind::Fanout).await?;
+    broker.declare_queue(&QueueSpec::durable(DEAD_QUEUE)).await?;
+    broker.bind(DEAD_QUEUE, DEAD_LETTER_EXCHANGE, "#").await?;
+    let persist = QueueSpec {
+        dead_letter_exchange: Some(DEAD_LETTER_EXCHANGE.to_string()),
+        ..QueueSpec::durable(PERSIST_QUEUE)
+    };
+    broker.declare_queue(&persist).await?;
+    broker.bind(PERSIST_QUEUE, QUOTES_EXCHANGE, "quote.#").await
+}
+
+/// AMQP topic matching: `*` is one word, `#` zero or more.
+pub fn topic_matches(pattern: &str, key: &str) -> bool {
+    fn go(p: &[&str], k: &[&str]) -> bool {
+        match (p.first(), k.first()) {
+            (None, None) => true,
+            (Some(&"#"), _) => go(&p[1..], k) || (!k.is_empty() && go(p, &k[1..])),
+            (Some(&"*"), Some(_)) => go(&p[1..], &k[1..]),
+            (Some(pw), Some(kw)) if pw == kw => go(&p[1..], &k[1..]),
+            _ => false,
+        }
+    }
+    let p: Vec<&str> = pattern.split('.').collect();
+    let k: Vec<&str> = key.split('.').collect();
+    go(&p, &k)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::topic_matches;
+
+    #[test]
+    fn topic_patterns() {
+        assert!(topic_matches("quote.#", "quote.AAPL"));
+        assert!(topic_matches("quote.*", "quote.BRK_B"));
+        assert!(topic_matches("#", "quote.AAPL"));
+        assert!(topic_matches("quote.AAPL", "quote.AAPL"));
+        assert!(!topic_matches("quote.AAPL", "quote.MSFT"));
+        assert!(!topic_matches("quote.*", "quote.a.b"));
+        assert!(topic_matches("quote.#", "quote"));
+        assert!(!topic_matches("control.*", "quote.AAPL"));
+    }
+}

@@ -1,0 +1,30 @@
+//! Outbound HTTP client and listener helpers.
+
+use std::{net::SocketAddr, sync::Once, time::Duration};
+
+use tokio::net::TcpListener;
+
+/// A reqwest client; installs the ring crypto provider once (reqwest is built
+/// without one, see CRATES.md).
+pub fn client() -> reqwest::Client {
+    install_crypto();
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build()
+        .expect("http client builds")
+}
+
+pub fn install_crypto() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// Binds `host:port` (port 0 picks a free one).
+pub async fn bind(host: std::net::IpAddr, port: u16) -> std::io::Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(SocketAddr::new(host, port)).await?;
+    let addr = listener.local_addr()?;
+    Ok((listener, addr))
+}

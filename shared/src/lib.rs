@@ -1,0 +1,22 @@
+//! Shared building blocks of Lizards: domain types, the WebSocket wire
+//! protocol, configuration, telemetry and the ports (traits) every service
+//! depends on, each with its embedded adapter.
+
+pub mod broker;
+pub mod cache;
+pub mod config;
+pub mod discovery;
+pub mod http;
+pub mod problem;
+pub mod protocol;
+pub mod quote;
+pub mod rawstore;
+pub mod service;
+pub mod shutdown;
+pub mod store;
+pub mod symbol;
+pub mod telemetry;
+pub mod time;
+
+pub use quote::Quote;
+pub use symbol::{Symbol, SymbolError};

@@ -1,0 +1,47 @@
+//! The raw-document store port (MongoDB `raw_quotes`): every record as it
+//! arrived, unique on source + symbol + source time, with its outcome.
+
+pub mod memory;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+pub use memory::MemoryRawStore;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawDocument {
+    pub source: String,
+    /// The symbol text as the source gave it (not yet validated).
+    pub symbol: String,
+    /// The source's time of the observation.
+    pub source_ts: DateTime<Utc>,
+    pub received_at: DateTime<Utc>,
+    /// The record as received.
+    pub body: Value,
+}
+
+/// What validation decided for a raw document.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RawOutcome {
+    Accepted { flags: Vec<String> },
+    Rejected { reason: String },
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RawStoreError {
+    #[error("duplicate raw record (same source, symbol and time)")]
+    Duplicate,
+    #[error("raw store unavailable: {0}")]
+    Unavailable(String),
+}
+
+#[async_trait]
+pub trait RawStore: Send + Sync + 'static {
+    /// Stores a document and returns its id (the quote's `ingest_id`).
+    async fn insert(&self, doc: RawDocument) -> Result<String, RawStoreError>;
+    async fn set_outcome(&self, id: &str, outcome: RawOutcome) -> Result<(), RawStoreError>;
+    /// A stored document and its outcome, if still kept.
+    async fn get(&self, id: &str) -> Result<Option<(RawDocument, Option<RawOutcome>)>, RawStoreError>;
+    async fn ping(&self) -> Result<(), RawStoreError>;
+}

@@ -1,0 +1,179 @@
+//! SQLite adapter: one writer connection (SQLite has one writer anyway) and a
+//! separate read-only pool for REST and WebSocket snapshots, in WAL mode so
+//! readers never wait for the writer.
+
+use std::{path::Path, str::FromStr, time::Duration};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::{
+    QueryBuilder, Row, Sqlite, SqlitePool,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous},
+};
+
+use super::{Mean, QuoteStore, StoreError};
+use crate::{Quote, Symbol, time};
+
+/// Rows per INSERT statement (8 binds each, well under SQLite's limit).
+const ROWS_PER_STATEMENT: usize = 1000;
+
+pub struct SqliteStore {
+    write: SqlitePool,
+    read: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and runs migrations.
+    pub async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Open(format!("{}: {e}", dir.display())))?;
+        }
+        let url = format!("sqlite://{}", path.display());
+        let options = SqliteConnectOptions::from_str(&url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5));
+        let write = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
+        sqlx::migrate!("./migrations/sqlite").run(&write).await?;
+        let read = SqlitePoolOptions::new().max_connections(4).connect_with(options.read_only(true)).await?;
+        Ok(SqliteStore { write, read })
+    }
+}
+
+fn quote_from_row(row: &SqliteRow) -> Result<Quote, sqlx::Error> {
+    let symbol: String = row.try_get("symbol")?;
+    Ok(Quote {
+        symbol: Symbol::parse(&symbol).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+        price: row.try_get("price")?,
+        ts: time::from_micros(row.try_get("ts")?),
+        volume: row.try_get("volume")?,
+        source: row.try_get("source")?,
+        ingest_id: row.try_get("ingest_id")?,
+        ingested_at: time::from_micros(row.try_get("ingested_at")?),
+    })
+}
+
+
+#[async_trait]
+impl QuoteStore for SqliteStore {
+    async fn insert_batch(&self, quotes: &[Quote]) -> Result<u64, StoreError> {
+        if quotes.is_empty() {
+            return Ok(0);
+        }
+        let now = time::micros(&Utc::now());
+        let mut tx = self.write.begin().await?;
+        let mut inserted = 0;
+        for chunk in quotes.chunks(ROWS_PER_STATEMENT) {
+            let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO quotes (symbol, ts, price, volume, source, ingest_id, ingested_at, received_at) ",
+            );
+            insert.push_values(chunk, |mut row, q| {
+                row.push_bind(q.symbol.as_str())
+                    .push_bind(time::micros(&q.ts))
+                    .push_bind(q.price)
+                    .push_bind(q.volume)
+                    .push_bind(&q.source)
+                    .push_bind(&q.ingest_id)
+                    .push_bind(time::micros(&q.ingested_at))
+                    .push_bind(now);
+            });
+            insert.push(" ON CONFLICT (symbol, source, ts) DO NOTHING");
+            inserted += insert.build().execute(&mut *tx).await?.rows_affected();
+        }
+        // One upsert per symbol with its newest quote of the batch; the WHERE
+        // keeps latest_quotes from moving backwards in time.
+        let mut newest: std::collections::HashMap<&Symbol, &Quote> = std::collections::HashMap::new();
+        for q in quotes {
+            let entry = newest.entry(&q.symbol).or_insert(q);
+            if q.ts > entry.ts {
+                *entry = q;
+            }
+        }
+        let newest: Vec<&Quote> = newest.into_values().collect();
+        for chunk in newest.chunks(ROWS_PER_STATEMENT) {
+            let mut upsert: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO latest_quotes (symbol, ts, price, volume, source, ingest_id, ingested_at, updated_at) ",
+            );
+            upsert.push_values(chunk, |mut row, q| {
+                row.push_bind(q.symbol.as_str())
+                    .push_bind(time::micros(&q.ts))
+                    .push_bind(q.price)
+                    .push_bind(q.volume)
+                    .push_bind(&q.source)
+                    .push_bind(&q.ingest_id)
+                    .push_bind(time::micros(&q.ingested_at))
+                    .push_bind(now);
+            });
+            upsert.push(
+                " ON CONFLICT (symbol) DO UPDATE SET ts = excluded.ts, price = excluded.price, \
+                 volume = excluded.volume, source = excluded.source, ingest_id = excluded.ingest_id, \
+                 ingested_at = excluded.ingested_at, updated_at = excluded.updated_at \
+                 WHERE excluded.ts > latest_quotes.ts",
+            );
+            upsert.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    async fn latest(&self, symbol: &Symbol) -> Result<Option<Quote>, StoreError> {
+        let sql = "SELECT symbol, ts, price, volume, source, ingest_id, ingested_at \
+                   FROM latest_quotes WHERE symbol = ?";
+        let row = sqlx::query(sql).bind(symbol.as_str()).fetch_optional(&self.read).await?;
+        Ok(row.as_ref().map(quote_from_row).transpose()?)
+    }
+
+    async fn latest_all(&self) -> Result<Vec<Quote>, StoreError> {
+        let sql = "SELECT symbol, ts, price, volume, source, ingest_id, ingested_at \
+                   FROM latest_quotes ORDER BY symbol";
+        let rows = sqlx::query(sql).fetch_all(&self.read).await?;
+        Ok(rows.iter().map(quote_from_row).collect::<Result<_, _>>()?)
+    }
+
+    async fn history(
+        &self,
+        symbol: &Symbol,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+        limit: u32,
+    ) -> Result<Vec<Quote>, StoreError> {
+        let sql = "SELECT symbol, ts, price, volume, source, ingest_id, ingested_at FROM quotes \
+                   WHERE symbol = ? AND ts >= ? AND ts <= ? ORDER BY ts DESC LIMIT ?";
+        let rows = sqlx::query(sql)
+            .bind(symbol.as_str())
+            .bind(from.as_ref().map(time::micros).unwrap_or(i64::MIN))
+            .bind(to.as_ref().map(time::micros).unwrap_or(i64::MAX))
+            .bind(limit)
+            .fetch_all(&self.read)
+            .await?;
+        Ok(rows.iter().map(quote_from_row).collect::<Result<_, _>>()?)
+    }
+
+    async fn mean_of_last(&self, symbol: &Symbol, last: u32) -> Result<Option<Mean>, StoreError> {
+        let row = sqlx::query(
+            "SELECT AVG(price) AS mean, COUNT(*) AS n FROM \
+             (SELECT price FROM quotes WHERE symbol = ? ORDER BY ts DESC LIMIT ?)",
+        )
+        .bind(symbol.as_str())
+        .bind(last)
+        .fetch_one(&self.read)
+        .await?;
+        let count: i64 = row.try_get("n")?;
+        let mean: Option<f64> = row.try_get("mean")?;
+        Ok(mean.filter(|_| count > 0).map(|mean| Mean { mean, count: count as u32 }))
+    }
+
+    async fn count(&self, symbol: &Symbol) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM quotes WHERE symbol = ?")
+            .bind(symbol.as_str())
+            .fetch_one(&self.read)
+            .await?;
+        Ok(n as u64)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.read).await?;
+        Ok(())
+    }
+}
