@@ -1,0 +1,157 @@
+//! Provider service: persists quotes, fans live `price_update` frames out to
+//! WebSocket clients, and serves sessions and the quotes REST API.
+
+pub mod hub;
+pub mod latest;
+pub mod live;
+pub mod lookup;
+pub mod metrics;
+pub mod persist;
+pub mod rest;
+pub mod session;
+pub mod ws;
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    routing::{any, post},
+};
+use lizards_shared::{
+    broker::{Broker, BrokerError, declare_topology},
+    cache::Cache,
+    config::Config,
+    discovery::{Registration, RegistryClient, keep_registered},
+    service::Started,
+    shutdown::Shutdown,
+    store::QuoteStore,
+    telemetry::{self, HttpMetrics, Readiness},
+};
+
+use crate::{
+    hub::Hub,
+    latest::LatestCache,
+    lookup::{Resolver, Snapshots},
+    persist::Persister,
+    session::{SessionApi, Sessions},
+    ws::{ConnContext, connection::WsSettings},
+};
+
+pub const SERVICE_ID: &str = "provider";
+
+/// The backends a provider runs on (embedded or real, chosen by the caller).
+pub struct Backends {
+    pub broker: Arc<dyn Broker>,
+    pub store: Arc<dyn QuoteStore>,
+    pub cache: Arc<dyn Cache>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    #[error("cannot bind: {0}")]
+    Bind(#[from] std::io::Error),
+    #[error("broker: {0}")]
+    Broker(#[from] BrokerError),
+}
+
+fn ws_settings(config: &Config) -> WsSettings {
+    let p = &config.provider;
+    WsSettings {
+        batch_window: Duration::from_millis(p.ws_batch_ms),
+        slow_close: p.ws_slow_close,
+        max_symbols: p.ws_max_symbols,
+        rate: p.ws_rate,
+        burst: p.ws_burst,
+        max_frame: p.ws_max_frame,
+        error_limit: p.ws_error_limit,
+        error_window: p.ws_error_window,
+        ping_interval: p.ws_ping_interval,
+        idle_timeout: p.ws_idle_timeout,
+    }
+}
+
+pub async fn build(config: Config, backends: Backends, shutdown: Shutdown) -> Result<Started, ProviderError> {
+    let Backends { broker, store, cache } = backends;
+    declare_topology(broker.as_ref()).await?;
+
+    let registry = telemetry::metrics_registry(SERVICE_ID);
+    let metrics = metrics::Metrics::new(&registry);
+    let latest = Arc::new(LatestCache::default());
+    let hub = Arc::new(Hub::new(metrics.clone()));
+    let registry_client = RegistryClient::new(&config.common.registry_url, config.common.registry_token.clone());
+    let resolver = Arc::new(Resolver::new(
+        latest.clone(),
+        registry_client.clone(),
+        config.provider.symbol_lookup_timeout,
+        metrics.clone(),
+    ));
+    let snapshots = Arc::new(Snapshots { latest: latest.clone(), store: store.clone(), metrics: metrics.clone() });
+    let sessions = Arc::new(Sessions::new(cache.clone(), config.provider.session_ttl));
+
+    let live_queue = format!("provider.live.{}", uuid::Uuid::new_v4());
+    let live_consumer = live::consume(broker.as_ref(), &live_queue).await?;
+
+    let ctx = Arc::new(ConnContext {
+        hub: hub.clone(),
+        resolver,
+        snapshots: snapshots.clone(),
+        sessions: sessions.clone(),
+        settings: ws_settings(&config),
+        metrics: metrics.clone(),
+        shutdown: shutdown.clone(),
+    });
+
+    let readiness: Readiness = {
+        let (broker, store, cache) = (broker.clone(), store.clone(), cache.clone());
+        Arc::new(move || {
+            let (broker, store, cache) = (broker.clone(), store.clone(), cache.clone());
+            Box::pin(async move {
+                broker.ping().await.map_err(|e| e.to_string())?;
+                store.ping().await.map_err(|e| e.to_string())?;
+                cache.ping().await.map_err(|e| e.to_string())
+            })
+        })
+    };
+    let ws_routes = Router::new().route("/ws", any(ws::upgrade)).route("/", any(ws::upgrade)).with_state(ctx);
+    let session_routes = Router::new()
+        .route("/session", post(session::create))
+        .with_state(SessionApi { sessions, metrics: metrics.clone() });
+    let router = Router::new()
+        .merge(ws_routes)
+        .merge(session_routes)
+        .merge(rest::routes(rest::RestState { snapshots, store: store.clone() }))
+        .merge(telemetry::ops_routes(registry.clone(), readiness));
+    let router = telemetry::http_layers(router, HttpMetrics::new(&registry));
+
+    let (listener, addr) = lizards_shared::http::bind(config.common.bind_host, config.provider.provider_port).await?;
+    tracing::info!(%addr, "provider listening");
+
+    let persister = Persister {
+        broker: broker.clone(),
+        store,
+        latest,
+        metrics: metrics.clone(),
+        batch: config.provider.persist_batch,
+        linger: config.provider.persist_linger,
+    };
+    // The persistence worker finishes its batch and acks before stopping.
+    let persist_task = tokio::spawn(persister.run(shutdown.clone()));
+    let feed_task = tokio::spawn(live::feed(live_consumer, hub.clone(), metrics, live_queue.clone(), shutdown.clone()));
+    let bind_task = tokio::spawn(live::bind(broker, hub, live_queue, shutdown.clone()));
+
+    let registration = Registration::http(SERVICE_ID, "Lizards provider", &config.advertise_host(), addr.port());
+    let registered = keep_registered(registry_client, registration, config.common.registry_heartbeat, shutdown.clone());
+
+    let serve = async move {
+        // Deregister first so the gateway stops routing here while the
+        // WebSockets are being closed with 1001.
+        let server = axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned());
+        if let Err(error) = server.await {
+            tracing::error!(%error, "provider server failed");
+        }
+        let _ = registered.await;
+        let _ = tokio::join!(persist_task, feed_task, bind_task);
+        tracing::info!("provider stopped");
+    };
+    Ok(Started { addr, serve: Box::pin(serve) })
+}

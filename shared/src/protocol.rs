@@ -56,6 +56,25 @@ pub enum ProtocolError {
     RateExceeded { per_second: u32 },
 }
 
+impl ProtocolError {
+    /// Metric label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProtocolError::InvalidJson(_) => "invalid_json",
+            ProtocolError::NotAnObject => "not_an_object",
+            ProtocolError::UnknownType(_) => "unknown_type",
+            ProtocolError::MissingSymbols => "missing_symbols",
+            ProtocolError::SymbolsNotStrings => "ill_typed_symbols",
+            ProtocolError::MissingToken => "missing_token",
+            ProtocolError::BadNumber(_) => "ill_typed_field",
+            ProtocolError::TooManySymbols { .. } => "too_many_symbols",
+            ProtocolError::BinaryFrame => "binary_frame",
+            ProtocolError::FrameTooLarge { .. } => "frame_too_large",
+            ProtocolError::RateExceeded { .. } => "rate_exceeded",
+        }
+    }
+}
+
 /// Parses one text frame. `max_symbols` bounds the array before any symbol
 /// is parsed, so a huge request costs little.
 pub fn parse_client_frame(text: &str, max_symbols: usize) -> Result<ClientRequest, ProtocolError> {

@@ -1,0 +1,144 @@
+//! The ingestion pipeline: store raw → validate → publish with confirm.
+//! Rejected records stay in the raw store with their reason.
+
+use std::{collections::HashMap, sync::Arc, time::Instant};
+
+use chrono::{Duration, Utc};
+use lizards_shared::{
+    Quote, Symbol,
+    broker::{Broker, BrokerError, QUOTES_EXCHANGE},
+    rawstore::{RawDocument, RawOutcome, RawStore, RawStoreError},
+};
+use tokio::sync::Mutex;
+
+use crate::{
+    metrics::Metrics,
+    sources::RawRecord,
+    validate::{self, Reject},
+};
+
+/// What happened to one record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Published { ingest_id: String, flags: Vec<String> },
+    Rejected(Reject),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("broker did not confirm the quote: {0}")]
+    Publish(#[from] BrokerError),
+}
+
+pub struct Pipeline {
+    broker: Arc<dyn Broker>,
+    raw: Arc<dyn RawStore>,
+    metrics: Metrics,
+    retention: Duration,
+    jump_pct: f64,
+    /// Last published price per symbol, for jump flags.
+    last: Mutex<HashMap<Symbol, f64>>,
+}
+
+impl Pipeline {
+    pub fn new(
+        broker: Arc<dyn Broker>,
+        raw: Arc<dyn RawStore>,
+        metrics: Metrics,
+        retention_days: u32,
+        jump_pct: f64,
+    ) -> Pipeline {
+        Pipeline {
+            broker,
+            raw,
+            metrics,
+            retention: Duration::days(retention_days.into()),
+            jump_pct,
+            last: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub async fn process(&self, record: RawRecord) -> Result<Outcome, PipelineError> {
+        let received_at = Utc::now();
+        let doc = RawDocument {
+            source: record.source.clone(),
+            symbol: record.symbol.clone(),
+            source_ts: record.ts,
+            received_at,
+            body: record.body.clone(),
+        };
+        let raw_id = match self.raw.insert(doc).await {
+            Ok(id) => Some(id),
+            Err(RawStoreError::Duplicate) => return Ok(self.reject(&record, None, Reject::Duplicate).await),
+            Err(error) => {
+                // A raw-store outage must not stop live prices: publish with
+                // a fresh id and count the miss.
+                tracing::warn!(%error, "raw store insert failed; publishing without raw copy");
+                self.metrics.raw_store_errors.with_label_values(&["insert"]).inc();
+                None
+            }
+        };
+        let symbol = match validate::validate(&record, received_at, self.retention) {
+            Ok(symbol) => symbol,
+            Err(reason) => return Ok(self.reject(&record, raw_id.as_deref(), reason).await),
+        };
+        let flags = self.flags(&symbol, record.price).await;
+        let ingest_id = raw_id.clone().unwrap_or_else(|| uuid_like(&record));
+        let quote = Quote {
+            symbol,
+            price: record.price,
+            ts: record.ts,
+            volume: record.volume,
+            source: record.source.clone(),
+            ingest_id: ingest_id.clone(),
+            ingested_at: received_at,
+        };
+        let started = Instant::now();
+        if let Err(error) = self.broker.publish(QUOTES_EXCHANGE, &quote.symbol.routing_key(), quote.encode()).await {
+            self.metrics.publish_failures.with_label_values(&[&record.source]).inc();
+            return Err(error.into());
+        }
+        self.metrics
+            .delivery_time
+            .with_label_values(&[QUOTES_EXCHANGE])
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.published.with_label_values(&[&record.source]).inc();
+        for flag in &flags {
+            self.metrics.flagged.with_label_values(&[&record.source, flag]).inc();
+        }
+        if let Some(id) = raw_id {
+            self.set_outcome(&id, RawOutcome::Accepted { flags: flags.clone() }).await;
+        }
+        Ok(Outcome::Published { ingest_id, flags })
+    }
+
+    async fn reject(&self, record: &RawRecord, raw_id: Option<&str>, reason: Reject) -> Outcome {
+        tracing::debug!(source = %record.source, symbol = %record.symbol, reason = reason.label(), "record rejected");
+        self.metrics.rejected.with_label_values(&[&record.source, reason.label()]).inc();
+        if let Some(id) = raw_id {
+            self.set_outcome(id, RawOutcome::Rejected { reason: reason.label().to_string() }).await;
+        }
+        Outcome::Rejected(reason)
+    }
+
+    async fn set_outcome(&self, id: &str, outcome: RawOutcome) {
+        if let Err(error) = self.raw.set_outcome(id, outcome).await {
+            tracing::warn!(%error, "raw store outcome update failed");
+            self.metrics.raw_store_errors.with_label_values(&["set_outcome"]).inc();
+        }
+    }
+
+    async fn flags(&self, symbol: &Symbol, price: f64) -> Vec<String> {
+        let mut last = self.last.lock().await;
+        let previous = last.insert(symbol.clone(), price);
+        match previous {
+            Some(previous) if validate::is_jump(previous, price, self.jump_pct) => vec!["jump".to_string()],
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// An id for a record the raw store could not keep.
+fn uuid_like(record: &RawRecord) -> String {
+    format!("unstored-{}-{}-{}", record.source, record.symbol, record.ts.timestamp_micros())
+}

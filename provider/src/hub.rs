@@ -1,0 +1,168 @@
+//! The fan-out hub: which connection watches which symbol, and the latest
+//! price per watched symbol. Each quote is serialized once; connections
+//! watching the same symbols of a batch share one frame.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+};
+
+use bytes::Bytes;
+use lizards_shared::{
+    Quote, Symbol,
+    protocol::{PriceFragment, price_update},
+};
+use tokio::sync::Notify;
+
+use crate::{metrics::Metrics, ws::outbox::Outbox};
+
+pub type ConnId = u64;
+
+pub struct Hub {
+    state: Mutex<HubState>,
+    /// Signalled when a symbol gains its first or loses its last watcher.
+    demand_changed: Notify,
+    metrics: Metrics,
+}
+
+#[derive(Default)]
+struct HubState {
+    slots: HashMap<Symbol, Slot>,
+    next_conn: ConnId,
+}
+
+#[derive(Default)]
+struct Slot {
+    subscribers: HashMap<ConnId, Arc<Outbox>>,
+    latest: Option<PriceFragment>,
+}
+
+impl Hub {
+    pub fn new(metrics: Metrics) -> Hub {
+        Hub { state: Mutex::new(HubState::default()), demand_changed: Notify::new(), metrics }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HubState> {
+        self.state.lock().expect("hub lock")
+    }
+
+    pub fn next_conn_id(&self) -> ConnId {
+        let mut state = self.lock();
+        state.next_conn += 1;
+        state.next_conn
+    }
+
+    /// Adds `conn` as a watcher of `symbols` and offers it their latest
+    /// prices; returns the symbols that had none yet (the caller looks their
+    /// snapshot up elsewhere).
+    pub fn subscribe(&self, conn: ConnId, outbox: &Arc<Outbox>, symbols: &[Symbol]) -> Vec<Symbol> {
+        let mut snapshot = Vec::new();
+        let mut missing = Vec::new();
+        let mut changed = false;
+        {
+            let mut state = self.lock();
+            for symbol in symbols {
+                let slot = state.slots.entry(symbol.clone()).or_default();
+                if slot.subscribers.insert(conn, outbox.clone()).is_none() {
+                    self.metrics.ws_subscriptions.inc();
+                    changed |= slot.subscribers.len() == 1;
+                }
+                match &slot.latest {
+                    Some(fragment) => snapshot.push(fragment.clone()),
+                    None => missing.push(symbol.clone()),
+                }
+            }
+        }
+        outbox.offer_fragments(&snapshot);
+        if changed {
+            self.demand_changed.notify_one();
+        }
+        missing
+    }
+
+    pub fn unsubscribe(&self, conn: ConnId, symbols: &[Symbol]) {
+        let mut changed = false;
+        {
+            let mut state = self.lock();
+            for symbol in symbols {
+                if let Some(slot) = state.slots.get_mut(symbol)
+                    && slot.subscribers.remove(&conn).is_some()
+                {
+                    self.metrics.ws_subscriptions.dec();
+                    changed |= slot.subscribers.is_empty();
+                }
+            }
+        }
+        if changed {
+            self.demand_changed.notify_one();
+        }
+    }
+
+    /// Offers a snapshot found outside the live feed (SQL or the latest
+    /// cache) unless the hub already has a price at least as new.
+    pub fn offer_snapshot(&self, outbox: &Outbox, quote: &Quote) {
+        let fragment = PriceFragment::from_quote(quote);
+        {
+            let mut state = self.lock();
+            let slot = state.slots.entry(quote.symbol.clone()).or_default();
+            if slot.latest.as_ref().is_some_and(|l| l.ts_micros >= fragment.ts_micros) {
+                return;
+            }
+            slot.latest = Some(fragment.clone());
+        }
+        outbox.offer_fragments(&[fragment]);
+    }
+
+    /// Symbols with at least one watcher.
+    pub fn watched(&self) -> HashSet<Symbol> {
+        let state = self.lock();
+        state.slots.iter().filter(|(_, slot)| !slot.subscribers.is_empty()).map(|(s, _)| s.clone()).collect()
+    }
+
+    pub async fn demand_changed(&self) {
+        self.demand_changed.notified().await
+    }
+
+    /// Fans a batch of quotes out to their watchers.
+    pub fn publish(&self, quotes: &[Quote]) {
+        let fresh = newest_per_symbol(quotes);
+        // Connection → indexes into `fresh` of the symbols it gets.
+        let mut routes: HashMap<ConnId, (Arc<Outbox>, Vec<u32>)> = HashMap::new();
+        {
+            let mut state = self.lock();
+            for (index, fragment) in fresh.iter().enumerate() {
+                let slot = state.slots.entry(fragment.symbol.clone()).or_default();
+                // Redelivered or out-of-order quotes never move a price back.
+                if slot.latest.as_ref().is_some_and(|l| l.ts_micros >= fragment.ts_micros) {
+                    continue;
+                }
+                slot.latest = Some(fragment.clone());
+                for (conn, outbox) in &slot.subscribers {
+                    routes.entry(*conn).or_insert_with(|| (outbox.clone(), Vec::new())).1.push(index as u32);
+                }
+            }
+        }
+        let mut frames: HashMap<Vec<u32>, (Bytes, Arc<[PriceFragment]>)> = HashMap::new();
+        let mut conflated = 0;
+        for (_, (outbox, indexes)) in routes {
+            let (frame, fragments) = frames.entry(indexes).or_insert_with_key(|indexes| {
+                let fragments: Arc<[PriceFragment]> = indexes.iter().map(|&i| fresh[i as usize].clone()).collect();
+                (price_update(fragments.iter()), fragments)
+            });
+            conflated += outbox.offer_batch(frame, fragments);
+        }
+        self.metrics.ws_updates_conflated.inc_by(conflated);
+    }
+}
+
+/// One fragment per symbol: the newest quote of the batch, serialized once.
+fn newest_per_symbol(quotes: &[Quote]) -> Vec<PriceFragment> {
+    let mut newest: HashMap<&Symbol, &Quote> = HashMap::with_capacity(quotes.len());
+    for quote in quotes {
+        let entry = newest.entry(&quote.symbol).or_insert(quote);
+        if quote.ts > entry.ts {
+            *entry = quote;
+        }
+    }
+    newest.into_values().map(PriceFragment::from_quote).collect()
+}

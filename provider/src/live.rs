@@ -1,0 +1,96 @@
+//! Live feed of this provider instance: an exclusive, auto-delete queue bound
+//! only to the symbols its clients watch, consumed into the hub.
+
+use std::{collections::HashSet, sync::Arc};
+
+use lizards_shared::{
+    Quote, Symbol,
+    broker::{Broker, BrokerError, ConsumeOptions, Consumer, QUOTES_EXCHANGE, QueueSpec},
+    shutdown::Shutdown,
+};
+
+use crate::{hub::Hub, metrics::Metrics};
+
+/// Most quotes handed to the hub at once.
+const MAX_BATCH: usize = 4096;
+/// A stalled hub drops the oldest quotes beyond this (they are superseded by
+/// newer prices anyway).
+const MAX_QUEUE: usize = 100_000;
+/// Wait before retrying failed (un)bindings.
+const RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
+pub fn queue_spec(name: &str) -> QueueSpec {
+    QueueSpec { name: name.to_string(), auto_delete: true, max_length: Some(MAX_QUEUE), ..QueueSpec::default() }
+}
+
+pub async fn consume(broker: &dyn Broker, queue: &str) -> Result<Box<dyn Consumer>, BrokerError> {
+    broker.declare_queue(&queue_spec(queue)).await?;
+    broker.consume(queue, ConsumeOptions { prefetch: 0, no_ack: true }).await
+}
+
+/// Feeds the hub until shutdown, in batches of whatever is ready.
+pub async fn feed(mut consumer: Box<dyn Consumer>, hub: Arc<Hub>, metrics: Metrics, queue: String, shutdown: Shutdown) {
+    let mut quotes = Vec::with_capacity(MAX_BATCH);
+    loop {
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            delivery = consumer.next() => match delivery {
+                Some(delivery) => delivery,
+                None => return,
+            },
+        };
+        let mut count = 1;
+        push(&mut quotes, &first.body);
+        while quotes.len() < MAX_BATCH {
+            let Some(delivery) = consumer.try_next() else { break };
+            count += 1;
+            push(&mut quotes, &delivery.body);
+        }
+        metrics.consumed.with_label_values(&[&queue]).inc_by(count);
+        hub.publish(&quotes);
+        quotes.clear();
+    }
+}
+
+fn push(quotes: &mut Vec<Quote>, body: &[u8]) {
+    match Quote::decode(body) {
+        Ok(quote) => quotes.push(quote),
+        Err(error) => tracing::warn!(%error, "undecodable live quote skipped"),
+    }
+}
+
+/// Keeps the queue's bindings equal to the symbols watched.
+pub async fn bind(broker: Arc<dyn Broker>, hub: Arc<Hub>, queue: String, shutdown: Shutdown) {
+    let mut bound: HashSet<Symbol> = HashSet::new();
+    loop {
+        let watched = hub.watched();
+        let mut failed = false;
+        for symbol in watched.difference(&bound).cloned().collect::<Vec<_>>() {
+            match broker.bind(&queue, QUOTES_EXCHANGE, &symbol.routing_key()).await {
+                Ok(()) => {
+                    bound.insert(symbol);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, %symbol, "bind failed");
+                    failed = true;
+                }
+            }
+        }
+        for symbol in bound.difference(&watched).cloned().collect::<Vec<_>>() {
+            match broker.unbind(&queue, QUOTES_EXCHANGE, &symbol.routing_key()).await {
+                Ok(()) => {
+                    bound.remove(&symbol);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, %symbol, "unbind failed");
+                    failed = true;
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = hub.demand_changed() => {}
+            _ = tokio::time::sleep(RETRY), if failed => {}
+        }
+    }
+}

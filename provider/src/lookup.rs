@@ -1,0 +1,150 @@
+//! Symbol knowledge and snapshots. A symbol is known when a price for it has
+//! been seen, or when an enabled ingestion source says it can quote it (an
+//! on-demand lookup through the registry, bounded by a timeout).
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use lizards_shared::{Quote, Symbol, discovery::RegistryClient, store::QuoteStore};
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use reqwest::StatusCode;
+
+use crate::{latest::LatestCache, metrics::Metrics};
+
+/// How long lookup answers are remembered.
+const KNOWN_FOR: Duration = Duration::from_secs(600);
+const UNKNOWN_FOR: Duration = Duration::from_secs(30);
+
+pub struct Resolver {
+    latest: Arc<LatestCache>,
+    registry: RegistryClient,
+    http: reqwest::Client,
+    timeout: Duration,
+    answers: Mutex<HashMap<Symbol, (bool, Instant)>>,
+    metrics: Metrics,
+}
+
+impl Resolver {
+    pub fn new(latest: Arc<LatestCache>, registry: RegistryClient, timeout: Duration, metrics: Metrics) -> Resolver {
+        Resolver {
+            latest,
+            registry,
+            http: lizards_shared::http::client(),
+            timeout,
+            answers: Mutex::new(HashMap::new()),
+            metrics,
+        }
+    }
+
+    fn remembered(&self, symbol: &Symbol) -> Option<bool> {
+        let answers = self.answers.lock().expect("answers lock");
+        let (known, at) = answers.get(symbol)?;
+        let ttl = if *known { KNOWN_FOR } else { UNKNOWN_FOR };
+        (at.elapsed() < ttl).then_some(*known)
+    }
+
+    /// Known without asking anyone.
+    pub fn known_now(&self, symbol: &Symbol) -> bool {
+        self.latest.contains(symbol) || self.remembered(symbol) == Some(true)
+    }
+
+    /// Asks the ingestion service; unknown everywhere, unreachable or too
+    /// slow all mean "not known".
+    pub async fn lookup(&self, symbol: &Symbol) -> bool {
+        if let Some(known) = self.remembered(symbol) {
+            return known;
+        }
+        let answer = tokio::time::timeout(self.timeout, self.ask_ingestion(symbol)).await;
+        let known = match answer {
+            Ok(Some(known)) => {
+                self.metrics.symbol_lookups.with_label_values(&[if known { "known" } else { "unknown" }]).inc();
+                self.answers.lock().expect("answers lock").insert(symbol.clone(), (known, Instant::now()));
+                known
+            }
+            Ok(None) => {
+                self.metrics.symbol_lookups.with_label_values(&["unavailable"]).inc();
+                false
+            }
+            Err(_) => {
+                self.metrics.symbol_lookups.with_label_values(&["timeout"]).inc();
+                false
+            }
+        };
+        known || self.latest.contains(symbol)
+    }
+
+    /// `Some(answer)` from the first ingestion instance that answers.
+    async fn ask_ingestion(&self, symbol: &Symbol) -> Option<bool> {
+        let instances = match self.registry.instances("ingestion").await {
+            Ok(instances) => instances,
+            Err(error) => {
+                tracing::warn!(%error, "cannot look up ingestion instances");
+                return None;
+            }
+        };
+        let encoded = utf8_percent_encode(symbol.as_str(), NON_ALPHANUMERIC);
+        for instance in instances.iter().filter(|i| i.is_healthy()) {
+            let url = format!("http://{}/sources/lookup/{encoded}", instance.authority());
+            match self.http.get(url).send().await {
+                Ok(response) if response.status().is_success() => return Some(true),
+                Ok(response) if response.status() == StatusCode::NOT_FOUND => return Some(false),
+                Ok(response) => tracing::warn!(status = %response.status(), "symbol lookup failed"),
+                Err(error) => tracing::warn!(%error, "symbol lookup failed"),
+            }
+        }
+        None
+    }
+}
+
+/// Latest quote for a snapshot: the newer of the in-memory cache and the
+/// SQL store (read pool); the cache alone while the database is down.
+pub struct Snapshots {
+    pub latest: Arc<LatestCache>,
+    pub store: Arc<dyn QuoteStore>,
+    pub metrics: Metrics,
+}
+
+impl Snapshots {
+    pub async fn get(&self, symbol: &Symbol) -> Option<Quote> {
+        let cached = self.latest.get(symbol);
+        let stored = match self.store.latest(symbol).await {
+            Ok(stored) => stored,
+            Err(error) => {
+                tracing::warn!(%error, "snapshot from the database failed; using the in-memory cache");
+                self.metrics.errors.with_label_values(&["database"]).inc();
+                None
+            }
+        };
+        match (cached, stored) {
+            (Some(c), Some(s)) => Some(if s.ts > c.ts { s } else { c }),
+            (c, s) => c.or(s),
+        }
+    }
+
+    pub async fn all(&self) -> Vec<Quote> {
+        match self.store.latest_all().await {
+            Ok(stored) => {
+                let mut merged: HashMap<Symbol, Quote> = stored.into_iter().map(|q| (q.symbol.clone(), q)).collect();
+                for quote in self.latest.all() {
+                    match merged.get(&quote.symbol) {
+                        Some(s) if s.ts >= quote.ts => {}
+                        _ => {
+                            merged.insert(quote.symbol.clone(), quote);
+                        }
+                    }
+                }
+                let mut all: Vec<Quote> = merged.into_values().collect();
+                all.sort_by(|a, b| a.symbol.cmp(&b.symbol));
+                all
+            }
+            Err(error) => {
+                tracing::warn!(%error, "listing from the database failed; using the in-memory cache");
+                self.metrics.errors.with_label_values(&["database"]).inc();
+                self.latest.all()
+            }
+        }
+    }
+}

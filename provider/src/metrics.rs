@@ -1,0 +1,101 @@
+//! Provider metrics: streaming, persistence and sessions.
+
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+use lizards_shared::telemetry::{counter_vec, latency_buckets, register};
+
+#[derive(Clone)]
+pub struct Metrics {
+    pub ws_connections: IntGauge,
+    pub ws_connections_opened: IntCounter,
+    pub ws_subscriptions: IntGauge,
+    pub ws_frames_sent: IntCounterVec,
+    pub ws_symbol_updates_sent: IntCounter,
+    pub ws_updates_conflated: IntCounter,
+    pub ws_slow_closes: IntCounter,
+    pub ws_error_frames: IntCounterVec,
+    pub ws_closes: IntCounterVec,
+    /// `ingested_at` → frame written, per frame (its oldest update).
+    pub e2e_latency: Histogram,
+    pub persisted: IntCounter,
+    pub persist_batch_size: Histogram,
+    pub persist_duration: Histogram,
+    pub consumed: IntCounterVec,
+    pub dead_lettered: IntCounterVec,
+    pub errors: IntCounterVec,
+    pub sessions_created: IntCounter,
+    pub symbol_lookups: IntCounterVec,
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    register(registry, IntGauge::new(name, help).expect("valid gauge"))
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    register(registry, IntCounter::new(name, help).expect("valid counter"))
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    register(registry, Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("valid histogram"))
+}
+
+impl Metrics {
+    pub fn new(registry: &Registry) -> Metrics {
+        Metrics {
+            ws_connections: gauge(registry, "lizards_ws_connections", "Open WebSocket connections"),
+            ws_connections_opened: counter(registry, "lizards_ws_connections_opened_total", "WebSocket connections accepted"),
+            ws_subscriptions: gauge(registry, "lizards_ws_subscriptions", "Symbol subscriptions across connections"),
+            ws_frames_sent: counter_vec(registry, "lizards_ws_frames_sent_total", "Frames written to clients", &["type"]),
+            ws_symbol_updates_sent: counter(
+                registry,
+                "lizards_ws_symbol_updates_sent_total",
+                "Symbol updates written to clients (one per symbol per price_update)",
+            ),
+            ws_updates_conflated: counter(
+                registry,
+                "lizards_ws_updates_conflated_total",
+                "Updates replaced by a newer price before a slow client could take them",
+            ),
+            ws_slow_closes: counter(registry, "lizards_ws_slow_closes_total", "Clients closed for staying unwritable"),
+            ws_error_frames: counter_vec(registry, "lizards_ws_error_frames_total", "Error frames sent, by problem", &["kind"]),
+            ws_closes: counter_vec(registry, "lizards_ws_closes_total", "Connections closed, by reason", &["reason"]),
+            e2e_latency: histogram(
+                registry,
+                "lizards_e2e_latency_seconds",
+                "Ingestion (ingested_at) to WebSocket frame written",
+                latency_buckets(),
+            ),
+            persisted: counter(registry, "lizards_quotes_persisted_total", "Quotes newly written to the SQL store"),
+            persist_batch_size: histogram(
+                registry,
+                "lizards_persist_batch_size",
+                "Quotes per persisted batch",
+                vec![1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 5000.0],
+            ),
+            persist_duration: histogram(
+                registry,
+                "lizards_persist_duration_seconds",
+                "Time to write one batch",
+                latency_buckets(),
+            ),
+            consumed: counter_vec(registry, "lizards_messages_consumed_total", "Broker messages consumed", &["queue"]),
+            dead_lettered: counter_vec(
+                registry,
+                "lizards_messages_dead_lettered_total",
+                "Poison messages sent to the dead-letter queue",
+                &["queue"],
+            ),
+            errors: register(
+                registry,
+                IntCounterVec::new(Opts::new("lizards_errors_total", "Errors by kind"), &["kind"]).expect("valid counter"),
+            ),
+            sessions_created: counter(registry, "lizards_sessions_created_total", "Sessions created by POST /session"),
+            symbol_lookups: counter_vec(
+                registry,
+                "lizards_symbol_lookups_total",
+                "On-demand symbol lookups by outcome",
+                &["outcome"],
+            ),
+        }
+    }
+}

@@ -1,0 +1,447 @@
+//! One WebSocket connection: a reader that applies the protocol and limits,
+//! and a writer that drains the connection's outbox as fast as the socket
+//! takes it. Either side ending ends the other.
+
+use std::{
+    collections::HashSet,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use bytes::Bytes;
+use futures::{
+    SinkExt, StreamExt,
+    stream::{SplitSink, SplitStream},
+};
+use lizards_shared::{
+    Symbol,
+    protocol::{ClientRequest, ProtocolError, ServerFrame, parse_client_frame},
+    shutdown::Shutdown,
+};
+use serde_json::Number;
+use tokio::sync::mpsc;
+
+use super::{
+    ConnectParams,
+    limits::{ErrorBudget, TokenBucket},
+    outbox::{Next, Outbox},
+};
+use crate::{
+    hub::{ConnId, Hub},
+    lookup::{Resolver, Snapshots},
+    metrics::Metrics,
+    session::Sessions,
+};
+
+/// Close codes (RFC 6455).
+const NORMAL: u16 = 1000;
+const GOING_AWAY: u16 = 1001;
+const POLICY: u16 = 1008;
+
+/// Longest a throttle a client may ask for.
+const MAX_THROTTLE: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone)]
+pub struct WsSettings {
+    pub batch_window: Duration,
+    pub slow_close: Duration,
+    pub max_symbols: usize,
+    pub rate: u32,
+    pub burst: u32,
+    pub max_frame: usize,
+    pub error_limit: usize,
+    pub error_window: Duration,
+    pub ping_interval: Duration,
+    pub idle_timeout: Duration,
+}
+
+/// What every connection shares.
+pub struct ConnContext {
+    pub hub: Arc<Hub>,
+    pub resolver: Arc<Resolver>,
+    pub snapshots: Arc<Snapshots>,
+    pub sessions: Arc<Sessions>,
+    pub settings: WsSettings,
+    pub metrics: Metrics,
+    pub shutdown: Shutdown,
+}
+
+struct Lookup {
+    symbol: Symbol,
+    known: bool,
+    id: Option<Number>,
+}
+
+pub async fn serve(socket: WebSocket, ctx: Arc<ConnContext>, params: ConnectParams) {
+    let conn_id = ctx.hub.next_conn_id();
+    let outbox = Arc::new(Outbox::new(ctx.settings.batch_window));
+    ctx.metrics.ws_connections.inc();
+    ctx.metrics.ws_connections_opened.inc();
+    let (sink, stream) = socket.split();
+    let writer_done = Shutdown::new();
+    let throttle = Arc::new(std::sync::Mutex::new(Duration::ZERO));
+    let (lookups_tx, lookups_rx) = mpsc::channel(64);
+    let mut reader = Reader {
+        id: conn_id,
+        ctx: ctx.clone(),
+        outbox: outbox.clone(),
+        subscriptions: HashSet::new(),
+        looking_up: HashSet::new(),
+        limiter: TokenBucket::new(ctx.settings.rate, ctx.settings.burst, Instant::now()),
+        errors: ErrorBudget::new(ctx.settings.error_limit, ctx.settings.error_window),
+        session: None,
+        throttle: throttle.clone(),
+        lookups_tx,
+    };
+    reader.start(params).await;
+    let write = write_loop(sink, outbox.clone(), ctx.clone(), throttle, writer_done.clone());
+    let read = reader.run(stream, lookups_rx, writer_done);
+    let ((), ()) = tokio::join!(write, read);
+    reader.finish().await;
+    ctx.metrics.ws_connections.dec();
+    tracing::debug!(conn = conn_id, "connection closed");
+}
+
+struct Reader {
+    id: ConnId,
+    ctx: Arc<ConnContext>,
+    outbox: Arc<Outbox>,
+    subscriptions: HashSet<Symbol>,
+    looking_up: HashSet<Symbol>,
+    limiter: TokenBucket,
+    errors: ErrorBudget,
+    session: Option<String>,
+    throttle: Arc<std::sync::Mutex<Duration>>,
+    lookups_tx: mpsc::Sender<Lookup>,
+}
+
+enum Flow {
+    Continue,
+    Stop,
+}
+
+impl Reader {
+    /// Applies connection parameters: resumes a session's subscriptions.
+    async fn start(&mut self, params: ConnectParams) {
+        if params.token.is_some() {
+            self.send(ServerFrame::error("Authentication is not enabled on this server; streaming anonymously"));
+        }
+        let Some(id) = params.session else { return };
+        match self.ctx.sessions.load(&id).await {
+            Ok(Some(state)) => {
+                self.session = Some(id);
+                if !state.symbols.is_empty() {
+                    self.subscribe_known(state.symbols, None);
+                }
+            }
+            Ok(None) => self.send(ServerFrame::error(format!("Unknown or expired session: {id}"))),
+            Err(error) => {
+                tracing::warn!(%error, "session store unavailable");
+                self.ctx.metrics.errors.with_label_values(&["session_store"]).inc();
+                self.send(ServerFrame::error("Session store unavailable; starting a fresh session"));
+            }
+        }
+    }
+
+    async fn run(&mut self, mut stream: SplitStream<WebSocket>, mut lookups: mpsc::Receiver<Lookup>, writer_done: Shutdown) {
+        let idle = self.ctx.settings.idle_timeout;
+        loop {
+            tokio::select! {
+                _ = writer_done.cancelled() => return,
+                message = tokio::time::timeout(idle, stream.next()) => {
+                    let flow = match message {
+                        Err(_) => {
+                            self.ctx.metrics.ws_closes.with_label_values(&["idle"]).inc();
+                            self.outbox.close(NORMAL, "idle timeout");
+                            Flow::Stop
+                        }
+                        Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => {
+                            self.ctx.metrics.ws_closes.with_label_values(&["client"]).inc();
+                            self.outbox.close(NORMAL, "");
+                            Flow::Stop
+                        }
+                        Ok(Some(Ok(message))) => self.on_message(message).await,
+                    };
+                    if let Flow::Stop = flow {
+                        return;
+                    }
+                }
+                Some(lookup) = lookups.recv() => self.on_lookup(lookup).await,
+            }
+        }
+    }
+
+    async fn finish(&mut self) {
+        let symbols: Vec<Symbol> = self.subscriptions.drain().collect();
+        self.ctx.hub.unsubscribe(self.id, &symbols);
+        if let Some(id) = &self.session {
+            // The session outlives the connection by SESSION_TTL.
+            if let Err(error) = self.ctx.sessions.save(id, symbols).await {
+                tracing::warn!(%error, "session not saved");
+            }
+        }
+    }
+
+    fn send(&self, frame: ServerFrame) {
+        if !self.outbox.push_control(frame.to_bytes()) {
+            self.outbox.close(POLICY, "client is not reading");
+        }
+    }
+
+    /// Sends an error frame and charges the error budget.
+    fn fail(&mut self, error: ProtocolError) -> Flow {
+        self.ctx.metrics.ws_error_frames.with_label_values(&[error.kind()]).inc();
+        self.send(ServerFrame::error(error));
+        self.charge()
+    }
+
+    fn charge(&mut self) -> Flow {
+        if self.errors.record(Instant::now()) {
+            self.ctx.metrics.ws_closes.with_label_values(&["errors"]).inc();
+            self.outbox.close(POLICY, "too many invalid messages");
+            return Flow::Stop;
+        }
+        Flow::Continue
+    }
+
+    async fn on_message(&mut self, message: Message) -> Flow {
+        let text = match message {
+            Message::Text(text) => Some(text),
+            Message::Binary(_) => None,
+            Message::Ping(_) | Message::Pong(_) => return Flow::Continue,
+            Message::Close(_) => return Flow::Stop,
+        };
+        if !self.limiter.try_take(Instant::now()) {
+            return self.fail(ProtocolError::RateExceeded { per_second: self.ctx.settings.rate });
+        }
+        let Some(text) = text else {
+            return self.fail(ProtocolError::BinaryFrame);
+        };
+        if text.len() > self.ctx.settings.max_frame {
+            return self.fail(ProtocolError::FrameTooLarge { limit: self.ctx.settings.max_frame });
+        }
+        match parse_client_frame(text.as_str(), self.ctx.settings.max_symbols) {
+            Ok(request) => self.on_request(request).await,
+            Err(error) => self.fail(error),
+        }
+    }
+
+    async fn on_request(&mut self, request: ClientRequest) -> Flow {
+        match request {
+            ClientRequest::Subscribe { symbols, id, throttle_ms } => {
+                if let Some(ms) = throttle_ms {
+                    *self.throttle.lock().expect("throttle lock") = Duration::from_millis(ms).min(MAX_THROTTLE);
+                }
+                let (valid, flow) = self.valid_symbols(symbols);
+                match self.subscribe(valid, id).await {
+                    Flow::Stop => Flow::Stop,
+                    Flow::Continue => flow,
+                }
+            }
+            ClientRequest::Unsubscribe { symbols, id } => {
+                let (valid, flow) = self.valid_symbols(symbols);
+                self.unsubscribe(valid, id).await;
+                flow
+            }
+            ClientRequest::List => {
+                let mut symbols: Vec<Symbol> = self.subscriptions.iter().cloned().collect();
+                symbols.sort();
+                self.send(ServerFrame::Subscriptions { symbols });
+                Flow::Continue
+            }
+            ClientRequest::Ping => {
+                self.send(ServerFrame::Pong);
+                Flow::Continue
+            }
+            ClientRequest::Auth { .. } => {
+                self.send(ServerFrame::error("Authentication is not enabled on this server; streaming anonymously"));
+                Flow::Continue
+            }
+        }
+    }
+
+    /// One error frame per invalid symbol; the frame charges the budget once.
+    fn valid_symbols(&mut self, symbols: Vec<Result<Symbol, lizards_shared::SymbolError>>) -> (Vec<Symbol>, Flow) {
+        let mut valid = Vec::with_capacity(symbols.len());
+        let mut seen = HashSet::with_capacity(symbols.len());
+        let mut invalid = false;
+        for symbol in symbols {
+            match symbol {
+                Ok(symbol) => {
+                    if seen.insert(symbol.clone()) {
+                        valid.push(symbol);
+                    }
+                }
+                Err(error) => {
+                    invalid = true;
+                    self.ctx.metrics.ws_error_frames.with_label_values(&["invalid_symbol"]).inc();
+                    self.send(ServerFrame::error(error));
+                }
+            }
+        }
+        let flow = if invalid { self.charge() } else { Flow::Continue };
+        (valid, flow)
+    }
+
+    async fn subscribe(&mut self, symbols: Vec<Symbol>, id: Option<Number>) -> Flow {
+        let new: Vec<Symbol> = symbols
+            .iter()
+            .filter(|s| !self.subscriptions.contains(*s) && !self.looking_up.contains(*s))
+            .cloned()
+            .collect();
+        let watched = self.subscriptions.len() + self.looking_up.len();
+        if watched + new.len() > self.ctx.settings.max_symbols {
+            return self.fail(ProtocolError::TooManySymbols { limit: self.ctx.settings.max_symbols });
+        }
+        let (known, unknown): (Vec<Symbol>, Vec<Symbol>) = new.into_iter().partition(|s| self.ctx.resolver.known_now(s));
+        // Already-subscribed symbols are acknowledged again (idempotent).
+        let mut ack: Vec<Symbol> = symbols.iter().filter(|s| self.subscriptions.contains(*s)).cloned().collect();
+        ack.extend(known.iter().cloned());
+        if !ack.is_empty() {
+            self.subscribe_known(ack, id.clone());
+        }
+        for symbol in unknown {
+            self.looking_up.insert(symbol.clone());
+            let (resolver, tx, id) = (self.ctx.resolver.clone(), self.lookups_tx.clone(), id.clone());
+            tokio::spawn(async move {
+                let known = resolver.lookup(&symbol).await;
+                let _ = tx.send(Lookup { symbol, known, id }).await;
+            });
+        }
+        self.save_session().await;
+        Flow::Continue
+    }
+
+    /// Acknowledges, registers with the hub, and sends snapshots.
+    fn subscribe_known(&mut self, symbols: Vec<Symbol>, id: Option<Number>) {
+        self.send(ServerFrame::Subscribed { symbols: symbols.clone(), id });
+        let fresh: Vec<Symbol> = symbols.into_iter().filter(|s| self.subscriptions.insert(s.clone())).collect();
+        let missing = self.ctx.hub.subscribe(self.id, &self.outbox, &fresh);
+        for symbol in missing {
+            let (snapshots, hub, outbox) = (self.ctx.snapshots.clone(), self.ctx.hub.clone(), self.outbox.clone());
+            tokio::spawn(async move {
+                if let Some(quote) = snapshots.get(&symbol).await {
+                    hub.offer_snapshot(&outbox, &quote);
+                }
+            });
+        }
+    }
+
+    async fn on_lookup(&mut self, lookup: Lookup) {
+        if !self.looking_up.remove(&lookup.symbol) {
+            return; // unsubscribed while looking up
+        }
+        if lookup.known {
+            self.subscribe_known(vec![lookup.symbol], lookup.id);
+            self.save_session().await;
+        } else {
+            self.ctx.metrics.ws_error_frames.with_label_values(&["unknown_symbol"]).inc();
+            self.send(ServerFrame::error(lizards_shared::SymbolError(lookup.symbol.to_string())));
+        }
+    }
+
+    async fn unsubscribe(&mut self, symbols: Vec<Symbol>, id: Option<Number>) {
+        let removed: Vec<Symbol> = symbols
+            .iter()
+            .filter(|s| {
+                let looked_up = self.looking_up.remove(*s);
+                self.subscriptions.remove(*s) || looked_up
+            })
+            .cloned()
+            .collect();
+        self.ctx.hub.unsubscribe(self.id, &removed);
+        self.outbox.forget(&removed);
+        self.send(ServerFrame::Unsubscribed { symbols, id });
+        self.save_session().await;
+    }
+
+    async fn save_session(&self) {
+        let Some(id) = &self.session else { return };
+        let symbols: Vec<Symbol> = self.subscriptions.iter().chain(self.looking_up.iter()).cloned().collect();
+        if let Err(error) = self.ctx.sessions.save(id, symbols).await {
+            tracing::warn!(%error, "session not saved");
+            self.ctx.metrics.errors.with_label_values(&["session_store"]).inc();
+        }
+    }
+}
+
+fn text(bytes: Bytes) -> Message {
+    Message::Text(Utf8Bytes::try_from(bytes).expect("server frames are UTF-8 JSON"))
+}
+
+/// Writes the outbox to the socket; ends after a close frame, a failed
+/// write, or a socket that stayed unwritable for `WS_SLOW_CLOSE`.
+async fn write_loop(
+    mut sink: SplitSink<WebSocket, Message>,
+    outbox: Arc<Outbox>,
+    ctx: Arc<ConnContext>,
+    throttle: Arc<std::sync::Mutex<Duration>>,
+    done: Shutdown,
+) {
+    let settings = &ctx.settings;
+    let metrics = &ctx.metrics;
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + settings.ping_interval, settings.ping_interval);
+    let mut not_before = Instant::now();
+    loop {
+        let (message, kind) = match outbox.next(Instant::now(), not_before) {
+            Next::Control(frame) => (text(frame), "control"),
+            Next::Updates { frame, symbols, oldest_ingested_micros } => {
+                metrics.ws_symbol_updates_sent.inc_by(symbols as u64);
+                let now_us = chrono::Utc::now().timestamp_micros();
+                metrics.e2e_latency.observe((now_us - oldest_ingested_micros).max(0) as f64 / 1e6);
+                let throttle = *throttle.lock().expect("throttle lock");
+                not_before = Instant::now() + throttle;
+                (text(frame), "price_update")
+            }
+            Next::Close(code, reason) => {
+                close(&mut sink, code, &reason).await;
+                break;
+            }
+            Next::Wait(due) => {
+                let due = due.map(tokio::time::Instant::from_std);
+                tokio::select! {
+                    _ = outbox.changed() => {}
+                    _ = ping.tick() => {
+                        if !send(&mut sink, Message::Ping(Bytes::new()), settings.slow_close, metrics).await {
+                            break;
+                        }
+                    }
+                    _ = ctx.shutdown.cancelled() => {
+                        metrics.ws_closes.with_label_values(&["shutdown"]).inc();
+                        close(&mut sink, GOING_AWAY, "server shutting down").await;
+                        break;
+                    }
+                    _ = async { tokio::time::sleep_until(due.expect("guarded")).await }, if due.is_some() => {}
+                }
+                continue;
+            }
+        };
+        metrics.ws_frames_sent.with_label_values(&[kind]).inc();
+        if !send(&mut sink, message, settings.slow_close, metrics).await {
+            break;
+        }
+    }
+    done.cancel();
+}
+
+/// Sends one message; `false` when the connection is finished.
+async fn send(sink: &mut SplitSink<WebSocket, Message>, message: Message, slow_close: Duration, metrics: &Metrics) -> bool {
+    match tokio::time::timeout(slow_close, sink.send(message)).await {
+        Ok(Ok(())) => true,
+        Ok(Err(_)) => false,
+        Err(_) => {
+            metrics.ws_slow_closes.inc();
+            metrics.ws_closes.with_label_values(&["slow"]).inc();
+            tracing::info!("closing a client that stayed unwritable");
+            close(sink, POLICY, "client too slow").await;
+            false
+        }
+    }
+}
+
+async fn close(sink: &mut SplitSink<WebSocket, Message>, code: u16, reason: &str) {
+    let frame = CloseFrame { code, reason: Utf8Bytes::from(reason) };
+    // A client that is not reading may never take the close frame either.
+    let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(Message::Close(Some(frame)))).await;
+}

@@ -1,0 +1,55 @@
+//! WebSocket endpoint (`/ws` and `/`): upgrade, then one connection task.
+
+pub mod connection;
+pub mod limits;
+pub mod outbox;
+
+use std::sync::Arc;
+
+use axum::{
+    Json,
+    extract::{
+        Query, State,
+        ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection},
+    },
+    response::{IntoResponse, Response},
+};
+use serde::Deserialize;
+use serde_json::json;
+
+pub use connection::ConnContext;
+
+/// Per-connection read buffer: small, so idle connections stay cheap
+/// (tungstenite's default is 128 KiB).
+const READ_BUFFER: usize = 4 * 1024;
+/// Largest message the socket accepts at all; frames above `WS_MAX_FRAME`
+/// but below this get a "frame too large" error and the connection lives on.
+const MAX_MESSAGE: usize = 1024 * 1024;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ConnectParams {
+    pub session: Option<String>,
+    pub token: Option<String>,
+}
+
+pub async fn upgrade(
+    State(ctx): State<Arc<ConnContext>>,
+    Query(params): Query<ConnectParams>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(_) => {
+            return Json(json!({
+                "service": "lizards-provider",
+                "websocket": "/ws",
+                "protocol": "JSON text frames, see docs/protocol.md"
+            }))
+            .into_response();
+        }
+    };
+    ws.read_buffer_size(READ_BUFFER)
+        .max_message_size(MAX_MESSAGE)
+        .max_frame_size(MAX_MESSAGE)
+        .on_upgrade(move |socket| connection::serve(socket, ctx, params))
+}

@@ -1,0 +1,296 @@
+//! A connection's pending output. Control frames (acks, errors, pongs) queue
+//! in order; price updates are conflated to the newest price per symbol, so
+//! a slow client costs at most one fragment per subscribed symbol.
+//!
+//! While the writer is idle, a fan-out batch is handed over as the frame the
+//! hub serialized once for every connection watching the same symbols; only
+//! when updates pile up behind a busy socket does a connection assemble its
+//! own frame from the conflated fragments.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use lizards_shared::{
+    Symbol,
+    protocol::{PriceFragment, price_update},
+};
+use tokio::sync::Notify;
+
+/// Control frames a client may leave unread before it is dropped: client
+/// requests are rate limited, so only a client that never reads gets here.
+pub const MAX_CONTROL_FRAMES: usize = 4096;
+
+pub struct Outbox {
+    state: Mutex<State>,
+    notify: Notify,
+    batch_window: Duration,
+}
+
+#[derive(Default)]
+struct State {
+    control: VecDeque<Bytes>,
+    /// A frame shared with other connections, with its fragments in case it
+    /// has to be merged with later updates.
+    ready: Option<(Bytes, Arc<[PriceFragment]>)>,
+    pending: HashMap<Symbol, PriceFragment>,
+    /// When the oldest not-yet-written update arrived (for `WS_BATCH_MS`).
+    pending_since: Option<Instant>,
+    close: Option<(u16, String)>,
+}
+
+/// What the writer should do next.
+pub enum Next {
+    Control(Bytes),
+    Updates { frame: Bytes, symbols: usize, oldest_ingested_micros: i64 },
+    Close(u16, String),
+    /// Nothing to write now; updates become due at the instant, if any.
+    Wait(Option<Instant>),
+}
+
+impl State {
+    /// Moves a shared frame back into the conflation map.
+    fn unshare(&mut self) {
+        if let Some((_, fragments)) = self.ready.take() {
+            for fragment in fragments.iter() {
+                self.pending.insert(fragment.symbol.clone(), fragment.clone());
+            }
+        }
+    }
+
+    /// Returns how many pending updates were replaced by newer ones.
+    fn merge<'a>(&mut self, fragments: impl IntoIterator<Item = &'a PriceFragment>) -> u64 {
+        let mut conflated = 0;
+        for fragment in fragments {
+            match self.pending.get(&fragment.symbol) {
+                Some(current) if current.ts_micros >= fragment.ts_micros => {}
+                Some(_) => {
+                    conflated += 1;
+                    self.pending.insert(fragment.symbol.clone(), fragment.clone());
+                }
+                None => {
+                    self.pending.insert(fragment.symbol.clone(), fragment.clone());
+                }
+            }
+        }
+        conflated
+    }
+
+    fn has_updates(&self) -> bool {
+        self.ready.is_some() || !self.pending.is_empty()
+    }
+}
+
+impl Outbox {
+    pub fn new(batch_window: Duration) -> Outbox {
+        Outbox { state: Mutex::new(State::default()), notify: Notify::new(), batch_window }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().expect("outbox lock")
+    }
+
+    /// Queues a control frame; `false` when the client stopped reading.
+    pub fn push_control(&self, frame: Bytes) -> bool {
+        let accepted = {
+            let mut state = self.lock();
+            if state.control.len() >= MAX_CONTROL_FRAMES {
+                false
+            } else {
+                state.control.push_back(frame);
+                true
+            }
+        };
+        self.notify.notify_one();
+        accepted
+    }
+
+    /// Offers a fan-out batch; returns how many updates it conflated.
+    pub fn offer_batch(&self, frame: &Bytes, fragments: &Arc<[PriceFragment]>) -> u64 {
+        let conflated = {
+            let mut state = self.lock();
+            if state.has_updates() {
+                state.unshare();
+                state.merge(fragments.iter())
+            } else {
+                state.ready = Some((frame.clone(), fragments.clone()));
+                state.pending_since = Some(Instant::now());
+                0
+            }
+        };
+        self.notify.notify_one();
+        conflated
+    }
+
+    /// Offers single updates (snapshots); newer pending prices win.
+    pub fn offer_fragments(&self, fragments: &[PriceFragment]) {
+        if fragments.is_empty() {
+            return;
+        }
+        {
+            let mut state = self.lock();
+            state.unshare();
+            state.merge(fragments);
+            state.pending_since.get_or_insert_with(Instant::now);
+        }
+        self.notify.notify_one();
+    }
+
+    /// Drops pending updates of symbols the client no longer watches.
+    pub fn forget(&self, symbols: &[Symbol]) {
+        let mut state = self.lock();
+        state.unshare();
+        for symbol in symbols {
+            state.pending.remove(symbol);
+        }
+        if !state.has_updates() {
+            state.pending_since = None;
+        }
+    }
+
+    /// Asks the writer to send what is queued, then close.
+    pub fn close(&self, code: u16, reason: &str) {
+        self.lock().close.get_or_insert_with(|| (code, reason.to_string()));
+        self.notify.notify_one();
+    }
+
+    /// Pending price updates (for tests and the memory bound).
+    pub fn pending_updates(&self) -> usize {
+        let state = self.lock();
+        state.pending.len() + state.ready.as_ref().map_or(0, |(_, f)| f.len())
+    }
+
+    /// The next thing to write. Updates wait for the batch window and for
+    /// `not_before` (the client's throttle).
+    pub fn next(&self, now: Instant, not_before: Instant) -> Next {
+        let mut state = self.lock();
+        if let Some(frame) = state.control.pop_front() {
+            return Next::Control(frame);
+        }
+        if let Some((code, reason)) = state.close.take() {
+            return Next::Close(code, reason);
+        }
+        if !state.has_updates() {
+            return Next::Wait(None);
+        }
+        let due = state.pending_since.map_or(now, |since| since + self.batch_window).max(not_before);
+        if due > now {
+            return Next::Wait(Some(due));
+        }
+        state.pending_since = None;
+        if let Some((frame, fragments)) = state.ready.take() {
+            let oldest = fragments.iter().map(|f| f.ingested_at_micros).min().unwrap_or_default();
+            return Next::Updates { frame, symbols: fragments.len(), oldest_ingested_micros: oldest };
+        }
+        let fragments: Vec<PriceFragment> = state.pending.drain().map(|(_, f)| f).collect();
+        drop(state);
+        let oldest = fragments.iter().map(|f| f.ingested_at_micros).min().unwrap_or_default();
+        Next::Updates { frame: price_update(&fragments), symbols: fragments.len(), oldest_ingested_micros: oldest }
+    }
+
+    /// Waits until something may have been queued.
+    pub async fn changed(&self) {
+        self.notify.notified().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fragment(symbol: &str, ts: i64) -> PriceFragment {
+        PriceFragment {
+            symbol: Symbol::parse(symbol).unwrap(),
+            ts_micros: ts,
+            ingested_at_micros: ts,
+            json: Bytes::from(format!("\"{symbol}\":{{\"price\":1,\"timestamp\":\"{ts}\"}}")),
+        }
+    }
+
+    fn batch(fragments: Vec<PriceFragment>) -> (Bytes, Arc<[PriceFragment]>) {
+        (price_update(&fragments), fragments.into())
+    }
+
+    #[test]
+    fn an_idle_connection_gets_the_shared_frame_itself() {
+        let outbox = Outbox::new(Duration::ZERO);
+        let (frame, fragments) = batch(vec![fragment("AAPL", 1)]);
+        outbox.offer_batch(&frame, &fragments);
+        let now = Instant::now();
+        match outbox.next(now, now) {
+            Next::Updates { frame: sent, symbols, .. } => {
+                assert_eq!(sent.as_ptr(), frame.as_ptr(), "the same bytes, not a copy");
+                assert_eq!(symbols, 1);
+            }
+            _ => panic!("expected updates"),
+        }
+    }
+
+    #[test]
+    fn a_busy_connection_conflates_to_the_newest_price_per_symbol() {
+        let outbox = Outbox::new(Duration::ZERO);
+        let mut conflated = 0;
+        for ts in 0..1000 {
+            let (frame, fragments) = batch(vec![fragment("AAPL", ts), fragment("MSFT", ts)]);
+            conflated += outbox.offer_batch(&frame, &fragments);
+        }
+        assert_eq!(outbox.pending_updates(), 2, "memory stays bounded by the symbols watched");
+        assert_eq!(conflated, 2 * 999);
+        let now = Instant::now();
+        let Next::Updates { frame, symbols, .. } = outbox.next(now, now) else { panic!("expected updates") };
+        assert_eq!(symbols, 2);
+        let text = std::str::from_utf8(&frame).unwrap();
+        assert!(text.contains("\"999\""), "{text}");
+    }
+
+    #[test]
+    fn control_frames_come_first_and_older_snapshots_never_replace_newer_prices() {
+        let outbox = Outbox::new(Duration::ZERO);
+        let (frame, fragments) = batch(vec![fragment("AAPL", 10)]);
+        outbox.offer_batch(&frame, &fragments);
+        outbox.offer_fragments(&[fragment("AAPL", 5)]);
+        outbox.push_control(Bytes::from_static(b"ack"));
+        let now = Instant::now();
+        assert!(matches!(outbox.next(now, now), Next::Control(f) if f == "ack"));
+        let Next::Updates { frame, .. } = outbox.next(now, now) else { panic!("expected updates") };
+        assert!(std::str::from_utf8(&frame).unwrap().contains("\"10\""));
+        assert!(matches!(outbox.next(now, now), Next::Wait(None)));
+    }
+
+    #[test]
+    fn forgotten_symbols_are_not_sent() {
+        let outbox = Outbox::new(Duration::ZERO);
+        let (frame, fragments) = batch(vec![fragment("AAPL", 1), fragment("MSFT", 1)]);
+        outbox.offer_batch(&frame, &fragments);
+        outbox.forget(&[Symbol::parse("AAPL").unwrap()]);
+        let now = Instant::now();
+        let Next::Updates { frame, symbols, .. } = outbox.next(now, now) else { panic!("expected updates") };
+        assert_eq!(symbols, 1);
+        assert!(!std::str::from_utf8(&frame).unwrap().contains("AAPL"));
+    }
+
+    #[test]
+    fn batch_window_and_throttle_delay_updates_but_not_control() {
+        let outbox = Outbox::new(Duration::from_millis(50));
+        outbox.offer_fragments(&[fragment("AAPL", 1)]);
+        outbox.push_control(Bytes::from_static(b"pong"));
+        let now = Instant::now();
+        assert!(matches!(outbox.next(now, now), Next::Control(_)));
+        assert!(matches!(outbox.next(now, now), Next::Wait(Some(_))));
+        let later = now + Duration::from_millis(60);
+        assert!(matches!(outbox.next(later, later + Duration::from_secs(1)), Next::Wait(Some(_))));
+        assert!(matches!(outbox.next(later, later), Next::Updates { .. }));
+    }
+
+    #[test]
+    fn control_queue_is_bounded() {
+        let outbox = Outbox::new(Duration::ZERO);
+        for _ in 0..MAX_CONTROL_FRAMES {
+            assert!(outbox.push_control(Bytes::from_static(b"x")));
+        }
+        assert!(!outbox.push_control(Bytes::from_static(b"x")));
+    }
+}
