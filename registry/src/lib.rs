@@ -1,0 +1,163 @@
+//! The Lizards service registry (SPEC §8): services register their
+//! instances, renew them by heartbeat and are evicted when they stop;
+//! instances with a health-check path are probed. The gateway routes by
+//! what it lists here, and Prometheus discovers its scrape targets here.
+
+mod api;
+mod auth;
+pub mod error;
+mod health;
+mod metrics;
+pub mod model;
+pub mod store;
+mod sweep;
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    sync::Arc,
+};
+
+use axum::Router;
+use lizards_shared::{
+    config::Config,
+    discovery::{Registration, RegistryClient, keep_registered},
+    service::Started,
+    shutdown::Shutdown,
+    telemetry::{HttpMetrics, always_ready, http_layers, metrics_registry, ops_routes},
+};
+use tokio::net::TcpListener;
+
+pub use error::RegistryError;
+pub use health::{HEALTH_INTERVAL, HEALTH_TIMEOUT};
+pub use store::{MemoryRegistryStore, RegistryStore};
+
+use crate::{api::AppState, auth::WriteToken, metrics::RegistryMetrics};
+
+/// The service id the registry registers itself under.
+pub const SERVICE_ID: &str = "registry";
+
+/// Binds the registry's listener with the embedded store; see
+/// [`build_with_store`].
+pub async fn build(config: Config, shutdown: Shutdown) -> Result<Started, RegistryError> {
+    build_with_store(config, shutdown, Arc::new(MemoryRegistryStore::new())).await
+}
+
+/// Binds `bind_host:registry_port` (port 0 picks a free one) and returns the
+/// bound address with the future that serves until `shutdown`. That future
+/// also runs the TTL sweeper and the health checker, and keeps the registry
+/// registered in itself like any other service.
+pub async fn build_with_store(
+    config: Config,
+    shutdown: Shutdown,
+    store: Arc<dyn RegistryStore>,
+) -> Result<Started, RegistryError> {
+    let bind = SocketAddr::new(config.common.bind_host, config.registry.registry_port);
+    let (listener, addr) = lizards_shared::http::bind(bind.ip(), bind.port())
+        .await
+        .map_err(|source| RegistryError::Bind { addr: bind, source })?;
+    tracing::info!(%addr, "registry listening");
+
+    let prometheus = metrics_registry(SERVICE_ID);
+    let metrics = RegistryMetrics::new(&prometheus);
+    let http_metrics = HttpMetrics::new(&prometheus);
+    let state = AppState {
+        store: store.clone(),
+        default_ttl: config.registry.registry_ttl,
+        token: WriteToken::new(config.common.registry_token.clone()),
+    };
+    let app = http_layers(
+        api::router(state).merge(ops_routes(prometheus, always_ready())),
+        http_metrics,
+    );
+    let serve = serve(
+        listener,
+        app,
+        Background {
+            config,
+            addr,
+            store,
+            metrics,
+        },
+        shutdown,
+    );
+    Ok(Started {
+        addr,
+        serve: Box::pin(serve),
+    })
+}
+
+/// What runs next to the HTTP server.
+struct Background {
+    config: Config,
+    addr: SocketAddr,
+    store: Arc<dyn RegistryStore>,
+    metrics: RegistryMetrics,
+}
+
+async fn serve(listener: TcpListener, app: Router, background: Background, shutdown: Shutdown) {
+    // A child token also stops the tasks if the server ends on its own,
+    // without shutting down the rest of the process.
+    let tasks = shutdown.child_token();
+    let sweeper = tokio::spawn(sweep::run(
+        background.store.clone(),
+        background.config.registry.registry_sweep,
+        background.metrics,
+        tasks.clone(),
+    ));
+    let checker = tokio::spawn(health::run(background.store, tasks.clone()));
+    let registration = register_self(&background.config, background.addr, tasks.clone());
+
+    let stop_tasks = tasks.clone();
+    let signal = async move {
+        tasks.cancelled().await;
+        // Deregistering goes through our own listener, so the server only
+        // stops once that request has been answered.
+        let _ = registration.await;
+    };
+    if let Err(error) = axum::serve(listener, app)
+        .with_graceful_shutdown(signal)
+        .await
+    {
+        tracing::error!(%error, "registry server failed");
+    }
+    stop_tasks.cancel();
+    let _ = tokio::join!(sweeper, checker);
+    tracing::info!("registry stopped");
+}
+
+/// Registers the registry in itself, exactly as every other service does.
+fn register_self(
+    config: &Config,
+    addr: SocketAddr,
+    shutdown: Shutdown,
+) -> tokio::task::JoinHandle<()> {
+    let client = RegistryClient::new(
+        &format!("http://{}", loopback_if_unspecified(addr)),
+        config.common.registry_token.clone(),
+    );
+    let registration = Registration::http(
+        SERVICE_ID,
+        "Lizards registry",
+        &config.advertise_host(),
+        addr.port(),
+    );
+    keep_registered(
+        client,
+        registration,
+        config.common.registry_heartbeat,
+        shutdown,
+    )
+}
+
+/// `0.0.0.0` is a bind address, not one to connect to.
+fn loopback_if_unspecified(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port())
+        }
+        _ => addr,
+    }
+}

@@ -1,0 +1,75 @@
+//! Registry errors: startup failures, and the request errors every handler
+//! maps to one RFC 9457 problem response.
+
+use std::net::SocketAddr;
+
+use axum::{
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use lizards_shared::problem::Problem;
+
+use crate::{model::FieldError, store::StoreError};
+
+/// Why the registry could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("cannot bind the registry listener on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("invalid registration")]
+    Invalid(Vec<FieldError>),
+    #[error("unknown service {0}")]
+    UnknownService(String),
+    #[error("unknown instance {instance_id} of service {service_id}")]
+    UnknownInstance {
+        service_id: String,
+        instance_id: String,
+    },
+    #[error("missing or wrong bearer token")]
+    Unauthorized,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ApiError {
+    fn problem(&self) -> Problem {
+        let detail = self.to_string();
+        match self {
+            ApiError::Invalid(errors) => Problem::bad_request(detail).with(
+                "errors",
+                serde_json::to_value(errors).expect("field errors serialize"),
+            ),
+            ApiError::UnknownService(_) | ApiError::UnknownInstance { .. } => {
+                Problem::not_found(detail)
+            }
+            ApiError::Unauthorized => {
+                Problem::new(StatusCode::UNAUTHORIZED, "Unauthorized").detail(detail)
+            }
+            ApiError::Store(_) => Problem::unavailable(detail),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Store(error) = &self {
+            tracing::error!(%error, "registry store failed");
+        }
+        let mut response = self.problem().into_response();
+        if matches!(self, ApiError::Unauthorized) {
+            // RFC 6750: a 401 names the scheme the client should use.
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
