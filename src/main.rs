@@ -1,1 +1,54 @@
-fn main() {}
+//! `lizards`: run the platform (all roles or one), or benchmark it.
+
+use clap::{Parser, Subcommand};
+use lizards::{
+    bench::BenchCommand,
+    platform::{self, Target},
+};
+use lizards_shared::{config::Config, shutdown, telemetry};
+
+/// Lizards: real-time market prices over WebSocket.
+///
+/// With no environment it runs every role in one process with embedded
+/// backends and synthetic prices; the web UI is at http://localhost:8080.
+/// Every setting below can be given as a flag or as the environment
+/// variable shown.
+#[derive(Debug, Parser)]
+#[command(name = "lizards", version, max_term_width = 110)]
+struct Cli {
+    /// Role to run: every role in one process, or one of them.
+    #[arg(long, value_enum, env = "LIZARDS_TARGET", default_value = "all")]
+    target: Target,
+    #[command(flatten)]
+    config: Config,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The project's own load and latency benchmarks (docs/benchmarks.md).
+    Bench(BenchCommand),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    telemetry::init_tracing(cli.config.common.log_format);
+    match cli.command {
+        Some(Command::Bench(bench)) => bench.run(cli.config).await,
+        None => run(cli.config, cli.target).await,
+    }
+}
+
+async fn run(config: Config, target: Target) -> anyhow::Result<()> {
+    let shutdown = shutdown::Shutdown::new();
+    let platform = platform::start(config, target, shutdown.clone()).await?;
+    if let Some(addr) = platform.gateway {
+        tracing::info!("Lizards is up: open http://{} (WebSocket ws://{}/ws)", platform::loopback(addr), platform::loopback(addr));
+    }
+    shutdown::on_signal(shutdown).await;
+    tracing::info!("shutting down");
+    platform.stopped().await;
+    Ok(())
+}

@@ -3,7 +3,7 @@
 
 use std::{collections::HashMap, sync::Arc, time::Instant};
 
-use chrono::{Duration, Utc};
+use chrono::{Duration, SubsecRound, Utc};
 use lizards_shared::{
     Quote, Symbol,
     broker::{Broker, BrokerError, QUOTES_EXCHANGE},
@@ -59,7 +59,8 @@ impl Pipeline {
     }
 
     pub async fn process(&self, record: RawRecord) -> Result<Outcome, PipelineError> {
-        let received_at = Utc::now();
+        // Microseconds: the precision every store and wire format keeps.
+        let received_at = Utc::now().trunc_subsecs(6);
         let doc = RawDocument {
             source: record.source.clone(),
             symbol: record.symbol.clone(),
@@ -87,7 +88,7 @@ impl Pipeline {
         let quote = Quote {
             symbol,
             price: record.price,
-            ts: record.ts,
+            ts: record.ts.trunc_subsecs(6),
             volume: record.volume,
             source: record.source.clone(),
             ingest_id: ingest_id.clone(),

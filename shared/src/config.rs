@@ -180,14 +180,19 @@ impl Config {
 
     /// Defaults for tests: every port 0, state under `data_dir`, loopback only.
     pub fn for_tests(data_dir: impl Into<PathBuf>) -> Config {
-        let mut config = Config::defaults();
-        config.common.bind_host = IpAddr::from([127, 0, 0, 1]);
-        config.common.data_dir = data_dir.into();
-        config.registry.registry_port = 0;
-        config.ingestion.ingestion_port = 0;
-        config.provider.provider_port = 0;
-        config.gateway.gateway_port = 0;
-        config
+        Config::defaults().ephemeral(data_dir)
+    }
+
+    /// The same settings on loopback with free ports and state under
+    /// `data_dir` (tests and in-process benchmarks).
+    pub fn ephemeral(mut self, data_dir: impl Into<PathBuf>) -> Config {
+        self.common.bind_host = IpAddr::from([127, 0, 0, 1]);
+        self.common.data_dir = data_dir.into();
+        self.registry.registry_port = 0;
+        self.ingestion.ingestion_port = 0;
+        self.provider.provider_port = 0;
+        self.gateway.gateway_port = 0;
+        self
     }
 
     /// The host a service advertises in the registry.

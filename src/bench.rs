@@ -1,0 +1,259 @@
+//! `lizards bench`: the project's own benchmarks (SPEC §12). Each run is
+//! bounded in clients and time, prints its figures and exits.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use clap::{Args, Subcommand};
+use futures::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use lizards_ingestion::sources::synthetic::UNIVERSE;
+use lizards_shared::{config::Config, shutdown::Shutdown};
+use serde::Deserialize;
+use tokio::{sync::Semaphore, time::Instant};
+use tokio_tungstenite::tungstenite::{Message, protocol::WebSocketConfig};
+
+use crate::platform::{self, Target};
+
+#[derive(Debug, Args)]
+pub struct BenchCommand {
+    #[command(subcommand)]
+    kind: BenchKind,
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchKind {
+    /// WebSocket fan-out: N clients × M symbols while the synthetic source
+    /// publishes at a given rate; prints delivered symbol updates/s, frames/s
+    /// and quote-time → receipt latency.
+    Ws(WsBench),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WsBench {
+    /// WebSocket clients to open.
+    #[arg(long, default_value_t = 1000)]
+    clients: usize,
+    /// Symbols each client subscribes to (all clients watch the same ones;
+    /// the synthetic source publishes only these).
+    #[arg(long, default_value_t = 10)]
+    symbols: usize,
+    /// Quotes per second published in total.
+    #[arg(long, default_value_t = 1000.0)]
+    rate: f64,
+    /// Measured time.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Time after all clients subscribed before measuring.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
+    /// Benchmark a running provider (or gateway) at this ws:// URL instead of
+    /// an in-process platform (its source then sets the rate).
+    #[arg(long)]
+    url: Option<String>,
+}
+
+impl BenchCommand {
+    pub async fn run(self, config: Config) -> anyhow::Result<()> {
+        match self.kind {
+            BenchKind::Ws(bench) => bench.run(config).await,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Frame<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: &'a str,
+    #[serde(borrow, default)]
+    data: Option<HashMap<&'a str, Update<'a>>>,
+}
+
+#[derive(Deserialize)]
+struct Update<'a> {
+    #[serde(borrow)]
+    timestamp: &'a str,
+}
+
+#[derive(Default)]
+struct Counters {
+    updates: AtomicU64,
+    frames: AtomicU64,
+    subscribed: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// Latency is sampled on one frame in this many, to keep the client's share
+/// of the CPU small.
+const LATENCY_SAMPLE: u64 = 4;
+
+impl WsBench {
+    pub async fn run(self, config: Config) -> anyhow::Result<()> {
+        let symbols: Vec<String> = UNIVERSE.iter().take(self.symbols.max(1)).map(|(s, _)| s.to_string()).collect();
+        let shutdown = Shutdown::new();
+        let dir = tempfile::tempdir()?;
+        let (url, metrics_url, platform) = match &self.url {
+            Some(url) => (url.clone(), None, None),
+            None => {
+                let mut config = config.ephemeral(dir.path());
+                config.ingestion.synthetic_rate = self.rate;
+                config.ingestion.synthetic_symbols = symbols.clone();
+                let platform = platform::start(config, Target::All, shutdown.clone()).await?;
+                let provider = platform.provider.context("provider started")?;
+                (format!("ws://{provider}/ws"), Some(format!("http://{provider}/metrics")), Some(platform))
+            }
+        };
+        println!(
+            "bench ws: {} clients × {} symbols, {} quotes/s, warm-up {:?}, measuring {:?}, target {url}",
+            self.clients,
+            symbols.len(),
+            self.rate,
+            self.warmup,
+            self.duration
+        );
+
+        let counters = Arc::new(Counters::default());
+        let gate = Arc::new(Semaphore::new(64));
+        let stop = Shutdown::new();
+        let subscribe = serde_json::json!({"type": "subscribe", "symbols": symbols}).to_string();
+        let mut tasks = Vec::with_capacity(self.clients);
+        for _ in 0..self.clients {
+            let (url, subscribe, counters, gate, stop) =
+                (url.clone(), subscribe.clone(), counters.clone(), gate.clone(), stop.clone());
+            tasks.push(tokio::spawn(async move { client(url, subscribe, counters, gate, stop).await }));
+        }
+        let connect_deadline = Instant::now() + Duration::from_secs(120);
+        while counters.subscribed.load(Ordering::Relaxed) + counters.failed.load(Ordering::Relaxed) < self.clients as u64
+            && Instant::now() < connect_deadline
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let connected = counters.subscribed.load(Ordering::Relaxed);
+        println!("connected and subscribed: {connected}/{} clients", self.clients);
+        tokio::time::sleep(self.warmup).await;
+
+        let conflated_before = scrape(metrics_url.as_deref(), "lizards_ws_updates_conflated_total").await;
+        let (u0, f0, t0) = (counters.updates.load(Ordering::Relaxed), counters.frames.load(Ordering::Relaxed), Instant::now());
+        tokio::time::sleep(self.duration).await;
+        let (u1, f1, elapsed) =
+            (counters.updates.load(Ordering::Relaxed), counters.frames.load(Ordering::Relaxed), t0.elapsed());
+        let conflated_after = scrape(metrics_url.as_deref(), "lizards_ws_updates_conflated_total").await;
+        stop.cancel();
+
+        let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+        for task in tasks {
+            if let Ok(Some(h)) = task.await {
+                latency.add(h)?;
+            }
+        }
+        shutdown.cancel();
+        if let Some(platform) = platform {
+            platform.stopped().await;
+        }
+
+        let secs = elapsed.as_secs_f64();
+        let updates_per_s = (u1 - u0) as f64 / secs;
+        let frames_per_s = (f1 - f0) as f64 / secs;
+        // Every client watches every published symbol.
+        let ideal = self.rate * connected as f64;
+        let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
+        println!("delivered symbol updates/s: {updates_per_s:.0} (each quote to every client: {ideal:.0})");
+        println!("frames/s: {frames_per_s:.0} ({:.2} updates per frame)", updates_per_s / frames_per_s.max(1.0));
+        println!(
+            "latency quote ts → receipt (ms): p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}  (samples {})",
+            ms(0.5),
+            ms(0.9),
+            ms(0.99),
+            latency.max() as f64 / 1000.0,
+            latency.len()
+        );
+        if let (Some(before), Some(after)) = (conflated_before, conflated_after) {
+            println!("server conflated updates/s: {:.0}", (after - before) / secs);
+        }
+        println!(
+            "{}",
+            serde_json::json!({
+                "bench": "ws", "clients": self.clients, "connected": connected, "symbols": symbols.len(),
+                "rate": self.rate, "seconds": secs, "updates_per_s": updates_per_s.round(),
+                "frames_per_s": frames_per_s.round(), "p50_ms": ms(0.5), "p99_ms": ms(0.99),
+            })
+        );
+        Ok(())
+    }
+}
+
+/// One benchmark client; returns its latency samples (µs).
+async fn client(
+    url: String,
+    subscribe: String,
+    counters: Arc<Counters>,
+    gate: Arc<Semaphore>,
+    stop: Shutdown,
+) -> Option<Histogram<u64>> {
+    let config = WebSocketConfig::default().read_buffer_size(16 * 1024);
+    let socket = {
+        let _permit = gate.acquire().await.ok()?;
+        match tokio_tungstenite::connect_async_with_config(&url, Some(config), true).await {
+            Ok((socket, _)) => socket,
+            Err(error) => {
+                eprintln!("connect failed: {error}");
+                counters.failed.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+        }
+    };
+    let (mut tx, mut rx) = socket.split();
+    tx.send(Message::Text(subscribe.into())).await.ok()?;
+    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).ok()?;
+    let mut frames = 0u64;
+    loop {
+        let message = tokio::select! {
+            _ = stop.cancelled() => break,
+            message = rx.next() => match message {
+                Some(Ok(message)) => message,
+                _ => break,
+            },
+        };
+        let Message::Text(text) = message else { continue };
+        let Ok(frame) = serde_json::from_str::<Frame>(text.as_str()) else { continue };
+        match (frame.kind, frame.data) {
+            ("price_update", Some(data)) => {
+                frames += 1;
+                counters.frames.fetch_add(1, Ordering::Relaxed);
+                counters.updates.fetch_add(data.len() as u64, Ordering::Relaxed);
+                if frames.is_multiple_of(LATENCY_SAMPLE) {
+                    let now = Utc::now();
+                    for update in data.values() {
+                        if let Ok(ts) = DateTime::parse_from_rfc3339(update.timestamp) {
+                            let us = (now - ts.to_utc()).num_microseconds().unwrap_or(0).max(1) as u64;
+                            let _ = latency.record(us.min(60_000_000));
+                        }
+                    }
+                }
+            }
+            ("subscribed", _) => {
+                counters.subscribed.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
+    let _ = tx.send(Message::Close(None)).await;
+    Some(latency)
+}
+
+/// Reads one counter from a Prometheus text page.
+async fn scrape(url: Option<&str>, metric: &str) -> Option<f64> {
+    let body = lizards_shared::http::client().get(url?).send().await.ok()?.text().await.ok()?;
+    body.lines()
+        .find(|line| line.starts_with(metric) && !line.starts_with('#'))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}

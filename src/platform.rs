@@ -1,0 +1,126 @@
+//! Starts one role or every role (`--target all`). In `all`, each service
+//! listens on its own port and they find each other through the registry
+//! over loopback, exactly as separate processes would; only the embedded
+//! backends (broker, stores, cache) are shared in-process objects.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::{Context, bail};
+use clap::ValueEnum;
+use lizards_provider::Backends;
+use lizards_shared::{
+    broker::{Broker, MemoryBroker},
+    cache::{Cache, MemoryCache},
+    config::Config,
+    rawstore::{MemoryRawStore, RawStore},
+    shutdown::Shutdown,
+    store::{QuoteStore, SqliteStore},
+};
+use tokio::task::JoinHandle;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Target {
+    All,
+    Gateway,
+    Registry,
+    Ingestion,
+    Provider,
+    Notifier,
+}
+
+/// Addresses of the roles started, and their serving tasks.
+#[derive(Default)]
+pub struct Platform {
+    pub registry: Option<SocketAddr>,
+    pub ingestion: Option<SocketAddr>,
+    pub provider: Option<SocketAddr>,
+    pub gateway: Option<SocketAddr>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Platform {
+    /// Waits until every role has stopped (after the shutdown token).
+    pub async fn stopped(self) {
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Embedded backends, created once per process and shared by its roles.
+struct Embedded {
+    broker: Arc<dyn Broker>,
+    raw: Arc<dyn RawStore>,
+    cache: Arc<dyn Cache>,
+}
+
+impl Embedded {
+    fn new(config: &Config) -> Embedded {
+        let raw_ttl = Duration::from_secs(u64::from(config.ingestion.raw_ttl_days) * 86_400);
+        Embedded {
+            broker: Arc::new(MemoryBroker::new()),
+            raw: Arc::new(MemoryRawStore::new(config.ingestion.raw_cap, raw_ttl)),
+            cache: Arc::new(MemoryCache::new()),
+        }
+    }
+}
+
+async fn quote_store(config: &Config) -> anyhow::Result<Arc<dyn QuoteStore>> {
+    if let Some(url) = &config.provider.database_url {
+        bail!("DATABASE_URL is set ({url}) but the PostgreSQL adapter is not available in this build; unset it to use the embedded SQLite store");
+    }
+    let path = config.common.data_dir.join("lizards.db");
+    let store = SqliteStore::open(&path).await.with_context(|| format!("opening {}", path.display()))?;
+    Ok(Arc::new(store))
+}
+
+/// Starts `target` and returns once every started role is listening.
+pub async fn start(mut config: Config, target: Target, shutdown: Shutdown) -> anyhow::Result<Platform> {
+    lizards_shared::http::install_crypto();
+    let mut platform = Platform::default();
+    let all = target == Target::All;
+    if target == Target::Notifier {
+        bail!("the notifier role is not part of this build yet");
+    }
+    if !all && matches!(target, Target::Ingestion | Target::Provider) {
+        tracing::warn!("the embedded broker only connects roles inside one process; run --target all for a working platform");
+    }
+    let embedded = Embedded::new(&config);
+
+    if all || target == Target::Registry {
+        let started = lizards_registry::build(config.clone(), shutdown.clone()).await?;
+        // Roles started after the registry use the address it really bound.
+        config.common.registry_url = format!("http://{}", loopback(started.addr));
+        let (addr, task) = started.spawn();
+        platform.registry = Some(addr);
+        platform.tasks.push(task);
+    }
+    if all || target == Target::Ingestion {
+        let started =
+            lizards_ingestion::build(config.clone(), embedded.broker.clone(), embedded.raw.clone(), shutdown.clone()).await?;
+        let (addr, task) = started.spawn();
+        platform.ingestion = Some(addr);
+        platform.tasks.push(task);
+    }
+    if all || target == Target::Provider {
+        let backends = Backends {
+            broker: embedded.broker.clone(),
+            store: quote_store(&config).await?,
+            cache: embedded.cache.clone(),
+        };
+        let (addr, task) = lizards_provider::build(config.clone(), backends, shutdown.clone()).await?.spawn();
+        platform.provider = Some(addr);
+        platform.tasks.push(task);
+    }
+    if all || target == Target::Gateway {
+        let (addr, task) = lizards_gateway::build(config.clone(), shutdown.clone()).await?.spawn();
+        platform.gateway = Some(addr);
+        platform.tasks.push(task);
+    }
+    Ok(platform)
+}
+
+/// A bound address others can dial (0.0.0.0 → 127.0.0.1).
+pub fn loopback(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], addr.port())) } else { addr }
+}
