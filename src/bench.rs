@@ -131,7 +131,8 @@ impl WsBench {
             tasks.push(tokio::spawn(async move { client(url, subscribe, counters, gate, stop).await }));
         }
         let connect_deadline = Instant::now() + Duration::from_secs(120);
-        while counters.subscribed.load(Ordering::Relaxed) + counters.failed.load(Ordering::Relaxed) < self.clients as u64
+        while counters.subscribed.load(Ordering::Relaxed) + counters.failed.load(Ordering::Relaxed)
+            < self.clients as u64
             && Instant::now() < connect_deadline
         {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -141,7 +142,8 @@ impl WsBench {
         tokio::time::sleep(self.warmup).await;
 
         let conflated_before = scrape(metrics_url.as_deref(), "lizards_ws_updates_conflated_total").await;
-        let (u0, f0, t0) = (counters.updates.load(Ordering::Relaxed), counters.frames.load(Ordering::Relaxed), Instant::now());
+        let (u0, f0, t0) =
+            (counters.updates.load(Ordering::Relaxed), counters.frames.load(Ordering::Relaxed), Instant::now());
         tokio::time::sleep(self.duration).await;
         let (u1, f1, elapsed) =
             (counters.updates.load(Ordering::Relaxed), counters.frames.load(Ordering::Relaxed), t0.elapsed());

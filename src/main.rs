@@ -45,7 +45,11 @@ async fn run(config: Config, target: Target) -> anyhow::Result<()> {
     let shutdown = shutdown::Shutdown::new();
     let platform = platform::start(config, target, shutdown.clone()).await?;
     if let Some(addr) = platform.gateway {
-        tracing::info!("Lizards is up: open http://{} (WebSocket ws://{}/ws)", platform::loopback(addr), platform::loopback(addr));
+        tracing::info!(
+            "Lizards is up: open http://{} (WebSocket ws://{}/ws)",
+            platform::loopback(addr),
+            platform::loopback(addr)
+        );
     }
     shutdown::on_signal(shutdown).await;
     tracing::info!("shutting down");

@@ -67,7 +67,9 @@ impl Embedded {
 
 async fn quote_store(config: &Config) -> anyhow::Result<Arc<dyn QuoteStore>> {
     if let Some(url) = &config.provider.database_url {
-        bail!("DATABASE_URL is set ({url}) but the PostgreSQL adapter is not available in this build; unset it to use the embedded SQLite store");
+        bail!(
+            "DATABASE_URL is set ({url}) but the PostgreSQL adapter is not available in this build; unset it to use the embedded SQLite store"
+        );
     }
     let path = config.common.data_dir.join("lizards.db");
     let store = SqliteStore::open(&path).await.with_context(|| format!("opening {}", path.display()))?;
@@ -83,7 +85,9 @@ pub async fn start(mut config: Config, target: Target, shutdown: Shutdown) -> an
         bail!("the notifier role is not part of this build yet");
     }
     if !all && matches!(target, Target::Ingestion | Target::Provider) {
-        tracing::warn!("the embedded broker only connects roles inside one process; run --target all for a working platform");
+        tracing::warn!(
+            "the embedded broker only connects roles inside one process; run --target all for a working platform"
+        );
     }
     let embedded = Embedded::new(&config);
 
@@ -97,7 +101,8 @@ pub async fn start(mut config: Config, target: Target, shutdown: Shutdown) -> an
     }
     if all || target == Target::Ingestion {
         let started =
-            lizards_ingestion::build(config.clone(), embedded.broker.clone(), embedded.raw.clone(), shutdown.clone()).await?;
+            lizards_ingestion::build(config.clone(), embedded.broker.clone(), embedded.raw.clone(), shutdown.clone())
+                .await?;
         let (addr, task) = started.spawn();
         platform.ingestion = Some(addr);
         platform.tasks.push(task);

@@ -36,7 +36,8 @@ impl Metrics {
             ),
             ws_proxied: register(
                 registry,
-                IntGauge::new("lizards_gateway_ws_proxied", "WebSocket connections being proxied").expect("valid gauge"),
+                IntGauge::new("lizards_gateway_ws_proxied", "WebSocket connections being proxied")
+                    .expect("valid gauge"),
             ),
         }
     }

@@ -63,10 +63,7 @@ fn forward_headers(incoming: &HeaderMap, client: SocketAddr) -> HeaderMap {
 }
 
 fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+    headers.get(header::UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
 /// Every request the gateway does not answer itself.
@@ -114,11 +111,8 @@ async fn rest(state: &GatewayState, service: &str, client: SocketAddr, request: 
             return no_instance(service);
         };
         let url = format!("http://{}{path_and_query}", instance.authority());
-        let mut upstream = state
-            .http
-            .request(parts.method.clone(), url)
-            .headers(headers.clone())
-            .timeout(state.upstream_timeout);
+        let mut upstream =
+            state.http.request(parts.method.clone(), url).headers(headers.clone()).timeout(state.upstream_timeout);
         // Idempotent requests carry no body worth resending; others are
         // streamed once and never retried.
         if !idempotent && let Some(body) = body.take() {
@@ -127,11 +121,7 @@ async fn rest(state: &GatewayState, service: &str, client: SocketAddr, request: 
         let started = Instant::now();
         match upstream.send().await {
             Ok(response) => {
-                state
-                    .metrics
-                    .upstream_duration
-                    .with_label_values(&[service])
-                    .observe(started.elapsed().as_secs_f64());
+                state.metrics.upstream_duration.with_label_values(&[service]).observe(started.elapsed().as_secs_f64());
                 return relay(response);
             }
             Err(error) => {
@@ -179,14 +169,17 @@ async fn websocket(state: &GatewayState, service: &str, client: SocketAddr, requ
         return no_instance(service);
     };
     let path_and_query = parts.uri.path_and_query().map_or("/ws", |p| p.as_str());
-    let path_and_query = if parts.uri.path() == "/" { format!("/ws{}", &path_and_query[1..]) } else { path_and_query.to_string() };
+    let path_and_query =
+        if parts.uri.path() == "/" { format!("/ws{}", &path_and_query[1..]) } else { path_and_query.to_string() };
     let upstream = match connect(&instance, &path_and_query, forward_headers(&parts.headers, client)).await {
         Ok(upstream) => upstream,
         Err(error) => {
             state.metrics.upstream_errors.with_label_values(&[service, "connect"]).inc();
             state.upstreams.eject(&instance);
             tracing::warn!(%error, instance = %instance.authority(), "WebSocket upstream failed");
-            return Problem::new(StatusCode::BAD_GATEWAY, "Bad Gateway").detail("no provider accepted the WebSocket").into_response();
+            return Problem::new(StatusCode::BAD_GATEWAY, "Bad Gateway")
+                .detail("no provider accepted the WebSocket")
+                .into_response();
         }
     };
     let metrics = state.metrics.clone();
@@ -199,7 +192,11 @@ async fn websocket(state: &GatewayState, service: &str, client: SocketAddr, requ
 
 type Upstream = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn connect(instance: &Instance, path_and_query: &str, headers: HeaderMap) -> Result<Upstream, tungstenite::Error> {
+async fn connect(
+    instance: &Instance,
+    path_and_query: &str,
+    headers: HeaderMap,
+) -> Result<Upstream, tungstenite::Error> {
     let mut request = format!("ws://{}{path_and_query}", instance.authority()).into_client_request()?;
     for (name, value) in &headers {
         request.headers_mut().append(name.clone(), value.clone());
@@ -241,7 +238,9 @@ async fn bridge(client: WebSocket, upstream: Upstream) {
 
 fn to_tungstenite(message: ws::Message) -> Option<tungstenite::Message> {
     Some(match message {
-        ws::Message::Text(text) => tungstenite::Message::Text(tungstenite::Utf8Bytes::try_from(bytes::Bytes::from(text)).ok()?),
+        ws::Message::Text(text) => {
+            tungstenite::Message::Text(tungstenite::Utf8Bytes::try_from(bytes::Bytes::from(text)).ok()?)
+        }
         ws::Message::Binary(data) => tungstenite::Message::Binary(data),
         ws::Message::Ping(data) => tungstenite::Message::Ping(data),
         ws::Message::Pong(data) => tungstenite::Message::Pong(data),
@@ -258,10 +257,9 @@ fn to_axum(message: tungstenite::Message) -> Option<ws::Message> {
         tungstenite::Message::Binary(data) => ws::Message::Binary(data),
         tungstenite::Message::Ping(data) => ws::Message::Ping(data),
         tungstenite::Message::Pong(data) => ws::Message::Pong(data),
-        tungstenite::Message::Close(frame) => ws::Message::Close(frame.map(|f| ws::CloseFrame {
-            code: f.code.into(),
-            reason: ws::Utf8Bytes::from(f.reason.as_str()),
-        })),
+        tungstenite::Message::Close(frame) => ws::Message::Close(
+            frame.map(|f| ws::CloseFrame { code: f.code.into(), reason: ws::Utf8Bytes::from(f.reason.as_str()) }),
+        ),
         tungstenite::Message::Frame(_) => return None,
     })
 }

@@ -31,7 +31,8 @@ pub const ROUTES: &[Route] = &[
 /// The route whose prefix is the path or a parent of it.
 pub fn route_for(path: &str) -> Option<&'static Route> {
     ROUTES.iter().find(|route| {
-        path == route.prefix || (path.starts_with(route.prefix) && path.as_bytes().get(route.prefix.len()) == Some(&b'/'))
+        path == route.prefix
+            || (path.starts_with(route.prefix) && path.as_bytes().get(route.prefix.len()) == Some(&b'/'))
     })
 }
 

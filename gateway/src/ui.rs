@@ -15,7 +15,11 @@ pub fn serve(path: &str) -> Response {
         "/" | "/index.html" => (INDEX, "text/html; charset=utf-8"),
         "/app.js" => (APP_JS, "text/javascript; charset=utf-8"),
         "/style.css" => (STYLE, "text/css; charset=utf-8"),
-        _ => return Problem::new(StatusCode::NOT_FOUND, "Not Found").detail(format!("no route for {path}")).into_response(),
+        _ => {
+            return Problem::new(StatusCode::NOT_FOUND, "Not Found")
+                .detail(format!("no route for {path}"))
+                .into_response();
+        }
     };
     ([(header::CONTENT_TYPE, HeaderValue::from_static(content_type))], body).into_response()
 }

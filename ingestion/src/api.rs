@@ -19,10 +19,7 @@ pub struct ApiState {
 }
 
 pub fn routes(state: ApiState) -> Router {
-    Router::new()
-        .route("/sources", get(list_sources))
-        .route("/sources/lookup/{symbol}", get(lookup))
-        .with_state(state)
+    Router::new().route("/sources", get(list_sources)).route("/sources/lookup/{symbol}", get(lookup)).with_state(state)
 }
 
 async fn list_sources(State(state): State<ApiState>) -> Json<serde_json::Value> {

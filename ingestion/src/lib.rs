@@ -45,11 +45,10 @@ fn sources(config: &Config) -> Result<Vec<Arc<dyn Source>>, IngestionError> {
     ing.sources
         .iter()
         .map(|name| match name.trim() {
-            sources::synthetic::ID => Ok(Arc::new(Synthetic::new(
-                ing.synthetic_rate,
-                ing.synthetic_seed,
-                &ing.synthetic_symbols,
-            )) as Arc<dyn Source>),
+            sources::synthetic::ID => {
+                Ok(Arc::new(Synthetic::new(ing.synthetic_rate, ing.synthetic_seed, &ing.synthetic_symbols))
+                    as Arc<dyn Source>)
+            }
             other => Err(IngestionError::UnknownSource(other.to_string())),
         })
         .collect()

@@ -18,14 +18,24 @@ pub struct Metrics {
 impl Metrics {
     pub fn new(registry: &Registry) -> Metrics {
         Metrics {
-            published: counter_vec(registry, "lizards_quotes_published_total", "Quotes published and confirmed", &["source"]),
+            published: counter_vec(
+                registry,
+                "lizards_quotes_published_total",
+                "Quotes published and confirmed",
+                &["source"],
+            ),
             rejected: counter_vec(
                 registry,
                 "lizards_quotes_rejected_total",
                 "Raw records rejected by validation",
                 &["source", "reason"],
             ),
-            flagged: counter_vec(registry, "lizards_quotes_flagged_total", "Quotes flagged (e.g. price jumps)", &["source", "flag"]),
+            flagged: counter_vec(
+                registry,
+                "lizards_quotes_flagged_total",
+                "Quotes flagged (e.g. price jumps)",
+                &["source", "flag"],
+            ),
             publish_failures: counter_vec(
                 registry,
                 "lizards_publish_failures_total",

@@ -99,10 +99,7 @@ impl Pipeline {
             self.metrics.publish_failures.with_label_values(&[&record.source]).inc();
             return Err(error.into());
         }
-        self.metrics
-            .delivery_time
-            .with_label_values(&[QUOTES_EXCHANGE])
-            .observe(started.elapsed().as_secs_f64());
+        self.metrics.delivery_time.with_label_values(&[QUOTES_EXCHANGE]).observe(started.elapsed().as_secs_f64());
         self.metrics.published.with_label_values(&[&record.source]).inc();
         for flag in &flags {
             self.metrics.flagged.with_label_values(&[&record.source, flag]).inc();

@@ -66,14 +66,7 @@ mod tests {
     use super::*;
 
     fn record(symbol: &str, price: f64, ts: DateTime<Utc>) -> RawRecord {
-        RawRecord {
-            source: "t".into(),
-            symbol: symbol.into(),
-            price,
-            ts,
-            volume: None,
-            body: serde_json::Value::Null,
-        }
+        RawRecord { source: "t".into(), symbol: symbol.into(), price, ts, volume: None, body: serde_json::Value::Null }
     }
 
     #[test]

@@ -43,9 +43,18 @@ impl Metrics {
     pub fn new(registry: &Registry) -> Metrics {
         Metrics {
             ws_connections: gauge(registry, "lizards_ws_connections", "Open WebSocket connections"),
-            ws_connections_opened: counter(registry, "lizards_ws_connections_opened_total", "WebSocket connections accepted"),
+            ws_connections_opened: counter(
+                registry,
+                "lizards_ws_connections_opened_total",
+                "WebSocket connections accepted",
+            ),
             ws_subscriptions: gauge(registry, "lizards_ws_subscriptions", "Symbol subscriptions across connections"),
-            ws_frames_sent: counter_vec(registry, "lizards_ws_frames_sent_total", "Frames written to clients", &["type"]),
+            ws_frames_sent: counter_vec(
+                registry,
+                "lizards_ws_frames_sent_total",
+                "Frames written to clients",
+                &["type"],
+            ),
             ws_symbol_updates_sent: counter(
                 registry,
                 "lizards_ws_symbol_updates_sent_total",
@@ -57,7 +66,12 @@ impl Metrics {
                 "Updates replaced by a newer price before a slow client could take them",
             ),
             ws_slow_closes: counter(registry, "lizards_ws_slow_closes_total", "Clients closed for staying unwritable"),
-            ws_error_frames: counter_vec(registry, "lizards_ws_error_frames_total", "Error frames sent, by problem", &["kind"]),
+            ws_error_frames: counter_vec(
+                registry,
+                "lizards_ws_error_frames_total",
+                "Error frames sent, by problem",
+                &["kind"],
+            ),
             ws_closes: counter_vec(registry, "lizards_ws_closes_total", "Connections closed, by reason", &["reason"]),
             e2e_latency: histogram(
                 registry,
@@ -87,7 +101,8 @@ impl Metrics {
             ),
             errors: register(
                 registry,
-                IntCounterVec::new(Opts::new("lizards_errors_total", "Errors by kind"), &["kind"]).expect("valid counter"),
+                IntCounterVec::new(Opts::new("lizards_errors_total", "Errors by kind"), &["kind"])
+                    .expect("valid counter"),
             ),
             sessions_created: counter(registry, "lizards_sessions_created_total", "Sessions created by POST /session"),
             symbol_lookups: counter_vec(

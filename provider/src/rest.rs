@@ -100,7 +100,11 @@ async fn history(
     Ok(Json(json!({ "symbol": symbol, "count": quotes.len(), "quotes": quotes })))
 }
 
-async fn mean(State(state): State<RestState>, Path(text): Path<String>, Query(params): Params) -> Result<Json<Value>, Problem> {
+async fn mean(
+    State(state): State<RestState>,
+    Path(text): Path<String>,
+    Query(params): Params,
+) -> Result<Json<Value>, Problem> {
     let symbol = symbol(&text)?;
     let last = number(&params, "last", DEFAULT_MEAN, MAX_MEAN)?;
     match state.store.mean_of_last(&symbol, last).await.map_err(database)? {

@@ -100,11 +100,7 @@ pub async fn create(State(api): State<SessionApi>, headers: HeaderMap) -> Respon
 /// `(ws|wss, host)` from `X-Forwarded-*` or `Host`.
 fn public_origin(headers: &HeaderMap) -> Option<(&'static str, String)> {
     let first = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .map(|v| v.trim().to_string())
+        headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.split(',').next()).map(|v| v.trim().to_string())
     };
     let host = first("x-forwarded-host").or_else(|| first("host"))?;
     let valid = !host.is_empty()

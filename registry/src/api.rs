@@ -40,10 +40,7 @@ pub fn router(state: AppState) -> Router {
         .route("/services", get(list_services))
         .route("/services/{service_id}", get(get_service).post(register))
         .route("/services/{service_id}/{instance_id}", delete(deregister))
-        .route(
-            "/services/{service_id}/{instance_id}/heartbeat",
-            put(heartbeat),
-        )
+        .route("/services/{service_id}/{instance_id}/heartbeat", put(heartbeat))
         .route("/prometheus/targets", get(prometheus_targets))
         .with_state(state)
 }
@@ -82,8 +79,7 @@ async fn register(
     _writer: Writer,
     body: Bytes,
 ) -> Result<Json<Registered>, ApiError> {
-    let registration =
-        Registration::parse(&service_id, &body, state.default_ttl).map_err(ApiError::Invalid)?;
+    let registration = Registration::parse(&service_id, &body, state.default_ttl).map_err(ApiError::Invalid)?;
     let address = registration.host.authority(registration.port);
     let upserted = state.store.upsert(registration, Utc::now()).await?;
     if upserted.created {
@@ -91,11 +87,7 @@ async fn register(
     } else {
         tracing::debug!(service = %service_id, instance = %upserted.instance_id, %address, "instance re-registered");
     }
-    Ok(Json(Registered::new(
-        &service_id,
-        &upserted.instance_id,
-        upserted.ttl,
-    )))
+    Ok(Json(Registered::new(&service_id, &upserted.instance_id, upserted.ttl)))
 }
 
 async fn heartbeat(
@@ -103,16 +95,9 @@ async fn heartbeat(
     Path((service_id, instance_id)): Path<(String, String)>,
     _writer: Writer,
 ) -> Result<Json<Registered>, ApiError> {
-    match state
-        .store
-        .renew(&service_id, &instance_id, Utc::now())
-        .await?
-    {
+    match state.store.renew(&service_id, &instance_id, Utc::now()).await? {
         Some(ttl) => Ok(Json(Registered::new(&service_id, &instance_id, ttl))),
-        None => Err(ApiError::UnknownInstance {
-            service_id,
-            instance_id,
-        }),
+        None => Err(ApiError::UnknownInstance { service_id, instance_id }),
     }
 }
 
@@ -122,10 +107,7 @@ async fn deregister(
     _writer: Writer,
 ) -> Result<StatusCode, ApiError> {
     if !state.store.remove(&service_id, &instance_id).await? {
-        return Err(ApiError::UnknownInstance {
-            service_id,
-            instance_id,
-        });
+        return Err(ApiError::UnknownInstance { service_id, instance_id });
     }
     tracing::info!(service = %service_id, instance = %instance_id, "instance deregistered");
     Ok(StatusCode::NO_CONTENT)
@@ -175,10 +157,7 @@ impl<'a> InstanceDoc<'a> {
             protocol: instance.protocol.as_str(),
             status: instance.status.as_str(),
             last_seen: timestamp(&instance.last_seen),
-            health_check_path: instance
-                .health_check_path
-                .as_ref()
-                .map(|path| path.as_str()),
+            health_check_path: instance.health_check_path.as_ref().map(|path| path.as_str()),
             metadata: Some(&instance.metadata).filter(|metadata| !metadata.is_empty()),
         }
     }
@@ -187,15 +166,8 @@ impl<'a> InstanceDoc<'a> {
 // The documents borrow from records the handler owns, so handlers render
 // them into a `Response` before returning.
 
-async fn get_service(
-    State(state): State<AppState>,
-    Path(service_id): Path<String>,
-) -> Result<Response, ApiError> {
-    let service = state
-        .store
-        .get(&service_id)
-        .await?
-        .ok_or(ApiError::UnknownService(service_id))?;
+async fn get_service(State(state): State<AppState>, Path(service_id): Path<String>) -> Result<Response, ApiError> {
+    let service = state.store.get(&service_id).await?.ok_or(ApiError::UnknownService(service_id))?;
     Ok(Json(ServiceDoc::new(&service)).into_response())
 }
 
@@ -216,10 +188,7 @@ async fn list_services(State(state): State<AppState>) -> Result<Response, ApiErr
     let services = state.store.list().await?;
     let listed = services
         .iter()
-        .map(|service| ListedService {
-            service_id: service.service_id.as_str(),
-            doc: ServiceDoc::new(service),
-        })
+        .map(|service| ListedService { service_id: service.service_id.as_str(), doc: ServiceDoc::new(service) })
         .collect();
     Ok(Json(ServiceList { services: listed }).into_response())
 }
@@ -243,19 +212,11 @@ async fn prometheus_targets(State(state): State<AppState>) -> Result<Response, A
     let services = state.store.list().await?;
     let groups: Vec<TargetGroup> = services
         .iter()
-        .flat_map(|service| {
-            service
-                .instances
-                .iter()
-                .map(move |instance| (service, instance))
-        })
+        .flat_map(|service| service.instances.iter().map(move |instance| (service, instance)))
         .filter(|(_, instance)| instance.status != Status::Critical)
         .map(|(service, instance)| TargetGroup {
             targets: [instance.authority()],
-            labels: TargetLabels {
-                service: service.service_id.as_str(),
-                instance_id: &instance.instance_id,
-            },
+            labels: TargetLabels { service: service.service_id.as_str(), instance_id: &instance.instance_id },
         })
         .collect();
     Ok(Json(groups).into_response())

@@ -19,8 +19,7 @@ impl WriteToken {
         let Some(expected) = &self.0 else {
             return true;
         };
-        bearer(parts)
-            .is_some_and(|presented| constant_time_eq(presented.as_bytes(), expected.as_bytes()))
+        bearer(parts).is_some_and(|presented| constant_time_eq(presented.as_bytes(), expected.as_bytes()))
     }
 }
 
@@ -49,11 +48,7 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Writer, ApiError> {
         let token = <WriteToken as axum::extract::FromRef<S>>::from_ref(state);
-        if token.admits(parts) {
-            Ok(Writer)
-        } else {
-            Err(ApiError::Unauthorized)
-        }
+        if token.admits(parts) { Ok(Writer) } else { Err(ApiError::Unauthorized) }
     }
 }
 

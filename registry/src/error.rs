@@ -15,10 +15,7 @@ use crate::{model::FieldError, store::StoreError};
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
     #[error("cannot bind the registry listener on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    Bind { addr: SocketAddr, source: std::io::Error },
 }
 
 /// Why a request failed.
@@ -29,10 +26,7 @@ pub enum ApiError {
     #[error("unknown service {0}")]
     UnknownService(String),
     #[error("unknown instance {instance_id} of service {service_id}")]
-    UnknownInstance {
-        service_id: String,
-        instance_id: String,
-    },
+    UnknownInstance { service_id: String, instance_id: String },
     #[error("missing or wrong bearer token")]
     Unauthorized,
     #[error(transparent)]
@@ -43,16 +37,10 @@ impl ApiError {
     fn problem(&self) -> Problem {
         let detail = self.to_string();
         match self {
-            ApiError::Invalid(errors) => Problem::bad_request(detail).with(
-                "errors",
-                serde_json::to_value(errors).expect("field errors serialize"),
-            ),
-            ApiError::UnknownService(_) | ApiError::UnknownInstance { .. } => {
-                Problem::not_found(detail)
-            }
-            ApiError::Unauthorized => {
-                Problem::new(StatusCode::UNAUTHORIZED, "Unauthorized").detail(detail)
-            }
+            ApiError::Invalid(errors) => Problem::bad_request(detail)
+                .with("errors", serde_json::to_value(errors).expect("field errors serialize")),
+            ApiError::UnknownService(_) | ApiError::UnknownInstance { .. } => Problem::not_found(detail),
+            ApiError::Unauthorized => Problem::new(StatusCode::UNAUTHORIZED, "Unauthorized").detail(detail),
             ApiError::Store(_) => Problem::unavailable(detail),
         }
     }
@@ -66,9 +54,7 @@ impl IntoResponse for ApiError {
         let mut response = self.problem().into_response();
         if matches!(self, ApiError::Unauthorized) {
             // RFC 6750: a 401 names the scheme the client should use.
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }

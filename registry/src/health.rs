@@ -84,12 +84,7 @@ async fn check_all(client: &reqwest::Client, store: &dyn RegistryStore) {
     };
     let probes: Vec<Probe> = services
         .iter()
-        .flat_map(|service| {
-            service
-                .instances
-                .iter()
-                .filter_map(|instance| Probe::of(&service.service_id, instance))
-        })
+        .flat_map(|service| service.instances.iter().filter_map(|instance| Probe::of(&service.service_id, instance)))
         .collect();
     futures::stream::iter(probes)
         .for_each_concurrent(CONCURRENT_PROBES, |probe| async move {
@@ -102,10 +97,7 @@ async fn check_all(client: &reqwest::Client, store: &dyn RegistryStore) {
 }
 
 async fn record(store: &dyn RegistryStore, probe: &Probe, status: Status) {
-    match store
-        .set_status(probe.service_id.as_str(), &probe.instance_id, status)
-        .await
-    {
+    match store.set_status(probe.service_id.as_str(), &probe.instance_id, status).await {
         // The instance may have left while it was being probed.
         Ok(false) => {}
         Ok(true) if status == Status::Critical => {

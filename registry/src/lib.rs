@@ -65,25 +65,9 @@ pub async fn build_with_store(
         default_ttl: config.registry.registry_ttl,
         token: WriteToken::new(config.common.registry_token.clone()),
     };
-    let app = http_layers(
-        api::router(state).merge(ops_routes(prometheus, always_ready())),
-        http_metrics,
-    );
-    let serve = serve(
-        listener,
-        app,
-        Background {
-            config,
-            addr,
-            store,
-            metrics,
-        },
-        shutdown,
-    );
-    Ok(Started {
-        addr,
-        serve: Box::pin(serve),
-    })
+    let app = http_layers(api::router(state).merge(ops_routes(prometheus, always_ready())), http_metrics);
+    let serve = serve(listener, app, Background { config, addr, store, metrics }, shutdown);
+    Ok(Started { addr, serve: Box::pin(serve) })
 }
 
 /// What runs next to the HTTP server.
@@ -114,10 +98,7 @@ async fn serve(listener: TcpListener, app: Router, background: Background, shutd
         // stops once that request has been answered.
         let _ = registration.await;
     };
-    if let Err(error) = axum::serve(listener, app)
-        .with_graceful_shutdown(signal)
-        .await
-    {
+    if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(signal).await {
         tracing::error!(%error, "registry server failed");
     }
     stop_tasks.cancel();
@@ -126,38 +107,18 @@ async fn serve(listener: TcpListener, app: Router, background: Background, shutd
 }
 
 /// Registers the registry in itself, exactly as every other service does.
-fn register_self(
-    config: &Config,
-    addr: SocketAddr,
-    shutdown: Shutdown,
-) -> tokio::task::JoinHandle<()> {
-    let client = RegistryClient::new(
-        &format!("http://{}", loopback_if_unspecified(addr)),
-        config.common.registry_token.clone(),
-    );
-    let registration = Registration::http(
-        SERVICE_ID,
-        "Lizards registry",
-        &config.advertise_host(),
-        addr.port(),
-    );
-    keep_registered(
-        client,
-        registration,
-        config.common.registry_heartbeat,
-        shutdown,
-    )
+fn register_self(config: &Config, addr: SocketAddr, shutdown: Shutdown) -> tokio::task::JoinHandle<()> {
+    let client =
+        RegistryClient::new(&format!("http://{}", loopback_if_unspecified(addr)), config.common.registry_token.clone());
+    let registration = Registration::http(SERVICE_ID, "Lizards registry", &config.advertise_host(), addr.port());
+    keep_registered(client, registration, config.common.registry_heartbeat, shutdown)
 }
 
 /// `0.0.0.0` is a bind address, not one to connect to.
 fn loopback_if_unspecified(addr: SocketAddr) -> SocketAddr {
     match addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => {
-            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port())
-        }
-        IpAddr::V6(ip) if ip.is_unspecified() => {
-            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port())
-        }
+        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port()),
+        IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port()),
         _ => addr,
     }
 }

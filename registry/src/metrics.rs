@@ -15,36 +15,22 @@ pub struct RegistryMetrics {
 impl RegistryMetrics {
     pub fn new(registry: &Registry) -> RegistryMetrics {
         let instances = IntGaugeVec::new(
-            Opts::new(
-                "lizards_registry_instances",
-                "Registered instances by health status",
-            ),
+            Opts::new("lizards_registry_instances", "Registered instances by health status"),
             &["status"],
         )
         .expect("valid gauge");
-        let evictions = IntCounter::new(
-            "lizards_registry_evictions_total",
-            "Instances evicted because their TTL ran out",
-        )
-        .expect("valid counter");
-        RegistryMetrics {
-            instances: register(registry, instances),
-            evictions: register(registry, evictions),
-        }
+        let evictions =
+            IntCounter::new("lizards_registry_evictions_total", "Instances evicted because their TTL ran out")
+                .expect("valid counter");
+        RegistryMetrics { instances: register(registry, instances), evictions: register(registry, evictions) }
     }
 
     /// Sets the instance gauges from a full listing; both statuses are
     /// always set so that a zero count is exported rather than missing.
     pub fn observe(&self, services: &[ServiceRecord]) {
         for status in [Status::Passing, Status::Critical] {
-            let count = services
-                .iter()
-                .flat_map(|s| &s.instances)
-                .filter(|i| i.status == status)
-                .count();
-            self.instances
-                .with_label_values(&[status.as_str()])
-                .set(count.try_into().unwrap_or(i64::MAX));
+            let count = services.iter().flat_map(|s| &s.instances).filter(|i| i.status == status).count();
+            self.instances.with_label_values(&[status.as_str()]).set(count.try_into().unwrap_or(i64::MAX));
         }
     }
 

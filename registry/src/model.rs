@@ -24,10 +24,7 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> FieldError {
-        FieldError {
-            field: field.into(),
-            message: message.into(),
-        }
+        FieldError { field: field.into(), message: message.into() }
     }
 }
 
@@ -79,9 +76,7 @@ impl Host {
         if is_hostname(text) {
             return Ok(Host(text.to_ascii_lowercase()));
         }
-        Err(format!(
-            "'{text}' is neither an IP address nor a valid host name"
-        ))
+        Err(format!("'{text}' is neither an IP address nor a valid host name"))
     }
 
     pub fn as_str(&self) -> &str {
@@ -90,11 +85,7 @@ impl Host {
 
     /// `host:port`, bracketing IPv6 literals as URLs and Prometheus expect.
     pub fn authority(&self, port: Port) -> String {
-        if self.0.contains(':') {
-            format!("[{}]:{port}", self.0)
-        } else {
-            format!("{}:{port}", self.0)
-        }
+        if self.0.contains(':') { format!("[{}]:{port}", self.0) } else { format!("{}:{port}", self.0) }
     }
 }
 
@@ -107,10 +98,7 @@ fn is_hostname(text: &str) -> bool {
             && !label.starts_with('-')
             && !label.ends_with('-')
     };
-    let last_is_numeric = text
-        .rsplit('.')
-        .next()
-        .is_some_and(|label| label.chars().all(|c| c.is_ascii_digit()));
+    let last_is_numeric = text.rsplit('.').next().is_some_and(|label| label.chars().all(|c| c.is_ascii_digit()));
     text.len() <= 253 && text.split('.').all(label_ok) && !last_is_numeric
 }
 
@@ -122,12 +110,10 @@ impl Port {
     /// Accepts a JSON number or a string of digits.
     pub fn parse(value: &Value) -> Result<Port, String> {
         let number = match value {
-            Value::Number(n) => n
-                .as_u64()
-                .ok_or_else(|| format!("{n} is not a whole number"))?,
-            Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => s
-                .parse::<u64>()
-                .map_err(|_| format!("'{s}' is out of range"))?,
+            Value::Number(n) => n.as_u64().ok_or_else(|| format!("{n} is not a whole number"))?,
+            Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+                s.parse::<u64>().map_err(|_| format!("'{s}' is out of range"))?
+            }
             Value::String(s) => return Err(format!("'{s}' is not a number")),
             _ => return Err("must be a number or a string of digits".to_string()),
         };
@@ -159,14 +145,8 @@ pub enum Protocol {
 }
 
 impl Protocol {
-    const ALL: [Protocol; 6] = [
-        Protocol::Tcp,
-        Protocol::Udp,
-        Protocol::Http,
-        Protocol::Https,
-        Protocol::Ws,
-        Protocol::Grpc,
-    ];
+    const ALL: [Protocol; 6] =
+        [Protocol::Tcp, Protocol::Udp, Protocol::Http, Protocol::Https, Protocol::Ws, Protocol::Grpc];
 
     /// Case-insensitive.
     pub fn parse(text: &str) -> Result<Protocol, String> {
@@ -207,11 +187,8 @@ impl HealthPath {
         if !text.starts_with('/') {
             return Err("must start with '/'".to_string());
         }
-        if text.len() > MAX_PATH_CHARS || text.chars().any(|c| c.is_whitespace() || c.is_control())
-        {
-            return Err(format!(
-                "must be at most {MAX_PATH_CHARS} characters without spaces"
-            ));
+        if text.len() > MAX_PATH_CHARS || text.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!("must be at most {MAX_PATH_CHARS} characters without spaces"));
         }
         Ok(HealthPath(text.to_string()))
     }
@@ -254,11 +231,7 @@ impl Registration {
     /// Parses the path's service id and the JSON body together, so the 400
     /// names every bad field of both. `default_ttl` applies when the body
     /// has no `ttl_seconds`.
-    pub fn parse(
-        service_id: &str,
-        body: &[u8],
-        default_ttl: Duration,
-    ) -> Result<Registration, Vec<FieldError>> {
+    pub fn parse(service_id: &str, body: &[u8], default_ttl: Duration) -> Result<Registration, Vec<FieldError>> {
         let mut errors = Errors::default();
         let service_id = errors.check("service_id", ServiceId::parse(service_id));
         let fields = match serde_json::from_slice::<Value>(body) {
@@ -270,34 +243,14 @@ impl Registration {
         };
         let body = Body(&fields);
         let name = errors.check("name", body.required("name").and_then(parse_name));
-        let host = errors.check(
-            "ip_address",
-            body.required_str("ip_address").and_then(Host::parse),
-        );
-        let port = errors.check(
-            "port_number",
-            body.required("port_number").and_then(Port::parse),
-        );
-        let protocol = errors.check(
-            "protocol",
-            body.required_str("protocol").and_then(Protocol::parse),
-        );
-        let health_check_path = errors.check(
-            "health_check_path",
-            body.optional_str("health_check_path", HealthPath::parse),
-        );
+        let host = errors.check("ip_address", body.required_str("ip_address").and_then(Host::parse));
+        let port = errors.check("port_number", body.required("port_number").and_then(Port::parse));
+        let protocol = errors.check("protocol", body.required_str("protocol").and_then(Protocol::parse));
+        let health_check_path =
+            errors.check("health_check_path", body.optional_str("health_check_path", HealthPath::parse));
         let ttl = errors.check("ttl_seconds", body.optional("ttl_seconds", parse_ttl));
         let metadata = errors.check("metadata", body.optional("metadata", parse_metadata));
-        match (
-            service_id,
-            name,
-            host,
-            port,
-            protocol,
-            health_check_path,
-            ttl,
-            metadata,
-        ) {
+        match (service_id, name, host, port, protocol, health_check_path, ttl, metadata) {
             (
                 Some(service_id),
                 Some(name),
@@ -328,9 +281,7 @@ struct Errors(Vec<FieldError>);
 
 impl Errors {
     fn check<T>(&mut self, field: &str, result: Result<T, String>) -> Option<T> {
-        result
-            .map_err(|message| self.0.push(FieldError::new(field, message)))
-            .ok()
+        result.map_err(|message| self.0.push(FieldError::new(field, message))).ok()
     }
 
     fn finish_with(mut self, field: &str, message: impl Into<String>) -> Vec<FieldError> {
@@ -352,37 +303,20 @@ impl<'a> Body<'a> {
     }
 
     fn required_str(&self, field: &str) -> Result<&'a str, String> {
-        self.required(field)?
-            .as_str()
-            .ok_or_else(|| "must be a string".to_string())
+        self.required(field)?.as_str().ok_or_else(|| "must be a string".to_string())
     }
 
-    fn optional<T>(
-        &self,
-        field: &str,
-        parse: impl FnOnce(&Value) -> Result<T, String>,
-    ) -> Result<Option<T>, String> {
+    fn optional<T>(&self, field: &str, parse: impl FnOnce(&Value) -> Result<T, String>) -> Result<Option<T>, String> {
         self.get(field).map(parse).transpose()
     }
 
-    fn optional_str<T>(
-        &self,
-        field: &str,
-        parse: impl FnOnce(&str) -> Result<T, String>,
-    ) -> Result<Option<T>, String> {
-        self.optional(field, |value| {
-            value
-                .as_str()
-                .ok_or_else(|| "must be a string".to_string())
-                .and_then(parse)
-        })
+    fn optional_str<T>(&self, field: &str, parse: impl FnOnce(&str) -> Result<T, String>) -> Result<Option<T>, String> {
+        self.optional(field, |value| value.as_str().ok_or_else(|| "must be a string".to_string()).and_then(parse))
     }
 }
 
 fn parse_name(value: &Value) -> Result<String, String> {
-    let name = value
-        .as_str()
-        .ok_or_else(|| "must be a string".to_string())?;
+    let name = value.as_str().ok_or_else(|| "must be a string".to_string())?;
     if name.trim().is_empty() {
         return Err("must not be empty".to_string());
     }
@@ -395,11 +329,7 @@ fn parse_name(value: &Value) -> Result<String, String> {
 fn parse_ttl(value: &Value) -> Result<Duration, String> {
     match value.as_u64() {
         Some(seconds) if TTL_SECONDS.contains(&seconds) => Ok(Duration::from_secs(seconds)),
-        _ => Err(format!(
-            "must be a whole number of seconds in {}-{}",
-            TTL_SECONDS.start(),
-            TTL_SECONDS.end()
-        )),
+        _ => Err(format!("must be a whole number of seconds in {}-{}", TTL_SECONDS.start(), TTL_SECONDS.end())),
     }
 }
 
@@ -446,8 +376,7 @@ mod tests {
     fn every_bad_field_is_reported() {
         let body = json!({"name":"","ip_address":"10.0.1.300","port_number":0,"protocol":"SCTP",
             "health_check_path":"health","ttl_seconds":0,"metadata":{"a":1}});
-        let errors =
-            Registration::parse("bad id!", body.to_string().as_bytes(), TTL).expect_err("invalid");
+        let errors = Registration::parse("bad id!", body.to_string().as_bytes(), TTL).expect_err("invalid");
         assert_eq!(
             fields(errors),
             [
@@ -466,20 +395,8 @@ mod tests {
     #[test]
     fn hosts_are_ip_literals_or_rfc1123_names() {
         assert_eq!(Host::parse("::0001").expect("ipv6").as_str(), "::1");
-        assert_eq!(
-            Host::parse("Quotes-1.Internal").expect("name").as_str(),
-            "quotes-1.internal"
-        );
-        for bad in [
-            "",
-            "-a",
-            "a-",
-            "a..b",
-            "under_score",
-            "10.0.0.256",
-            "has space",
-            &"a".repeat(64),
-        ] {
+        assert_eq!(Host::parse("Quotes-1.Internal").expect("name").as_str(), "quotes-1.internal");
+        for bad in ["", "-a", "a-", "a..b", "under_score", "10.0.0.256", "has space", &"a".repeat(64)] {
             assert!(Host::parse(bad).is_err(), "{bad} should be refused");
         }
     }
@@ -488,15 +405,7 @@ mod tests {
     fn ports_accept_numbers_and_digit_strings_in_range() {
         assert_eq!(Port::parse(&json!(1)).map(Port::get), Ok(1));
         assert_eq!(Port::parse(&json!("65535")).map(Port::get), Ok(65535));
-        for bad in [
-            json!(0),
-            json!(65536),
-            json!("abc"),
-            json!("-1"),
-            json!(80.5),
-            json!(true),
-            json!(""),
-        ] {
+        for bad in [json!(0), json!(65536), json!("abc"), json!("-1"), json!(80.5), json!(true), json!("")] {
             assert!(Port::parse(&bad).is_err(), "{bad} should be refused");
         }
     }

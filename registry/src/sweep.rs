@@ -10,12 +10,7 @@ use tokio::time::MissedTickBehavior;
 use crate::{metrics::RegistryMetrics, store::RegistryStore};
 
 /// Sweeps every `every` until `shutdown`.
-pub async fn run(
-    store: Arc<dyn RegistryStore>,
-    every: Duration,
-    metrics: RegistryMetrics,
-    shutdown: Shutdown,
-) {
+pub async fn run(store: Arc<dyn RegistryStore>, every: Duration, metrics: RegistryMetrics, shutdown: Shutdown) {
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {

@@ -13,20 +13,11 @@ use crate::{Quote, Symbol, SymbolError, time};
 /// A parsed client request.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientRequest {
-    Subscribe {
-        symbols: Vec<Result<Symbol, SymbolError>>,
-        id: Option<Number>,
-        throttle_ms: Option<u64>,
-    },
-    Unsubscribe {
-        symbols: Vec<Result<Symbol, SymbolError>>,
-        id: Option<Number>,
-    },
+    Subscribe { symbols: Vec<Result<Symbol, SymbolError>>, id: Option<Number>, throttle_ms: Option<u64> },
+    Unsubscribe { symbols: Vec<Result<Symbol, SymbolError>>, id: Option<Number> },
     List,
     Ping,
-    Auth {
-        token: String,
-    },
+    Auth { token: String },
 }
 
 /// Why a client frame was refused; the message is what the client sees.
@@ -100,9 +91,7 @@ pub fn parse_client_frame(text: &str, max_symbols: usize) -> Result<ClientReques
         if list.len() > max_symbols {
             return Err(ProtocolError::TooManySymbols { limit: max_symbols });
         }
-        list.iter()
-            .map(|v| v.as_str().map(Symbol::parse).ok_or(ProtocolError::SymbolsNotStrings))
-            .collect()
+        list.iter().map(|v| v.as_str().map(Symbol::parse).ok_or(ProtocolError::SymbolsNotStrings)).collect()
     };
     match kind {
         "subscribe" => {

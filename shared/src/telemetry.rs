@@ -136,10 +136,7 @@ async fn track(State(metrics): State<HttpMetrics>, request: Request, next: Next)
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
     metrics.requests.with_label_values(&[&method, &route, &status]).inc();
-    metrics
-        .duration
-        .with_label_values(&[&method, &route])
-        .observe(started.elapsed().as_secs_f64());
+    metrics.duration.with_label_values(&[&method, &route]).observe(started.elapsed().as_secs_f64());
     response
 }
 
@@ -150,11 +147,8 @@ pub fn http_layers(router: Router, metrics: HttpMetrics) -> Router {
     router
         .route_layer(middleware::from_fn_with_state(metrics, track))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
-            let request_id = request
-                .extensions()
-                .get::<RequestId>()
-                .and_then(|id| id.header_value().to_str().ok())
-                .unwrap_or("-");
+            let request_id =
+                request.extensions().get::<RequestId>().and_then(|id| id.header_value().to_str().ok()).unwrap_or("-");
             tracing::info_span!("http", method = %request.method(), uri = %request.uri(), request_id = %request_id)
         }))
         .layer(PropagateRequestIdLayer::x_request_id())

@@ -144,7 +144,12 @@ impl Reader {
         }
     }
 
-    async fn run(&mut self, mut stream: SplitStream<WebSocket>, mut lookups: mpsc::Receiver<Lookup>, writer_done: Shutdown) {
+    async fn run(
+        &mut self,
+        mut stream: SplitStream<WebSocket>,
+        mut lookups: mpsc::Receiver<Lookup>,
+        writer_done: Shutdown,
+    ) {
         let idle = self.ctx.settings.idle_timeout;
         loop {
             tokio::select! {
@@ -294,7 +299,8 @@ impl Reader {
         if watched + new.len() > self.ctx.settings.max_symbols {
             return self.fail(ProtocolError::TooManySymbols { limit: self.ctx.settings.max_symbols });
         }
-        let (known, unknown): (Vec<Symbol>, Vec<Symbol>) = new.into_iter().partition(|s| self.ctx.resolver.known_now(s));
+        let (known, unknown): (Vec<Symbol>, Vec<Symbol>) =
+            new.into_iter().partition(|s| self.ctx.resolver.known_now(s));
         // Already-subscribed symbols are acknowledged again (idempotent).
         let mut ack: Vec<Symbol> = symbols.iter().filter(|s| self.subscriptions.contains(*s)).cloned().collect();
         ack.extend(known.iter().cloned());
@@ -381,7 +387,8 @@ async fn write_loop(
 ) {
     let settings = &ctx.settings;
     let metrics = &ctx.metrics;
-    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + settings.ping_interval, settings.ping_interval);
+    let mut ping =
+        tokio::time::interval_at(tokio::time::Instant::now() + settings.ping_interval, settings.ping_interval);
     let mut not_before = Instant::now();
     loop {
         let (message, kind) = match outbox.next(Instant::now(), not_before) {
@@ -426,7 +433,12 @@ async fn write_loop(
 }
 
 /// Sends one message; `false` when the connection is finished.
-async fn send(sink: &mut SplitSink<WebSocket, Message>, message: Message, slow_close: Duration, metrics: &Metrics) -> bool {
+async fn send(
+    sink: &mut SplitSink<WebSocket, Message>,
+    message: Message,
+    slow_close: Duration,
+    metrics: &Metrics,
+) -> bool {
     match tokio::time::timeout(slow_close, sink.send(message)).await {
         Ok(Ok(())) => true,
         Ok(Err(_)) => false,

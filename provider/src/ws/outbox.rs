@@ -45,7 +45,11 @@ struct State {
 /// What the writer should do next.
 pub enum Next {
     Control(Bytes),
-    Updates { frame: Bytes, symbols: usize, oldest_ingested_micros: i64 },
+    Updates {
+        frame: Bytes,
+        symbols: usize,
+        oldest_ingested_micros: i64,
+    },
     Close(u16, String),
     /// Nothing to write now; updates become due at the instant, if any.
     Wait(Option<Instant>),

@@ -32,51 +32,33 @@ impl MemoryRegistryStore {
     ) -> Option<T> {
         let mut services = self.services();
         let service = services.get_mut(service_id)?;
-        let instance = service
-            .instances
-            .iter_mut()
-            .find(|i| i.instance_id == instance_id)?;
+        let instance = service.instances.iter_mut().find(|i| i.instance_id == instance_id)?;
         Some(change(instance))
     }
 }
 
 #[async_trait]
 impl RegistryStore for MemoryRegistryStore {
-    async fn upsert(
-        &self,
-        registration: Registration,
-        now: DateTime<Utc>,
-    ) -> Result<Upserted, StoreError> {
+    async fn upsert(&self, registration: Registration, now: DateTime<Utc>) -> Result<Upserted, StoreError> {
         let mut services = self.services();
-        let service = services
-            .entry(registration.service_id.clone())
-            .or_insert_with(|| ServiceRecord {
-                service_id: registration.service_id.clone(),
-                name: registration.name.clone(),
-                registered_at: now,
-                instances: Vec::new(),
-            });
+        let service = services.entry(registration.service_id.clone()).or_insert_with(|| ServiceRecord {
+            service_id: registration.service_id.clone(),
+            name: registration.name.clone(),
+            registered_at: now,
+            instances: Vec::new(),
+        });
         service.name.clone_from(&registration.name);
         let ttl = registration.ttl;
-        let same_address =
-            |i: &&mut InstanceRecord| i.host == registration.host && i.port == registration.port;
+        let same_address = |i: &&mut InstanceRecord| i.host == registration.host && i.port == registration.port;
         if let Some(instance) = service.instances.iter_mut().find(same_address) {
             let instance_id = instance.instance_id.clone();
             instance.renew_from(registration, now);
-            return Ok(Upserted {
-                instance_id,
-                ttl,
-                created: false,
-            });
+            return Ok(Upserted { instance_id, ttl, created: false });
         }
         let instance = InstanceRecord::new(registration, now);
         let instance_id = instance.instance_id.clone();
         service.instances.push(instance);
-        Ok(Upserted {
-            instance_id,
-            ttl,
-            created: true,
-        })
+        Ok(Upserted { instance_id, ttl, created: true })
     }
 
     async fn renew(
@@ -133,14 +115,7 @@ impl RegistryStore for MemoryRegistryStore {
         Ok(evicted)
     }
 
-    async fn set_status(
-        &self,
-        service_id: &str,
-        instance_id: &str,
-        status: Status,
-    ) -> Result<bool, StoreError> {
-        Ok(self
-            .with_instance(service_id, instance_id, |instance| instance.status = status)
-            .is_some())
+    async fn set_status(&self, service_id: &str, instance_id: &str, status: Status) -> Result<bool, StoreError> {
+        Ok(self.with_instance(service_id, instance_id, |instance| instance.status = status).is_some())
     }
 }

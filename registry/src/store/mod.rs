@@ -67,9 +67,7 @@ impl InstanceRecord {
 
     pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
         let ttl = TimeDelta::from_std(self.ttl).unwrap_or(TimeDelta::MAX);
-        self.last_seen
-            .checked_add_signed(ttl)
-            .is_some_and(|expires| expires < now)
+        self.last_seen.checked_add_signed(ttl).is_some_and(|expires| expires < now)
     }
 
     pub fn authority(&self) -> String {
@@ -110,11 +108,7 @@ pub struct Evicted {
 pub trait RegistryStore: Send + Sync + 'static {
     /// Registers an instance, or renews the one already at the same
     /// (service id, host, port), keeping its instance id.
-    async fn upsert(
-        &self,
-        registration: Registration,
-        now: DateTime<Utc>,
-    ) -> Result<Upserted, StoreError>;
+    async fn upsert(&self, registration: Registration, now: DateTime<Utc>) -> Result<Upserted, StoreError>;
 
     /// Renews `last_seen`; returns the instance's TTL, `None` when unknown.
     async fn renew(
@@ -136,10 +130,5 @@ pub trait RegistryStore: Send + Sync + 'static {
     async fn evict_expired(&self, now: DateTime<Utc>) -> Result<Vec<Evicted>, StoreError>;
 
     /// Records a health-check result; returns whether the instance existed.
-    async fn set_status(
-        &self,
-        service_id: &str,
-        instance_id: &str,
-        status: Status,
-    ) -> Result<bool, StoreError>;
+    async fn set_status(&self, service_id: &str, instance_id: &str, status: Status) -> Result<bool, StoreError>;
 }

@@ -16,17 +16,9 @@ async fn keep_registered_registers_then_deregisters_on_shutdown() {
     let registration = Registration::http("quotes", "Quotes", "127.0.0.1", 9999);
     let stop = Shutdown::new();
 
-    let task = keep_registered(
-        client.clone(),
-        registration,
-        Duration::from_millis(200),
-        stop.clone(),
-    );
+    let task = keep_registered(client.clone(), registration, Duration::from_millis(200), stop.clone());
     eventually("the service is visible", Duration::from_secs(5), || async {
-        client
-            .instances("quotes")
-            .await
-            .is_ok_and(|instances| instances.len() == 1)
+        client.instances("quotes").await.is_ok_and(|instances| instances.len() == 1)
     })
     .await;
     let instance = client.instances("quotes").await.expect("lookup").remove(0);
@@ -34,13 +26,7 @@ async fn keep_registered_registers_then_deregisters_on_shutdown() {
     assert_eq!(instance.protocol, "HTTP");
 
     stop.cancel();
-    tokio::time::timeout(Duration::from_secs(10), task)
-        .await
-        .expect("client stops")
-        .expect("no panic");
+    tokio::time::timeout(Duration::from_secs(10), task).await.expect("client stops").expect("no panic");
 
-    assert!(
-        client.instances("quotes").await.expect("lookup").is_empty(),
-        "deregistered on shutdown"
-    );
+    assert!(client.instances("quotes").await.expect("lookup").is_empty(), "deregistered on shutdown");
 }

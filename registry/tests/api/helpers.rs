@@ -45,10 +45,7 @@ pub async fn spawn_registry_on(store: Arc<dyn RegistryStore>) -> TestRegistry {
     spawn(|_| {}, Some(store)).await
 }
 
-async fn spawn(
-    configure: impl FnOnce(&mut Config),
-    store: Option<Arc<dyn RegistryStore>>,
-) -> TestRegistry {
+async fn spawn(configure: impl FnOnce(&mut Config), store: Option<Arc<dyn RegistryStore>>) -> TestRegistry {
     let data = tempfile::tempdir().expect("temporary data dir");
     let mut config = Config::for_tests(data.path());
     configure(&mut config);
@@ -89,57 +86,30 @@ impl TestRegistry {
 
     /// Posts `body` as is, valid JSON or not.
     pub async fn register_raw(&self, service_id: &str, body: String) -> Response {
-        let request = self
-            .http
-            .post(self.url(&format!("/services/{service_id}")))
-            .body(body);
-        self.authorized(request)
-            .send()
-            .await
-            .expect("POST reaches the registry")
+        let request = self.http.post(self.url(&format!("/services/{service_id}"))).body(body);
+        self.authorized(request).send().await.expect("POST reaches the registry")
     }
 
     /// Registers `body` and returns the instance id.
     pub async fn register_ok(&self, service_id: &str, body: &Value) -> String {
         let response = self.register(service_id, body).await;
-        assert_eq!(
-            response.status(),
-            StatusCode::OK,
-            "registration of {body} accepted"
-        );
+        assert_eq!(response.status(), StatusCode::OK, "registration of {body} accepted");
         let registered: Value = response.json().await.expect("JSON body");
-        registered["instance_id"]
-            .as_str()
-            .expect("instance_id")
-            .to_string()
+        registered["instance_id"].as_str().expect("instance_id").to_string()
     }
 
     pub async fn heartbeat(&self, service_id: &str, instance_id: &str) -> Response {
-        let request = self
-            .http
-            .put(self.url(&format!("/services/{service_id}/{instance_id}/heartbeat")));
-        self.authorized(request)
-            .send()
-            .await
-            .expect("PUT reaches the registry")
+        let request = self.http.put(self.url(&format!("/services/{service_id}/{instance_id}/heartbeat")));
+        self.authorized(request).send().await.expect("PUT reaches the registry")
     }
 
     pub async fn deregister(&self, service_id: &str, instance_id: &str) -> Response {
-        let request = self
-            .http
-            .delete(self.url(&format!("/services/{service_id}/{instance_id}")));
-        self.authorized(request)
-            .send()
-            .await
-            .expect("DELETE reaches the registry")
+        let request = self.http.delete(self.url(&format!("/services/{service_id}/{instance_id}")));
+        self.authorized(request).send().await.expect("DELETE reaches the registry")
     }
 
     pub async fn get(&self, path: &str) -> Response {
-        self.http
-            .get(self.url(path))
-            .send()
-            .await
-            .expect("GET reaches the registry")
+        self.http.get(self.url(path)).send().await.expect("GET reaches the registry")
     }
 
     /// The service document, `None` on 404.
@@ -155,11 +125,7 @@ impl TestRegistry {
     /// The one instance of `instance_id` in its service document.
     pub async fn instance(&self, service_id: &str, instance_id: &str) -> Option<Value> {
         let doc = self.service(service_id).await?;
-        doc["instances"]
-            .as_array()?
-            .iter()
-            .find(|i| i["instance_id"] == instance_id)
-            .cloned()
+        doc["instances"].as_array()?.iter().find(|i| i["instance_id"] == instance_id).cloned()
     }
 
     pub async fn prometheus_targets(&self) -> Vec<Value> {
@@ -169,11 +135,7 @@ impl TestRegistry {
     }
 
     pub async fn metrics(&self) -> String {
-        self.get("/metrics")
-            .await
-            .text()
-            .await
-            .expect("metrics text")
+        self.get("/metrics").await.text().await.expect("metrics text")
     }
 
     /// Cancels the shutdown token and waits for the server to finish.
@@ -207,10 +169,7 @@ where
 {
     let started = Instant::now();
     while !condition().await {
-        assert!(
-            started.elapsed() < deadline,
-            "timed out after {deadline:?} waiting until {what}"
-        );
+        assert!(started.elapsed() < deadline, "timed out after {deadline:?} waiting until {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -218,27 +177,20 @@ where
 /// A tiny upstream whose `GET /health` answers 200 while `healthy` holds,
 /// 500 otherwise.
 pub async fn spawn_health_server(healthy: Arc<AtomicBool>) -> SocketAddr {
-    let app = Router::new().route(
-        "/health",
-        get(move || {
-            let healthy = healthy.clone();
-            async move {
-                if healthy.load(Ordering::SeqCst) {
-                    StatusCode::OK
-                } else {
-                    StatusCode::INTERNAL_SERVER_ERROR
+    let app =
+        Router::new().route(
+            "/health",
+            get(move || {
+                let healthy = healthy.clone();
+                async move {
+                    if healthy.load(Ordering::SeqCst) { StatusCode::OK } else { StatusCode::INTERNAL_SERVER_ERROR }
                 }
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind health server");
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind health server");
     let addr = listener.local_addr().expect("health server address");
     tokio::spawn(async move {
-        axum::serve(listener, app)
-            .await
-            .expect("health server runs");
+        axum::serve(listener, app).await.expect("health server runs");
     });
     addr
 }

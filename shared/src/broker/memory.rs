@@ -12,9 +12,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio::sync::Notify;
 
-use super::{
-    Acker, Broker, BrokerError, ConsumeOptions, Consumer, Delivery, ExchangeKind, QueueSpec, topic_matches,
-};
+use super::{Acker, Broker, BrokerError, ConsumeOptions, Consumer, Delivery, ExchangeKind, QueueSpec, topic_matches};
 
 #[derive(Clone, Default)]
 pub struct MemoryBroker {
@@ -74,9 +72,7 @@ impl Inner {
     fn route(&self, exchange: &str, routing_key: &str, body: Bytes) -> Result<(), BrokerError> {
         let targets: Vec<Arc<Queue>> = {
             let exchanges = self.exchanges.read().expect("exchanges lock");
-            let exchange = exchanges
-                .get(exchange)
-                .ok_or_else(|| BrokerError::UnknownExchange(exchange.to_string()))?;
+            let exchange = exchanges.get(exchange).ok_or_else(|| BrokerError::UnknownExchange(exchange.to_string()))?;
             let mut targets: Vec<Arc<Queue>> = match exchange.kind {
                 ExchangeKind::Fanout => exchange.wildcard.iter().map(|(_, q)| q.clone()).collect(),
                 ExchangeKind::Topic => exchange
@@ -146,9 +142,11 @@ impl Queue {
 impl Broker for MemoryBroker {
     async fn declare_exchange(&self, name: &str, kind: ExchangeKind) -> Result<(), BrokerError> {
         let mut exchanges = self.inner.exchanges.write().expect("exchanges lock");
-        exchanges
-            .entry(name.to_string())
-            .or_insert_with(|| Exchange { kind, exact: HashMap::new(), wildcard: Vec::new() });
+        exchanges.entry(name.to_string()).or_insert_with(|| Exchange {
+            kind,
+            exact: HashMap::new(),
+            wildcard: Vec::new(),
+        });
         Ok(())
     }
 
@@ -168,9 +166,7 @@ impl Broker for MemoryBroker {
     async fn bind(&self, queue: &str, exchange: &str, pattern: &str) -> Result<(), BrokerError> {
         let queue = self.queue(queue)?;
         let mut exchanges = self.inner.exchanges.write().expect("exchanges lock");
-        let ex = exchanges
-            .get_mut(exchange)
-            .ok_or_else(|| BrokerError::UnknownExchange(exchange.to_string()))?;
+        let ex = exchanges.get_mut(exchange).ok_or_else(|| BrokerError::UnknownExchange(exchange.to_string()))?;
         let wildcard = ex.kind == ExchangeKind::Fanout || pattern.contains(['*', '#']);
         if wildcard {
             if !ex.wildcard.iter().any(|(p, q)| p == pattern && Arc::ptr_eq(q, &queue)) {
@@ -188,9 +184,7 @@ impl Broker for MemoryBroker {
     async fn unbind(&self, queue: &str, exchange: &str, pattern: &str) -> Result<(), BrokerError> {
         let queue = self.queue(queue)?;
         let mut exchanges = self.inner.exchanges.write().expect("exchanges lock");
-        let ex = exchanges
-            .get_mut(exchange)
-            .ok_or_else(|| BrokerError::UnknownExchange(exchange.to_string()))?;
+        let ex = exchanges.get_mut(exchange).ok_or_else(|| BrokerError::UnknownExchange(exchange.to_string()))?;
         ex.wildcard.retain(|(p, q)| !(p == pattern && Arc::ptr_eq(q, &queue)));
         if let Some(queues) = ex.exact.get_mut(pattern) {
             queues.retain(|q| !Arc::ptr_eq(q, &queue));
@@ -295,12 +289,8 @@ impl Drop for MemoryConsumer {
     fn drop(&mut self) {
         let delete = {
             let mut state = self.queue.state.lock().expect("queue lock");
-            let mut mine: Vec<u64> = state
-                .unacked
-                .iter()
-                .filter(|(_, (consumer, _))| *consumer == self.id)
-                .map(|(tag, _)| *tag)
-                .collect();
+            let mut mine: Vec<u64> =
+                state.unacked.iter().filter(|(_, (consumer, _))| *consumer == self.id).map(|(tag, _)| *tag).collect();
             mine.sort_unstable();
             for tag in mine.into_iter().rev() {
                 if let Some((_, mut message)) = state.unacked.remove(&tag) {

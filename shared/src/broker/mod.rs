@@ -126,10 +126,8 @@ pub async fn declare_topology(broker: &dyn Broker) -> Result<(), BrokerError> {
     broker.declare_exchange(DEAD_LETTER_EXCHANGE, ExchangeKind::Fanout).await?;
     broker.declare_queue(&QueueSpec::durable(DEAD_QUEUE)).await?;
     broker.bind(DEAD_QUEUE, DEAD_LETTER_EXCHANGE, "#").await?;
-    let persist = QueueSpec {
-        dead_letter_exchange: Some(DEAD_LETTER_EXCHANGE.to_string()),
-        ..QueueSpec::durable(PERSIST_QUEUE)
-    };
+    let persist =
+        QueueSpec { dead_letter_exchange: Some(DEAD_LETTER_EXCHANGE.to_string()), ..QueueSpec::durable(PERSIST_QUEUE) };
     broker.declare_queue(&persist).await?;
     broker.bind(PERSIST_QUEUE, QUOTES_EXCHANGE, "quote.#").await
 }

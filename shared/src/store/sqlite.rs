@@ -54,7 +54,6 @@ fn quote_from_row(row: &SqliteRow) -> Result<Quote, sqlx::Error> {
     })
 }
 
-
 #[async_trait]
 impl QuoteStore for SqliteStore {
     async fn insert_batch(&self, quotes: &[Quote]) -> Result<u64, StoreError> {
