@@ -1,0 +1,207 @@
+//! Spawns a provider on port 0 with embedded backends; the test plays
+//! ingestion by publishing quotes on the broker, and talks to the provider
+//! over real HTTP and WebSocket like a client would.
+
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    sync::atomic::{AtomicI64, Ordering},
+    time::Duration,
+};
+
+use chrono::{DateTime, SubsecRound, Utc};
+use futures::{SinkExt, StreamExt};
+use lizards_provider::Backends;
+use lizards_shared::{
+    Quote, Symbol,
+    broker::{Broker, MemoryBroker, QUOTES_EXCHANGE},
+    cache::MemoryCache,
+    config::Config,
+    shutdown::Shutdown,
+    store::{QuoteStore, SqliteStore},
+};
+use serde_json::Value;
+use tokio::{net::TcpStream, task::JoinHandle};
+use tokio_tungstenite::{
+    MaybeTlsStream, WebSocketStream,
+    tungstenite::{Message, protocol::CloseFrame},
+};
+
+pub const WAIT: Duration = Duration::from_secs(5);
+
+pub struct TestProvider {
+    pub addr: SocketAddr,
+    pub broker: Arc<MemoryBroker>,
+    pub store: Arc<SqliteStore>,
+    pub http: reqwest::Client,
+    shutdown: Shutdown,
+    task: JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+static CLOCK: AtomicI64 = AtomicI64::new(0);
+
+/// A quote with a fresh, strictly increasing timestamp.
+pub fn quote(symbol: &str, price: f64) -> Quote {
+    let now = Utc::now().trunc_subsecs(6).timestamp_micros();
+    let next = |prev: i64| now.max(prev + 1);
+    let prev = CLOCK.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |prev| Some(next(prev))).expect("always Some");
+    let us = next(prev);
+    let ts = DateTime::from_timestamp_micros(us).expect("valid time");
+    Quote {
+        symbol: Symbol::parse(symbol).expect("valid symbol"),
+        price,
+        ts,
+        volume: Some(10.0),
+        source: "test".into(),
+        ingest_id: format!("test-{us}"),
+        ingested_at: ts,
+    }
+}
+
+pub async fn spawn() -> TestProvider {
+    spawn_with(|_| {}).await
+}
+
+pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> TestProvider {
+    lizards_shared::http::install_crypto();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = Config::for_tests(dir.path());
+    // No registry and no ingestion: unknown symbols fail their lookup fast.
+    config.common.registry_url = "http://127.0.0.1:1".into();
+    config.provider.symbol_lookup_timeout = Duration::from_millis(500);
+    tweak(&mut config);
+    let broker = Arc::new(MemoryBroker::new());
+    let store = Arc::new(SqliteStore::open(&dir.path().join("test.db")).await.expect("sqlite"));
+    let backends = Backends { broker: broker.clone(), store: store.clone(), cache: Arc::new(MemoryCache::new()) };
+    let shutdown = Shutdown::new();
+    let started = lizards_provider::build(config, backends, shutdown.clone()).await.expect("provider starts");
+    let (addr, task) = started.spawn();
+    TestProvider { addr, broker, store, http: lizards_shared::http::client(), shutdown, task, _dir: dir }
+}
+
+impl TestProvider {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn publish(&self, quote: &Quote) {
+        self.broker.publish(QUOTES_EXCHANGE, &quote.symbol.routing_key(), quote.encode()).await.expect("published");
+    }
+
+    /// Publishes a quote and waits until the provider has persisted it, so
+    /// the symbol is known to the provider.
+    pub async fn seed(&self, symbol: &str, price: f64) -> Quote {
+        let quote = quote(symbol, price);
+        self.publish(&quote).await;
+        wait_for(|| async { self.store.latest(&quote.symbol).await.ok().flatten().is_some_and(|q| q.ts >= quote.ts) })
+            .await;
+        quote
+    }
+
+    pub async fn ws(&self) -> Client {
+        self.ws_path("/ws").await
+    }
+
+    pub async fn ws_path(&self, path: &str) -> Client {
+        let (ws, _) =
+            tokio_tungstenite::connect_async(format!("ws://{}{path}", self.addr)).await.expect("WebSocket connects");
+        Client { ws }
+    }
+
+    /// A counter or gauge from `/metrics` (summed over label sets).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let body = self.http.get(self.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
+        body.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| l.split(['{', ' ']).next() == Some(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(WAIT, self.task).await.expect("provider stops in time").expect("provider task");
+    }
+
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Polls `condition` until it holds, failing after a deadline.
+pub async fn wait_for<F, Fut>(mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT * 2;
+    while !condition().await {
+        assert!(tokio::time::Instant::now() < deadline, "condition not met in time");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub struct Client {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Client {
+    pub async fn send(&mut self, frame: Value) {
+        self.send_text(&frame.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::Text(text.into())).await.expect("sent");
+    }
+
+    /// The next JSON text frame.
+    pub async fn recv(&mut self) -> Value {
+        loop {
+            let message = tokio::time::timeout(WAIT, self.ws.next()).await.expect("a frame in time");
+            match message.expect("connection open").expect("valid frame") {
+                Message::Text(text) => return serde_json::from_str(text.as_str()).expect("JSON frame"),
+                Message::Close(frame) => panic!("closed unexpectedly: {frame:?}"),
+                _ => continue,
+            }
+        }
+    }
+
+    /// Skips frames until one matches.
+    pub async fn recv_until(&mut self, matches: impl Fn(&Value) -> bool) -> Value {
+        loop {
+            let frame = self.recv().await;
+            if matches(&frame) {
+                return frame;
+            }
+        }
+    }
+
+    /// The error frame with this message prefix (other frames skipped).
+    pub async fn expect_error(&mut self, prefix: &str) -> Value {
+        self.recv_until(|f| f["type"] == "error" && f["message"].as_str().is_some_and(|m| m.starts_with(prefix))).await
+    }
+
+    /// Ping round trip: proves the connection is still usable.
+    pub async fn assert_usable(&mut self) {
+        self.send(serde_json::json!({"type":"ping"})).await;
+        self.recv_until(|f| f["type"] == "pong").await;
+    }
+
+    /// Waits for the server's close frame.
+    pub async fn expect_close(&mut self) -> CloseFrame {
+        let deadline = WAIT * 4;
+        loop {
+            let message = tokio::time::timeout(deadline, self.ws.next()).await.expect("closed in time");
+            match message {
+                Some(Ok(Message::Close(Some(frame)))) => return frame,
+                Some(Ok(Message::Close(None))) | None | Some(Err(_)) => panic!("closed without a close frame"),
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+}
+
+pub fn is_update_for(frame: &Value, symbol: &str) -> bool {
+    frame["type"] == "price_update" && frame["data"].get(symbol).is_some()
+}

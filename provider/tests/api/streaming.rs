@@ -1,0 +1,154 @@
+//! Live streaming: snapshot then updates, unsubscribe, conflation and
+//! slow-client close, idle timeout, sessions, graceful shutdown.
+
+use std::time::Duration;
+
+use futures::SinkExt;
+use serde_json::json;
+use tokio::net::TcpSocket;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::helpers::{Client, is_update_for, quote, spawn, spawn_with, wait_for};
+
+#[tokio::test]
+async fn subscribe_acknowledges_then_snapshots_then_streams_in_the_seed_format() {
+    let provider = spawn().await;
+    let seeded = provider.seed("TSLA", 742.56).await;
+    let mut client = provider.ws_path("/").await; // the seed's URL had no path
+    client.send(json!({"type": "subscribe", "symbols": ["tsla"], "id": 1})).await;
+    assert_eq!(client.recv().await, json!({"type": "subscribed", "symbols": ["TSLA"], "id": 1}));
+    let snapshot = client.recv().await;
+    assert_eq!(snapshot["type"], "price_update");
+    let timestamp = lizards_shared::time::rfc3339(&seeded.ts);
+    assert_eq!(snapshot["data"]["TSLA"]["price"], 742.56);
+    assert_eq!(snapshot["data"]["TSLA"]["timestamp"], timestamp);
+    assert!(timestamp.ends_with('Z'));
+    for price in [743.0, 744.5] {
+        provider.publish(&quote("TSLA", price)).await;
+        let update = client.recv().await;
+        assert_eq!(update["data"]["TSLA"]["price"], price);
+    }
+}
+
+#[tokio::test]
+async fn unsubscribing_stops_updates_for_that_symbol_only() {
+    let provider = spawn().await;
+    provider.seed("AAPL", 1.0).await;
+    provider.seed("MSFT", 1.0).await;
+    let mut client = provider.ws().await;
+    client.send(json!({"type": "subscribe", "symbols": ["AAPL", "MSFT"]})).await;
+    client.recv_until(|f| f["type"] == "subscribed").await;
+    client.send(json!({"type": "unsubscribe", "symbols": ["AAPL"]})).await;
+    client.recv_until(|f| f["type"] == "unsubscribed").await;
+    for i in 0..20 {
+        provider.publish(&quote("AAPL", 2.0 + i as f64)).await;
+    }
+    // MSFT still flows and, published after AAPL, arrives after any AAPL would.
+    provider.publish(&quote("MSFT", 99.0)).await;
+    let frame = client.recv_until(|f| is_update_for(f, "MSFT") && f["data"]["MSFT"]["price"] == 99.0).await;
+    assert!(frame["data"].get("AAPL").is_none(), "{frame}");
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_is_conflated_and_closed_after_the_slow_timeout() {
+    let provider = spawn_with(|c| c.provider.ws_slow_close = Duration::from_secs(1)).await;
+    let symbols: Vec<String> = (0..20).map(|i| format!("S{i}")).collect();
+    for s in &symbols {
+        provider.seed(s, 100.0).await;
+    }
+    // A tiny receive window so the server's socket fills quickly.
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(2048).unwrap();
+    let stream = socket.connect(provider.addr).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{}/ws", provider.addr), stream).await.unwrap();
+    let subscribe = json!({"type": "subscribe", "symbols": symbols}).to_string();
+    ws.send(Message::Text(subscribe.into())).await.unwrap();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut round = 0;
+    while provider.metric("lizards_ws_slow_closes_total").await < 1.0 {
+        assert!(tokio::time::Instant::now() < deadline, "slow client never closed");
+        for _ in 0..50 {
+            round += 1;
+            for s in &symbols {
+                provider.publish(&quote(s, 100.0 + round as f64)).await;
+            }
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(provider.metric("lizards_ws_updates_conflated_total").await > 0.0, "updates were conflated");
+    // The server is fine for everyone else.
+    let mut other = provider.ws().await;
+    other.assert_usable().await;
+    wait_for(|| async { provider.metric("lizards_ws_connections").await == 1.0 }).await;
+    drop(ws);
+}
+
+#[tokio::test]
+async fn a_silent_connection_is_closed_after_the_idle_timeout() {
+    let provider = spawn_with(|c| c.provider.ws_idle_timeout = Duration::from_millis(300)).await;
+    let mut client = provider.ws().await;
+    let close = client.expect_close().await;
+    assert_eq!(u16::from(close.code), 1000);
+    assert_eq!(close.reason.as_str(), "idle timeout");
+}
+
+#[tokio::test]
+async fn shutdown_closes_connections_with_1001() {
+    let provider = spawn().await;
+    let mut client = provider.ws().await;
+    client.assert_usable().await;
+    provider.shutdown();
+    let close = client.expect_close().await;
+    assert_eq!(u16::from(close.code), 1001);
+    provider.stop().await;
+}
+
+async fn session(provider: &crate::helpers::TestProvider) -> serde_json::Value {
+    let response = provider
+        .http
+        .post(provider.url("/session"))
+        .header("x-forwarded-host", "prices.example")
+        .json(&json!({"websocket_url": "ignored"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn post_session_returns_a_websocket_url_on_the_public_host() {
+    let provider = spawn().await;
+    let body = session(&provider).await;
+    let id = body["session_id"].as_str().unwrap();
+    assert_eq!(body["websocket_url"], format!("ws://prices.example/ws?session={id}"));
+    assert!(body["expires_at"].as_str().unwrap().ends_with('Z'));
+    // No body at all is fine too.
+    let response = provider.http.post(provider.url("/session")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn a_session_resumes_its_subscriptions_on_reconnect() {
+    let provider = spawn().await;
+    provider.seed("AAPL", 5.0).await;
+    let id = session(&provider).await["session_id"].as_str().unwrap().to_string();
+    let mut first = provider.ws_path(&format!("/ws?session={id}")).await;
+    first.send(json!({"type": "subscribe", "symbols": ["AAPL"]})).await;
+    first.recv_until(|f| f["type"] == "subscribed").await;
+    drop(first);
+    wait_for(|| async { provider.metric("lizards_ws_connections").await == 0.0 }).await;
+
+    let mut again: Client = provider.ws_path(&format!("/ws?session={id}")).await;
+    assert_eq!(again.recv().await, json!({"type": "subscribed", "symbols": ["AAPL"]}));
+    assert_eq!(again.recv().await["data"]["AAPL"]["price"], 5.0);
+}
+
+#[tokio::test]
+async fn an_unknown_session_gets_an_error_frame_and_a_fresh_start() {
+    let provider = spawn().await;
+    let mut client = provider.ws_path("/ws?session=00000000-0000-0000-0000-000000000000").await;
+    client.expect_error("Unknown or expired session").await;
+    client.assert_usable().await;
+}
