@@ -1,0 +1,108 @@
+//! Spawns the whole platform (`--target all`) on free ports with embedded
+//! backends and synthetic prices, and talks to it through the gateway.
+
+use std::{net::SocketAddr, time::Duration};
+
+use futures::{SinkExt, StreamExt};
+use lizards::platform::{self, Platform, Target};
+use lizards_shared::{config::Config, shutdown::Shutdown};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_tungstenite::{
+    MaybeTlsStream, WebSocketStream,
+    tungstenite::{Message, protocol::CloseFrame},
+};
+
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub struct App {
+    pub gateway: SocketAddr,
+    pub platform: Option<Platform>,
+    pub http: reqwest::Client,
+    pub shutdown: Shutdown,
+    _dir: tempfile::TempDir,
+}
+
+pub async fn spawn_app() -> App {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = Config::for_tests(dir.path());
+    config.ingestion.synthetic_rate = 400.0;
+    config.common.registry_heartbeat = Duration::from_millis(500);
+    config.gateway.gateway_refresh = Duration::from_millis(200);
+    let shutdown = Shutdown::new();
+    let platform = platform::start(config, Target::All, shutdown.clone()).await.expect("platform starts");
+    let gateway = platform.gateway.expect("gateway started");
+    let app = App { gateway, platform: Some(platform), http: lizards_shared::http::client(), shutdown, _dir: dir };
+    // Ready once the gateway can route to the provider.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let response = app.http.get(app.url("/symbols")).send().await;
+        if response.is_ok_and(|r| r.status().is_success()) {
+            return app;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "platform not routable in time");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+impl App {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.gateway)
+    }
+
+    pub async fn ws(&self, path: &str) -> Client {
+        let url = if path.starts_with("ws://") { path.to_string() } else { format!("ws://{}{path}", self.gateway) };
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("WebSocket connects");
+        Client { ws }
+    }
+
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        let platform = self.platform.take().expect("running");
+        tokio::time::timeout(WAIT, platform.stopped()).await.expect("platform stops in time");
+    }
+}
+
+pub struct Client {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Client {
+    pub async fn send(&mut self, frame: Value) {
+        self.ws.send(Message::Text(frame.to_string().into())).await.expect("sent");
+    }
+
+    pub async fn recv(&mut self) -> Value {
+        loop {
+            let message = tokio::time::timeout(WAIT, self.ws.next()).await.expect("a frame in time");
+            match message.expect("open").expect("valid frame") {
+                Message::Text(text) => return serde_json::from_str(text.as_str()).expect("JSON"),
+                Message::Close(frame) => panic!("closed: {frame:?}"),
+                _ => continue,
+            }
+        }
+    }
+
+    pub async fn recv_until(&mut self, matches: impl Fn(&Value) -> bool) -> Value {
+        loop {
+            let frame = self.recv().await;
+            if matches(&frame) {
+                return frame;
+            }
+        }
+    }
+
+    pub async fn expect_close(&mut self) -> CloseFrame {
+        loop {
+            match tokio::time::timeout(WAIT, self.ws.next()).await.expect("closed in time") {
+                Some(Ok(Message::Close(Some(frame)))) => return frame,
+                Some(Ok(Message::Close(None))) | None | Some(Err(_)) => panic!("closed without a close frame"),
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+}
+
+pub fn has(frame: &Value, symbol: &str) -> bool {
+    frame["type"] == "price_update" && frame["data"].get(symbol).is_some()
+}

@@ -1,0 +1,146 @@
+//! The whole platform end to end, through the gateway, as a client sees it.
+
+mod helpers;
+
+use std::time::Instant;
+
+use helpers::{has, spawn_app};
+use serde_json::json;
+
+#[tokio::test]
+async fn subscribing_through_the_gateway_yields_a_snapshot_then_live_updates() {
+    let app = spawn_app().await;
+    let mut client = app.ws("/ws").await;
+    client.send(json!({"type": "subscribe", "symbols": ["AAPL"], "id": 1})).await;
+    assert_eq!(client.recv().await, json!({"type": "subscribed", "symbols": ["AAPL"], "id": 1}));
+    let mut timestamps = Vec::new();
+    while timestamps.len() < 3 {
+        let frame = client.recv().await;
+        assert_eq!(frame["type"], "price_update", "{frame}");
+        let update = &frame["data"]["AAPL"];
+        assert!(update["price"].as_f64().unwrap() > 0.0);
+        let ts = update["timestamp"].as_str().unwrap().to_string();
+        assert!(chrono::DateTime::parse_from_rfc3339(&ts).is_ok() && ts.ends_with('Z'), "{ts}");
+        timestamps.push(ts);
+    }
+    timestamps.dedup();
+    assert_eq!(timestamps.len(), 3, "live updates, not the same snapshot again");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn unsubscribing_through_the_gateway_stops_updates() {
+    let app = spawn_app().await;
+    let mut client = app.ws("/").await; // seed URL without a path
+    client.send(json!({"type": "subscribe", "symbols": ["AAPL", "MSFT"]})).await;
+    client.recv_until(|f| has(f, "AAPL")).await;
+    client.send(json!({"type": "unsubscribe", "symbols": ["AAPL"]})).await;
+    client.recv_until(|f| f["type"] == "unsubscribed").await;
+    // AAPL ticks about 9 times a second; watch MSFT flow for two seconds.
+    let started = Instant::now();
+    let mut msft = 0;
+    while started.elapsed().as_secs() < 2 {
+        let frame = client.recv().await;
+        assert!(!has(&frame, "AAPL"), "AAPL after unsubscribe: {frame}");
+        msft += has(&frame, "MSFT") as u32;
+    }
+    assert!(msft >= 3, "MSFT kept streaming ({msft} updates)");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_and_invalid_symbols_get_error_frames_through_the_gateway() {
+    let app = spawn_app().await;
+    let mut client = app.ws("/ws").await;
+    client.send(json!({"type": "subscribe", "symbols": ["XYZ123", "NOT VALID", "BTC-USD"]})).await;
+    let mut errors = Vec::new();
+    let mut subscribed = None;
+    while errors.len() < 2 || subscribed.is_none() {
+        let frame = client.recv().await;
+        match frame["type"].as_str() {
+            Some("error") => errors.push(frame["message"].as_str().unwrap().to_string()),
+            Some("subscribed") => subscribed = Some(frame["symbols"].clone()),
+            _ => {}
+        }
+    }
+    errors.sort();
+    assert_eq!(errors, vec!["Invalid stock symbol: NOT VALID", "Invalid stock symbol: XYZ123"]);
+    assert_eq!(subscribed.unwrap(), json!(["BTC-USD"]));
+    client.recv_until(|f| has(f, "BTC-USD")).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_session_from_the_gateway_points_at_the_gateway_and_resumes() {
+    let app = spawn_app().await;
+    let body: serde_json::Value = app.http.post(app.url("/session")).send().await.unwrap().json().await.unwrap();
+    let url = body["websocket_url"].as_str().unwrap().to_string();
+    assert!(url.starts_with(&format!("ws://{}/ws?session=", app.gateway)), "{url}");
+    let mut first = app.ws(&url).await;
+    first.send(json!({"type": "subscribe", "symbols": ["ETH-USD"]})).await;
+    first.recv_until(|f| f["type"] == "subscribed").await;
+    drop(first);
+    // Reconnecting with the same URL resumes without a new subscribe.
+    let deadline = Instant::now();
+    loop {
+        let mut again = app.ws(&url).await;
+        let frame = again.recv().await;
+        if frame == json!({"type": "subscribed", "symbols": ["ETH-USD"]}) {
+            again.recv_until(|f| has(f, "ETH-USD")).await;
+            break;
+        }
+        // The first connection's close may not have been processed yet.
+        assert!(deadline.elapsed().as_secs() < 5, "session not resumed: {frame}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn rest_routes_reach_their_services_through_the_gateway() {
+    let app = spawn_app().await;
+    let get = |path: &'static str| {
+        let request = app.http.get(app.url(path));
+        async move { request.send().await.unwrap() }
+    };
+    // Right after start-up AAPL may have no quote yet (404 until then).
+    let started = Instant::now();
+    let response = loop {
+        let response = get("/quotes/AAPL").await;
+        if response.status() != 404 || started.elapsed() > helpers::WAIT {
+            break response;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(response.status(), 200);
+    assert!(response.headers().contains_key("x-request-id"));
+    let quote: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(quote["symbol"], "AAPL");
+    let sources: serde_json::Value = get("/sources").await.json().await.unwrap();
+    assert_eq!(sources, json!({"sources": ["synthetic://gbm"]}));
+    let provider: serde_json::Value = get("/services/provider").await.json().await.unwrap();
+    assert_eq!(provider["instance_count"], 1);
+    let missing = get("/quotes/NOPE").await;
+    assert_eq!(missing.status(), 404);
+    assert_eq!(missing.headers()["content-type"], "application/problem+json");
+    // Registry writes are not exposed publicly.
+    let write = app.http.post(app.url("/services/evil")).json(&json!({})).send().await.unwrap();
+    assert_eq!(write.status(), 405);
+    let page = get("/").await;
+    assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        assert_eq!(app.http.get(app.url(path)).send().await.unwrap().status(), 200, "{path}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_closes_proxied_websockets_with_1001() {
+    let app = spawn_app().await;
+    let mut client = app.ws("/ws").await;
+    client.send(json!({"type": "ping"})).await;
+    client.recv_until(|f| f["type"] == "pong").await;
+    app.shutdown.cancel();
+    let close = client.expect_close().await;
+    assert_eq!(u16::from(close.code), 1001);
+    app.stop().await;
+}
