@@ -216,6 +216,7 @@ async fn client(
     tx.send(Message::Text(subscribe.into())).await.ok()?;
     let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).ok()?;
     let mut frames = 0u64;
+    let mut subscribed = false;
     loop {
         let message = tokio::select! {
             _ = stop.cancelled() => break,
@@ -241,7 +242,10 @@ async fn client(
                     }
                 }
             }
-            ("subscribed", _) => {
+            // Symbols found by an on-demand lookup are acknowledged later in
+            // frames of their own: count the client once.
+            ("subscribed", _) if !subscribed => {
+                subscribed = true;
                 counters.subscribed.fetch_add(1, Ordering::Relaxed);
             }
             _ => {}

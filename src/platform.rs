@@ -36,12 +36,18 @@ pub struct Platform {
     pub provider: Option<SocketAddr>,
     pub gateway: Option<SocketAddr>,
     tasks: Vec<JoinHandle<()>>,
+    /// The registry stops last, so the other roles can deregister.
+    registry_task: Option<(Shutdown, JoinHandle<()>)>,
 }
 
 impl Platform {
     /// Waits until every role has stopped (after the shutdown token).
     pub async fn stopped(self) {
         for task in self.tasks {
+            let _ = task.await;
+        }
+        if let Some((shutdown, task)) = self.registry_task {
+            shutdown.cancel();
             let _ = task.await;
         }
     }
@@ -92,12 +98,13 @@ pub async fn start(mut config: Config, target: Target, shutdown: Shutdown) -> an
     let embedded = Embedded::new(&config);
 
     if all || target == Target::Registry {
-        let started = lizards_registry::build(config.clone(), shutdown.clone()).await?;
+        let registry_shutdown = if all { Shutdown::new() } else { shutdown.clone() };
+        let started = lizards_registry::build(config.clone(), registry_shutdown.clone()).await?;
         // Roles started after the registry use the address it really bound.
         config.common.registry_url = format!("http://{}", loopback(started.addr));
         let (addr, task) = started.spawn();
         platform.registry = Some(addr);
-        platform.tasks.push(task);
+        platform.registry_task = Some((registry_shutdown, task));
     }
     if all || target == Target::Ingestion {
         let started =

@@ -38,11 +38,10 @@ pub struct CommonConfig {
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
-    /// Directory for embedded state (SQLite database, JWT secret).
+    /// Directory for embedded state (the SQLite database).
     #[arg(long, env = "DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
-    /// Quotes older than this many days are rejected by ingestion and
-    /// deleted by the provider's retention job.
+    /// Retention window in days: ingestion rejects quotes older than this.
     #[arg(long, env = "RETENTION_DAYS", default_value_t = 14)]
     pub retention_days: u32,
 }

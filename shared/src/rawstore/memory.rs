@@ -40,7 +40,12 @@ fn key(doc: &RawDocument) -> Key {
 
 impl State {
     fn evict(&mut self, cap: usize, ttl: Duration) {
-        let oldest_kept = Utc::now() - chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+        // A TTL reaching before the calendar's start keeps everything
+        // (subtracting it would overflow and panic).
+        let oldest_kept = chrono::Duration::from_std(ttl)
+            .ok()
+            .and_then(|ttl| Utc::now().checked_sub_signed(ttl))
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
         while let Some((id, received_at)) = self.order.front() {
             if self.order.len() < cap && *received_at >= oldest_kept {
                 break;

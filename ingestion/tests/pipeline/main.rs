@@ -1,0 +1,6 @@
+//! The ingestion service (SPEC §4): the store → validate → publish pipeline
+//! on the embedded adapters, and the whole service over real HTTP.
+
+mod helpers;
+mod process;
+mod service;
