@@ -7,6 +7,7 @@ use chrono::{Duration, SubsecRound, Timelike, Utc};
 use lizards_ingestion::{
     metrics::Metrics,
     pipeline::{Outcome, Pipeline, PipelineError},
+    sources::RawRecord,
     validate::Reject,
 };
 use lizards_shared::{Quote, Symbol, broker::MemoryBroker, rawstore::RawOutcome};
@@ -122,7 +123,7 @@ async fn duplicate_record_is_rejected_and_published_once() {
     assert_eq!(h.raw.outcome(&ingest_id).await, accepted(&[]), "the first copy keeps its outcome");
     assert_eq!(h.counter(REJECTED, &[("reason", "duplicate")]), 2);
 
-    let other_source = lizards_ingestion::sources::RawRecord { source: "other".to_string(), ..original };
+    let other_source = RawRecord { source: "other".to_string(), ..original };
     h.publish(other_source).await;
 }
 
@@ -154,7 +155,7 @@ async fn metrics_count_each_outcome_per_source() {
     h.process(duplicate).await;
     h.process(record("MSFT", 415.0)).await;
     h.process(record("NVDA", 0.0)).await;
-    let other = lizards_ingestion::sources::RawRecord { source: "other".to_string(), ..record("AAPL", 228.0) };
+    let other = RawRecord { source: "other".to_string(), ..record("AAPL", 228.0) };
     h.process(other).await;
 
     assert_eq!(h.counter(PUBLISHED, &[("source", SOURCE)]), 2);
