@@ -17,6 +17,9 @@ use crate::{
     validate::{self, Reject},
 };
 
+/// Raw-store reason of a record the broker did not confirm.
+pub const PUBLISH_FAILED: &str = "publish_failed";
+
 /// What happened to one record.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
@@ -84,6 +87,7 @@ impl Pipeline {
             Err(reason) => return Ok(self.reject(&record, raw_id.as_deref(), reason).await),
         };
         let flags = self.flags(&symbol, record.price).await;
+        let price = record.price;
         let ingest_id = raw_id.clone().unwrap_or_else(|| uuid_like(&record));
         let quote = Quote {
             symbol,
@@ -97,8 +101,13 @@ impl Pipeline {
         let started = Instant::now();
         if let Err(error) = self.broker.publish(QUOTES_EXCHANGE, &quote.symbol.routing_key(), quote.encode()).await {
             self.metrics.publish_failures.with_label_values(&[&record.source]).inc();
+            if let Some(id) = raw_id {
+                self.set_outcome(&id, RawOutcome::Rejected { reason: PUBLISH_FAILED.to_string() }).await;
+            }
             return Err(error.into());
         }
+        // Only a published price is the baseline for the next jump check.
+        self.last.lock().await.insert(quote.symbol.clone(), price);
         self.metrics.delivery_time.with_label_values(&[QUOTES_EXCHANGE]).observe(started.elapsed().as_secs_f64());
         self.metrics.published.with_label_values(&[&record.source]).inc();
         for flag in &flags {
@@ -127,8 +136,7 @@ impl Pipeline {
     }
 
     async fn flags(&self, symbol: &Symbol, price: f64) -> Vec<String> {
-        let mut last = self.last.lock().await;
-        let previous = last.insert(symbol.clone(), price);
+        let previous = self.last.lock().await.get(symbol).copied();
         match previous {
             Some(previous) if validate::is_jump(previous, price, self.jump_pct) => vec!["jump".to_string()],
             _ => Vec::new(),

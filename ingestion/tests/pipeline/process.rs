@@ -185,10 +185,11 @@ async fn unconfirmed_publish_is_an_error_and_counted() {
     let broker = Arc::new(MemoryBroker::new());
     let registry = Registry::new();
     let raw = Arc::new(RecordingRawStore::new());
-    let pipeline = Pipeline::new(broker, raw, Metrics::new(&registry), RETENTION_DAYS, JUMP_PCT);
+    let pipeline = Pipeline::new(broker, raw.clone(), Metrics::new(&registry), RETENTION_DAYS, JUMP_PCT);
 
     let result = pipeline.process(record("AAPL", 228.0)).await;
     assert!(matches!(result, Err(PipelineError::Publish(_))), "{result:?}");
     assert_eq!(counter(&registry, "lizards_publish_failures_total", &[("source", SOURCE)]), 1);
     assert_eq!(counter(&registry, PUBLISHED, &[]), 0);
+    assert_eq!(raw.outcome(&raw.last_id()).await, rejected("publish_failed"));
 }
