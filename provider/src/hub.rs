@@ -11,6 +11,7 @@ use bytes::Bytes;
 use lizards_shared::{
     Quote, Symbol,
     protocol::{PriceFragment, price_update},
+    quote::newest_per_symbol,
 };
 use tokio::sync::Notify;
 
@@ -125,7 +126,8 @@ impl Hub {
 
     /// Fans a batch of quotes out to their watchers.
     pub fn publish(&self, quotes: &[Quote]) {
-        let fresh = newest_per_symbol(quotes);
+        // One fragment per symbol: the batch's newest quote, serialized once.
+        let fresh: Vec<PriceFragment> = newest_per_symbol(quotes).into_iter().map(PriceFragment::from_quote).collect();
         // Connection → indexes into `fresh` of the symbols it gets.
         let mut routes: HashMap<ConnId, (Arc<Outbox>, Vec<u32>)> = HashMap::new();
         {
@@ -153,16 +155,4 @@ impl Hub {
         }
         self.metrics.ws_updates_conflated.inc_by(conflated);
     }
-}
-
-/// One fragment per symbol: the newest quote of the batch, serialized once.
-fn newest_per_symbol(quotes: &[Quote]) -> Vec<PriceFragment> {
-    let mut newest: HashMap<&Symbol, &Quote> = HashMap::with_capacity(quotes.len());
-    for quote in quotes {
-        let entry = newest.entry(&quote.symbol).or_insert(quote);
-        if quote.ts > entry.ts {
-            *entry = quote;
-        }
-    }
-    newest.into_values().map(PriceFragment::from_quote).collect()
 }

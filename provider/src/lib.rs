@@ -136,8 +136,9 @@ pub async fn build(config: Config, backends: Backends, shutdown: Shutdown) -> Re
     };
     // The persistence worker finishes its batch and acks before stopping.
     let persist_task = tokio::spawn(persister.run(shutdown.clone()));
-    let feed_task = tokio::spawn(live::feed(live_consumer, hub.clone(), metrics, live_queue.clone(), shutdown.clone()));
-    let bind_task = tokio::spawn(live::bind(broker, hub, live_queue, shutdown.clone()));
+    let feed_task =
+        tokio::spawn(live::feed(live_consumer, hub.clone(), metrics.clone(), live_queue.clone(), shutdown.clone()));
+    let bind_task = tokio::spawn(live::bind(broker, hub, metrics, live_queue, shutdown.clone()));
 
     let registration = Registration::http(SERVICE_ID, "Lizards provider", &config.advertise_host(), addr.port());
     let registered = keep_registered(registry_client, registration, config.common.registry_heartbeat, shutdown.clone());

@@ -60,7 +60,7 @@ fn push(quotes: &mut Vec<Quote>, body: &[u8]) {
 }
 
 /// Keeps the queue's bindings equal to the symbols watched.
-pub async fn bind(broker: Arc<dyn Broker>, hub: Arc<Hub>, queue: String, shutdown: Shutdown) {
+pub async fn bind(broker: Arc<dyn Broker>, hub: Arc<Hub>, metrics: Metrics, queue: String, shutdown: Shutdown) {
     let mut bound: HashSet<Symbol> = HashSet::new();
     loop {
         let watched = hub.watched();
@@ -87,6 +87,7 @@ pub async fn bind(broker: Arc<dyn Broker>, hub: Arc<Hub>, queue: String, shutdow
                 }
             }
         }
+        metrics.live_bindings.set(bound.len() as i64);
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = hub.demand_changed() => {}

@@ -9,6 +9,8 @@ pub struct Metrics {
     pub ws_connections: IntGauge,
     pub ws_connections_opened: IntCounter,
     pub ws_subscriptions: IntGauge,
+    /// Symbols bound to this instance's live queue.
+    pub live_bindings: IntGauge,
     pub ws_frames_sent: IntCounterVec,
     pub ws_symbol_updates_sent: IntCounter,
     pub ws_updates_conflated: IntCounter,
@@ -49,6 +51,7 @@ impl Metrics {
                 "WebSocket connections accepted",
             ),
             ws_subscriptions: gauge(registry, "lizards_ws_subscriptions", "Symbol subscriptions across connections"),
+            live_bindings: gauge(registry, "lizards_live_bindings", "Symbols bound to this instance's live queue"),
             ws_frames_sent: counter_vec(
                 registry,
                 "lizards_ws_frames_sent_total",

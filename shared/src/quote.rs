@@ -71,6 +71,18 @@ impl Quote {
     }
 }
 
+/// Each symbol's newest quote of a batch (by source time).
+pub fn newest_per_symbol(quotes: &[Quote]) -> Vec<&Quote> {
+    let mut newest: std::collections::HashMap<&Symbol, &Quote> = std::collections::HashMap::with_capacity(quotes.len());
+    for quote in quotes {
+        let entry = newest.entry(&quote.symbol).or_insert(quote);
+        if quote.ts > entry.ts {
+            *entry = quote;
+        }
+    }
+    newest.into_values().collect()
+}
+
 mod micros_serde {
     use chrono::{DateTime, Utc};
     use serde::{Deserialize, Deserializer, Serializer};

@@ -119,6 +119,12 @@ impl TestProvider {
             .sum()
     }
 
+    /// Waits until the live queue is bound to `symbols` symbols, so quotes
+    /// published from now on reach subscribers.
+    pub async fn wait_bound(&self, symbols: usize) {
+        wait_for(|| async { self.metric("lizards_live_bindings").await == symbols as f64 }).await;
+    }
+
     pub async fn stop(self) {
         self.shutdown.cancel();
         tokio::time::timeout(WAIT, self.task).await.expect("provider stops in time").expect("provider task");

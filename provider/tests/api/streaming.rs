@@ -23,6 +23,7 @@ async fn subscribe_acknowledges_then_snapshots_then_streams_in_the_seed_format()
     assert_eq!(snapshot["data"]["TSLA"]["price"], 742.56);
     assert_eq!(snapshot["data"]["TSLA"]["timestamp"], timestamp);
     assert!(timestamp.ends_with('Z'));
+    provider.wait_bound(1).await;
     for price in [743.0, 744.5] {
         provider.publish(&quote("TSLA", price)).await;
         let update = client.recv().await;
@@ -38,6 +39,7 @@ async fn unsubscribing_stops_updates_for_that_symbol_only() {
     let mut client = provider.ws().await;
     client.send(json!({"type": "subscribe", "symbols": ["AAPL", "MSFT"]})).await;
     client.recv_until(|f| f["type"] == "subscribed").await;
+    provider.wait_bound(2).await;
     client.send(json!({"type": "unsubscribe", "symbols": ["AAPL"]})).await;
     client.recv_until(|f| f["type"] == "unsubscribed").await;
     for i in 0..20 {

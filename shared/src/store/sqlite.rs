@@ -12,7 +12,7 @@ use sqlx::{
 };
 
 use super::{Mean, QuoteStore, StoreError};
-use crate::{Quote, Symbol, time};
+use crate::{Quote, Symbol, quote::newest_per_symbol, time};
 
 /// Rows per INSERT statement (8 binds each, well under SQLite's limit).
 const ROWS_PER_STATEMENT: usize = 1000;
@@ -55,6 +55,22 @@ fn quote_from_row(row: &SqliteRow) -> Result<Quote, sqlx::Error> {
     })
 }
 
+/// `<head> VALUES (...), (...)` binding each quote's columns and `now`.
+fn rows(head: &'static str, quotes: &[&Quote], now: i64) -> QueryBuilder<Sqlite> {
+    let mut query = QueryBuilder::new(head);
+    query.push_values(quotes.iter().copied(), |mut row, q: &Quote| {
+        row.push_bind(q.symbol.as_str())
+            .push_bind(time::micros(&q.ts))
+            .push_bind(q.price)
+            .push_bind(q.volume)
+            .push_bind(&q.source)
+            .push_bind(&q.ingest_id)
+            .push_bind(time::micros(&q.ingested_at))
+            .push_bind(now);
+    });
+    query
+}
+
 #[async_trait]
 impl QuoteStore for SqliteStore {
     async fn insert_batch(&self, quotes: &[Quote]) -> Result<u64, StoreError> {
@@ -64,47 +80,25 @@ impl QuoteStore for SqliteStore {
         let now = time::micros(&Utc::now());
         let mut tx = self.write.begin().await?;
         let mut inserted = 0;
-        for chunk in quotes.chunks(ROWS_PER_STATEMENT) {
-            let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
+        let all: Vec<&Quote> = quotes.iter().collect();
+        for chunk in all.chunks(ROWS_PER_STATEMENT) {
+            let mut insert = rows(
                 "INSERT INTO quotes (symbol, ts, price, volume, source, ingest_id, ingested_at, received_at) ",
+                chunk,
+                now,
             );
-            insert.push_values(chunk, |mut row, q| {
-                row.push_bind(q.symbol.as_str())
-                    .push_bind(time::micros(&q.ts))
-                    .push_bind(q.price)
-                    .push_bind(q.volume)
-                    .push_bind(&q.source)
-                    .push_bind(&q.ingest_id)
-                    .push_bind(time::micros(&q.ingested_at))
-                    .push_bind(now);
-            });
             insert.push(" ON CONFLICT (symbol, source, ts) DO NOTHING");
             inserted += insert.build().execute(&mut *tx).await?.rows_affected();
         }
         // One upsert per symbol with its newest quote of the batch; the WHERE
         // keeps latest_quotes from moving backwards in time.
-        let mut newest: std::collections::HashMap<&Symbol, &Quote> = std::collections::HashMap::new();
-        for q in quotes {
-            let entry = newest.entry(&q.symbol).or_insert(q);
-            if q.ts > entry.ts {
-                *entry = q;
-            }
-        }
-        let newest: Vec<&Quote> = newest.into_values().collect();
+        let newest = newest_per_symbol(quotes);
         for chunk in newest.chunks(ROWS_PER_STATEMENT) {
-            let mut upsert: QueryBuilder<Sqlite> = QueryBuilder::new(
+            let mut upsert = rows(
                 "INSERT INTO latest_quotes (symbol, ts, price, volume, source, ingest_id, ingested_at, updated_at) ",
+                chunk,
+                now,
             );
-            upsert.push_values(chunk, |mut row, q| {
-                row.push_bind(q.symbol.as_str())
-                    .push_bind(time::micros(&q.ts))
-                    .push_bind(q.price)
-                    .push_bind(q.volume)
-                    .push_bind(&q.source)
-                    .push_bind(&q.ingest_id)
-                    .push_bind(time::micros(&q.ingested_at))
-                    .push_bind(now);
-            });
             upsert.push(
                 " ON CONFLICT (symbol) DO UPDATE SET ts = excluded.ts, price = excluded.price, \
                  volume = excluded.volume, source = excluded.source, ingest_id = excluded.ingest_id, \
