@@ -47,8 +47,8 @@ async fn run(config: Config, target: Target) -> anyhow::Result<()> {
     if let Some(addr) = platform.gateway {
         tracing::info!(
             "Lizards is up: open http://{} (WebSocket ws://{}/ws)",
-            platform::loopback(addr),
-            platform::loopback(addr)
+            lizards_shared::http::dialable(addr),
+            lizards_shared::http::dialable(addr)
         );
     }
     shutdown::on_signal(shutdown).await;

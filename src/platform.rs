@@ -101,7 +101,7 @@ pub async fn start(mut config: Config, target: Target, shutdown: Shutdown) -> an
         let registry_shutdown = if all { Shutdown::new() } else { shutdown.clone() };
         let started = lizards_registry::build(config.clone(), registry_shutdown.clone()).await?;
         // Roles started after the registry use the address it really bound.
-        config.common.registry_url = format!("http://{}", loopback(started.addr));
+        config.common.registry_url = format!("http://{}", lizards_shared::http::dialable(started.addr));
         let (addr, task) = started.spawn();
         platform.registry = Some(addr);
         platform.registry_task = Some((registry_shutdown, task));
@@ -130,9 +130,4 @@ pub async fn start(mut config: Config, target: Target, shutdown: Shutdown) -> an
         platform.tasks.push(task);
     }
     Ok(platform)
-}
-
-/// A bound address others can dial (0.0.0.0 → 127.0.0.1).
-pub fn loopback(addr: SocketAddr) -> SocketAddr {
-    if addr.ip().is_unspecified() { SocketAddr::from(([127, 0, 0, 1], addr.port())) } else { addr }
 }

@@ -12,10 +12,7 @@ pub mod model;
 pub mod store;
 mod sweep;
 
-use std::{
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
-    sync::Arc,
-};
+use std::{net::SocketAddr, sync::Arc};
 
 use axum::Router;
 use lizards_shared::{
@@ -108,17 +105,10 @@ async fn serve(listener: TcpListener, app: Router, background: Background, shutd
 
 /// Registers the registry in itself, exactly as every other service does.
 fn register_self(config: &Config, addr: SocketAddr, shutdown: Shutdown) -> tokio::task::JoinHandle<()> {
-    let client =
-        RegistryClient::new(&format!("http://{}", loopback_if_unspecified(addr)), config.common.registry_token.clone());
+    let client = RegistryClient::new(
+        &format!("http://{}", lizards_shared::http::dialable(addr)),
+        config.common.registry_token.clone(),
+    );
     let registration = Registration::http(SERVICE_ID, "Lizards registry", &config.advertise_host(), addr.port());
     keep_registered(client, registration, config.common.registry_heartbeat, shutdown)
-}
-
-/// `0.0.0.0` is a bind address, not one to connect to.
-fn loopback_if_unspecified(addr: SocketAddr) -> SocketAddr {
-    match addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port()),
-        IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port()),
-        _ => addr,
-    }
 }

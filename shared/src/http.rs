@@ -1,6 +1,10 @@
 //! Outbound HTTP client and listener helpers.
 
-use std::{net::SocketAddr, sync::Once, time::Duration};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    sync::Once,
+    time::Duration,
+};
 
 use tokio::net::TcpListener;
 
@@ -27,4 +31,13 @@ pub async fn bind(host: std::net::IpAddr, port: u16) -> std::io::Result<(TcpList
     let listener = TcpListener::bind(SocketAddr::new(host, port)).await?;
     let addr = listener.local_addr()?;
     Ok((listener, addr))
+}
+
+/// An address others can dial: a wildcard bind (`0.0.0.0`, `::`) becomes loopback.
+pub fn dialable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port()),
+        IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port()),
+        _ => addr,
+    }
 }
