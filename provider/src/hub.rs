@@ -99,19 +99,27 @@ impl Hub {
         }
     }
 
-    /// Offers a snapshot found outside the live feed (SQL or the latest
-    /// cache) unless the hub already has a price at least as new.
-    pub fn offer_snapshot(&self, outbox: &Outbox, quote: &Quote) {
+    /// Takes a snapshot found outside the live feed (SQL or the latest
+    /// cache). If it is newer than what the hub has, it becomes the symbol's
+    /// latest price and goes to every current subscriber: they all
+    /// registered while no newer price was known (anyone registering later
+    /// gets the hub's price at once, and a live update would be newer). So
+    /// concurrent lookups for one symbol never leave a subscriber without.
+    pub fn offer_snapshot(&self, quote: &Quote) {
         let fragment = PriceFragment::from_quote(quote);
-        {
+        let subscribers: Vec<Arc<Outbox>> = {
             let mut state = self.lock();
             let slot = state.slots.entry(quote.symbol.clone()).or_default();
             if slot.latest.as_ref().is_some_and(|l| l.ts_micros >= fragment.ts_micros) {
                 return;
             }
             slot.latest = Some(fragment.clone());
+            slot.subscribers.values().cloned().collect()
+        };
+        let fragments = [fragment];
+        for outbox in subscribers {
+            outbox.offer_fragments(&fragments);
         }
-        outbox.offer_fragments(&[fragment]);
     }
 
     /// Symbols with at least one watcher.
@@ -154,5 +162,86 @@ impl Hub {
             conflated += outbox.offer_batch(frame, fragments);
         }
         self.metrics.ws_updates_conflated.inc_by(conflated);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use chrono::DateTime;
+
+    use super::*;
+    use crate::ws::outbox::Next;
+
+    fn hub() -> Hub {
+        Hub::new(Metrics::new(&prometheus::Registry::new()))
+    }
+
+    fn quote(price: f64, us: i64) -> Quote {
+        Quote {
+            symbol: Symbol::parse("AAPL").unwrap(),
+            price,
+            ts: DateTime::from_timestamp_micros(us).unwrap(),
+            volume: None,
+            source: "t".into(),
+            ingest_id: "i".into(),
+            ingested_at: DateTime::from_timestamp_micros(us).unwrap(),
+        }
+    }
+
+    fn updates(outbox: &Outbox) -> Option<String> {
+        let now = Instant::now();
+        match outbox.next(now, now) {
+            Next::Updates { frame, .. } => Some(String::from_utf8(frame.to_vec()).unwrap()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn racing_snapshot_lookups_reach_every_subscriber_that_had_no_price() {
+        let hub = hub();
+        let symbols = [Symbol::parse("AAPL").unwrap()];
+        let (a, b) = (Arc::new(Outbox::new(Duration::ZERO)), Arc::new(Outbox::new(Duration::ZERO)));
+        assert_eq!(hub.subscribe(1, &a, &symbols), symbols);
+        assert_eq!(hub.subscribe(2, &b, &symbols), symbols);
+        // Both connections looked the price up; the second answer is a no-op.
+        hub.offer_snapshot(&quote(5.0, 10));
+        hub.offer_snapshot(&quote(5.0, 10));
+        assert!(updates(&a).unwrap().contains("5.0"));
+        assert!(updates(&b).unwrap().contains("5.0"));
+        assert_eq!(updates(&a), None, "no duplicate");
+    }
+
+    #[test]
+    fn a_snapshot_older_than_the_live_price_is_dropped() {
+        let hub = hub();
+        let symbols = [Symbol::parse("AAPL").unwrap()];
+        let a = Arc::new(Outbox::new(Duration::ZERO));
+        hub.subscribe(1, &a, &symbols);
+        hub.publish(&[quote(7.0, 20)]);
+        hub.offer_snapshot(&quote(5.0, 10));
+        let frame = updates(&a).unwrap();
+        assert!(frame.contains("7.0") && !frame.contains("5.0"), "{frame}");
+        // Later subscribers get the hub's price at once.
+        let b = Arc::new(Outbox::new(Duration::ZERO));
+        assert!(hub.subscribe(2, &b, &symbols).is_empty());
+        assert!(updates(&b).unwrap().contains("7.0"));
+    }
+
+    #[test]
+    fn subscribers_of_the_same_symbols_share_one_frame() {
+        let hub = hub();
+        let symbols = [Symbol::parse("AAPL").unwrap()];
+        let (a, b) = (Arc::new(Outbox::new(Duration::ZERO)), Arc::new(Outbox::new(Duration::ZERO)));
+        hub.subscribe(1, &a, &symbols);
+        hub.subscribe(2, &b, &symbols);
+        hub.publish(&[quote(7.0, 20)]);
+        let now = Instant::now();
+        let (Next::Updates { frame: fa, .. }, Next::Updates { frame: fb, .. }) = (a.next(now, now), b.next(now, now))
+        else {
+            panic!("both get updates");
+        };
+        assert_eq!(fa.as_ptr(), fb.as_ptr(), "one serialization, shared bytes");
     }
 }

@@ -325,10 +325,10 @@ impl Reader {
         let fresh: Vec<Symbol> = symbols.into_iter().filter(|s| self.subscriptions.insert(s.clone())).collect();
         let missing = self.ctx.hub.subscribe(self.id, &self.outbox, &fresh);
         for symbol in missing {
-            let (snapshots, hub, outbox) = (self.ctx.snapshots.clone(), self.ctx.hub.clone(), self.outbox.clone());
+            let (snapshots, hub) = (self.ctx.snapshots.clone(), self.ctx.hub.clone());
             tokio::spawn(async move {
                 if let Some(quote) = snapshots.get(&symbol).await {
-                    hub.offer_snapshot(&outbox, &quote);
+                    hub.offer_snapshot(&quote);
                 }
             });
         }
@@ -387,11 +387,26 @@ async fn write_loop(
 ) {
     let settings = &ctx.settings;
     let metrics = &ctx.metrics;
-    let mut ping =
-        tokio::time::interval_at(tokio::time::Instant::now() + settings.ping_interval, settings.ping_interval);
+    // Pings and shutdown are checked on every turn, not only when idle: a
+    // client that only listens to a busy stream must still be pinged (its
+    // pongs keep it from the idle timeout) and must still get its 1001.
+    let mut next_ping = Instant::now() + settings.ping_interval;
     let mut not_before = Instant::now();
     loop {
-        let (message, kind) = match outbox.next(Instant::now(), not_before) {
+        if ctx.shutdown.is_cancelled() {
+            metrics.ws_closes.with_label_values(&["shutdown"]).inc();
+            close(&mut sink, GOING_AWAY, "server shutting down").await;
+            break;
+        }
+        let now = Instant::now();
+        if now >= next_ping {
+            next_ping = now + settings.ping_interval;
+            if !send(&mut sink, Message::Ping(Bytes::new()), settings.slow_close, metrics).await {
+                break;
+            }
+            continue;
+        }
+        let (message, kind) = match outbox.next(now, not_before) {
             Next::Control(frame) => (text(frame), "control"),
             Next::Updates { frame, symbols, oldest_ingested_micros } => {
                 metrics.ws_symbol_updates_sent.inc_by(symbols as u64);
@@ -406,20 +421,11 @@ async fn write_loop(
                 break;
             }
             Next::Wait(due) => {
-                let due = due.map(tokio::time::Instant::from_std);
+                let wake = tokio::time::Instant::from_std(due.map_or(next_ping, |due| due.min(next_ping)));
                 tokio::select! {
                     _ = outbox.changed() => {}
-                    _ = ping.tick() => {
-                        if !send(&mut sink, Message::Ping(Bytes::new()), settings.slow_close, metrics).await {
-                            break;
-                        }
-                    }
-                    _ = ctx.shutdown.cancelled() => {
-                        metrics.ws_closes.with_label_values(&["shutdown"]).inc();
-                        close(&mut sink, GOING_AWAY, "server shutting down").await;
-                        break;
-                    }
-                    _ = async { tokio::time::sleep_until(due.expect("guarded")).await }, if due.is_some() => {}
+                    _ = ctx.shutdown.cancelled() => {}
+                    _ = tokio::time::sleep_until(wake) => {}
                 }
                 continue;
             }

@@ -95,6 +95,62 @@ async fn a_silent_connection_is_closed_after_the_idle_timeout() {
     assert_eq!(close.reason.as_str(), "idle timeout");
 }
 
+/// Publishes a quote for `symbol` every 20 ms until the token is cancelled.
+fn stream(
+    provider: &std::sync::Arc<crate::helpers::TestProvider>,
+    symbol: &'static str,
+) -> lizards_shared::shutdown::Shutdown {
+    let stop = lizards_shared::shutdown::Shutdown::new();
+    let (provider, token) = (provider.clone(), stop.clone());
+    tokio::spawn(async move {
+        let mut price = 100.0;
+        while !token.is_cancelled() {
+            price += 0.01;
+            provider.publish(&quote(symbol, price)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    stop
+}
+
+#[tokio::test]
+async fn a_client_that_only_listens_to_a_busy_stream_is_pinged_and_stays_open() {
+    let provider = std::sync::Arc::new(
+        spawn_with(|c| {
+            c.provider.ws_ping_interval = Duration::from_millis(100);
+            c.provider.ws_idle_timeout = Duration::from_millis(500);
+        })
+        .await,
+    );
+    provider.seed("AAPL", 100.0).await;
+    let mut client = provider.ws().await;
+    client.send(json!({"type": "subscribe", "symbols": ["AAPL"]})).await;
+    client.recv_until(|f| f["type"] == "subscribed").await;
+    let stop = stream(&provider, "AAPL");
+    // Three idle timeouts long, the client sends nothing but automatic pongs.
+    let until = tokio::time::Instant::now() + Duration::from_millis(1500);
+    let mut updates = 0;
+    while tokio::time::Instant::now() < until {
+        updates += is_update_for(&client.recv().await, "AAPL") as u32;
+    }
+    stop.cancel();
+    assert!(updates > 20, "the stream kept flowing ({updates} updates)");
+}
+
+#[tokio::test]
+async fn shutdown_closes_a_busy_connection_with_1001() {
+    let provider = std::sync::Arc::new(spawn().await);
+    provider.seed("AAPL", 100.0).await;
+    let mut client = provider.ws().await;
+    client.send(json!({"type": "subscribe", "symbols": ["AAPL"]})).await;
+    client.recv_until(|f| f["type"] == "subscribed").await;
+    let stop = stream(&provider, "AAPL");
+    client.recv_until(|f| is_update_for(f, "AAPL")).await;
+    provider.shutdown();
+    assert_eq!(u16::from(client.expect_close().await.code), 1001);
+    stop.cancel();
+}
+
 #[tokio::test]
 async fn shutdown_closes_connections_with_1001() {
     let provider = spawn().await;
