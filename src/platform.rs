@@ -72,7 +72,7 @@ impl Embedded {
 }
 
 async fn quote_store(config: &Config) -> anyhow::Result<Arc<dyn QuoteStore>> {
-    if let Some(url) = &config.provider.database_url {
+    if let Some(url) = &config.common.database_url {
         bail!(
             "DATABASE_URL is set ({url}) but the PostgreSQL adapter is not available in this build; unset it to use the embedded SQLite store"
         );

@@ -60,6 +60,7 @@ impl Hub {
         let mut snapshot = Vec::new();
         let mut missing = Vec::new();
         let mut changed = false;
+        outbox.watch(symbols);
         {
             let mut state = self.lock();
             for symbol in symbols {
@@ -69,7 +70,7 @@ impl Hub {
                     changed |= slot.subscribers.len() == 1;
                 }
                 match &slot.latest {
-                    Some(fragment) => snapshot.push(fragment.clone()),
+                    Some(fragment) => snapshot.push(fragment.as_snapshot()),
                     None => missing.push(symbol.clone()),
                 }
             }
@@ -90,7 +91,12 @@ impl Hub {
                     && slot.subscribers.remove(&conn).is_some()
                 {
                     self.metrics.ws_subscriptions.dec();
-                    changed |= slot.subscribers.is_empty();
+                    if slot.subscribers.is_empty() {
+                        // Unwatched, the symbol's queue binding goes away and
+                        // its price would go stale: forget it.
+                        state.slots.remove(symbol);
+                        changed = true;
+                    }
                 }
             }
         }
@@ -106,10 +112,10 @@ impl Hub {
     /// gets the hub's price at once, and a live update would be newer). So
     /// concurrent lookups for one symbol never leave a subscriber without.
     pub fn offer_snapshot(&self, quote: &Quote) {
-        let fragment = PriceFragment::from_quote(quote);
+        let fragment = PriceFragment::from_quote(quote).as_snapshot();
         let subscribers: Vec<Arc<Outbox>> = {
             let mut state = self.lock();
-            let slot = state.slots.entry(quote.symbol.clone()).or_default();
+            let Some(slot) = state.slots.get_mut(&quote.symbol) else { return };
             if slot.latest.as_ref().is_some_and(|l| l.ts_micros >= fragment.ts_micros) {
                 return;
             }
@@ -141,7 +147,8 @@ impl Hub {
         {
             let mut state = self.lock();
             for (index, fragment) in fresh.iter().enumerate() {
-                let slot = state.slots.entry(fragment.symbol.clone()).or_default();
+                // Quotes for symbols nobody watches (a binding being removed).
+                let Some(slot) = state.slots.get_mut(&fragment.symbol) else { continue };
                 // Redelivered or out-of-order quotes never move a price back.
                 if slot.latest.as_ref().is_some_and(|l| l.ts_micros >= fragment.ts_micros) {
                     continue;

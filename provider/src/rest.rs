@@ -8,7 +8,12 @@ use axum::{
     routing::get,
 };
 use chrono::{DateTime, Utc};
-use lizards_shared::{Quote, Symbol, problem::Problem, store::QuoteStore, time};
+use lizards_shared::{
+    Quote, Symbol,
+    problem::Problem,
+    store::{Candle, CandleInterval, QuoteStore},
+    time,
+};
 use serde_json::{Value, json};
 
 use crate::lookup::Snapshots;
@@ -17,6 +22,9 @@ pub const DEFAULT_HISTORY: u32 = 1000;
 pub const MAX_HISTORY: u32 = 10_000;
 pub const DEFAULT_MEAN: u32 = 10;
 pub const MAX_MEAN: u32 = 10_000;
+pub const DEFAULT_CANDLES: u32 = 500;
+pub const MAX_CANDLES: u32 = 5000;
+pub const DEFAULT_INTERVAL: CandleInterval = CandleInterval::OneMinute;
 
 #[derive(Clone)]
 pub struct RestState {
@@ -30,6 +38,7 @@ pub fn routes(state: RestState) -> Router {
         .route("/quotes/{symbol}", get(latest))
         .route("/quotes/{symbol}/history", get(history))
         .route("/quotes/{symbol}/mean", get(mean))
+        .route("/quotes/{symbol}/candles", get(candles))
         .with_state(state)
 }
 
@@ -64,6 +73,29 @@ fn instant(params: &HashMap<String, String>, name: &str) -> Result<Option<DateTi
         .map_err(|_| Problem::bad_request(format!("'{name}' must be an RFC 3339 timestamp")))
 }
 
+fn candle_json(candle: &Candle) -> Value {
+    json!({
+        "start": time::rfc3339(&candle.start),
+        "open": candle.open,
+        "high": candle.high,
+        "low": candle.low,
+        "close": candle.close,
+        "volume": candle.volume,
+        "count": candle.count,
+    })
+}
+
+/// `from` and `to`, each optional, with `from` not after `to`.
+fn range(params: &HashMap<String, String>) -> Result<(Option<DateTime<Utc>>, Option<DateTime<Utc>>), Problem> {
+    let (from, to) = (instant(params, "from")?, instant(params, "to")?);
+    if let (Some(from), Some(to)) = (from, to)
+        && from > to
+    {
+        return Err(Problem::bad_request("'from' must not be after 'to'"));
+    }
+    Ok((from, to))
+}
+
 fn database(error: lizards_shared::store::StoreError) -> Problem {
     tracing::warn!(%error, "database query failed");
     Problem::unavailable("history is temporarily unavailable")
@@ -89,12 +121,7 @@ async fn history(
 ) -> Result<Json<Value>, Problem> {
     let symbol = symbol(&text)?;
     let limit = number(&params, "limit", DEFAULT_HISTORY, MAX_HISTORY)?;
-    let (from, to) = (instant(&params, "from")?, instant(&params, "to")?);
-    if let (Some(from), Some(to)) = (from, to)
-        && from > to
-    {
-        return Err(Problem::bad_request("'from' must not be after 'to'"));
-    }
+    let (from, to) = range(&params)?;
     let quotes = state.store.history(&symbol, from, to, limit).await.map_err(database)?;
     let quotes: Vec<Value> = quotes.iter().map(quote_json).collect();
     Ok(Json(json!({ "symbol": symbol, "count": quotes.len(), "quotes": quotes })))
@@ -111,4 +138,21 @@ async fn mean(
         Some(mean) => Ok(Json(json!({ "symbol": symbol, "mean": mean.mean, "count": mean.count, "last": last }))),
         None => Err(Problem::not_found(format!("no quotes for {symbol}"))),
     }
+}
+
+async fn candles(
+    State(state): State<RestState>,
+    Path(text): Path<String>,
+    Query(params): Params,
+) -> Result<Json<Value>, Problem> {
+    let symbol = symbol(&text)?;
+    let interval = match params.get("interval") {
+        Some(text) => text.parse().map_err(|e| Problem::bad_request(format!("'interval': {e}")))?,
+        None => DEFAULT_INTERVAL,
+    };
+    let limit = number(&params, "limit", DEFAULT_CANDLES, MAX_CANDLES)?;
+    let (from, to) = range(&params)?;
+    let candles = state.store.candles(&symbol, interval, from, to, limit).await.map_err(database)?;
+    let candles: Vec<Value> = candles.iter().map(candle_json).collect();
+    Ok(Json(json!({ "symbol": symbol, "interval": interval.as_str(), "candles": candles })))
 }

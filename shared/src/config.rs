@@ -41,6 +41,19 @@ pub struct CommonConfig {
     /// Directory for embedded state (the SQLite database).
     #[arg(long, env = "DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+    /// RabbitMQ; unset means the embedded in-process broker.
+    #[arg(long, env = "AMQP_URL")]
+    pub amqp_url: Option<String>,
+    /// PostgreSQL; unset means an embedded SQLite file in DATA_DIR.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// MongoDB for raw documents; unset means the embedded raw store.
+    #[arg(long, env = "MONGODB_URI")]
+    pub mongodb_uri: Option<String>,
+    /// Redis for cache, session, rate-limit and registry state; unset means
+    /// in-process state.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
     /// Retention window in days: ingestion rejects quotes older than this.
     #[arg(long, env = "RETENTION_DAYS", default_value_t = 14)]
     pub retention_days: u32,
@@ -93,9 +106,6 @@ pub struct ProviderConfig {
     /// Provider HTTP and WebSocket port (0 picks a free port).
     #[arg(long, env = "PROVIDER_PORT", default_value_t = 7890)]
     pub provider_port: u16,
-    /// SQL store; unset means an embedded SQLite file in DATA_DIR.
-    #[arg(long, env = "DATABASE_URL")]
-    pub database_url: Option<String>,
     /// Optional fixed coalescing window for price updates (0: write as soon
     /// as the socket can take it).
     #[arg(long, env = "WS_BATCH_MS", default_value_t = 0)]

@@ -158,6 +158,9 @@ pub struct PriceFragment {
     pub ts_micros: i64,
     /// When ingestion received the quote (for end-to-end latency).
     pub ingested_at_micros: i64,
+    /// Fresh from the live feed (false for snapshots, which may be old and
+    /// are left out of latency figures).
+    pub live: bool,
     pub json: Bytes,
 }
 
@@ -180,8 +183,14 @@ impl PriceFragment {
             symbol: quote.symbol.clone(),
             ts_micros: time::micros(&quote.ts),
             ingested_at_micros: time::micros(&quote.ingested_at),
+            live: true,
             json: Bytes::from(json),
         }
+    }
+
+    /// The same price sent as a snapshot.
+    pub fn as_snapshot(&self) -> PriceFragment {
+        PriceFragment { live: false, ..self.clone() }
     }
 }
 

@@ -408,10 +408,12 @@ async fn write_loop(
         }
         let (message, kind) = match outbox.next(now, not_before) {
             Next::Control(frame) => (text(frame), "control"),
-            Next::Updates { frame, symbols, oldest_ingested_micros } => {
+            Next::Updates { frame, symbols, oldest_live_micros } => {
                 metrics.ws_symbol_updates_sent.inc_by(symbols as u64);
-                let now_us = chrono::Utc::now().timestamp_micros();
-                metrics.e2e_latency.observe((now_us - oldest_ingested_micros).max(0) as f64 / 1e6);
+                if let Some(oldest) = oldest_live_micros {
+                    let now_us = chrono::Utc::now().timestamp_micros();
+                    metrics.e2e_latency.observe((now_us - oldest).max(0) as f64 / 1e6);
+                }
                 let throttle = *throttle.lock().expect("throttle lock");
                 not_before = Instant::now() + throttle;
                 (text(frame), "price_update")

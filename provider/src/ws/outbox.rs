@@ -2,6 +2,13 @@
 //! in order; price updates are conflated to the newest price per symbol, so
 //! a slow client costs at most one fragment per subscribed symbol.
 //!
+//! The outbox knows which symbols its connection watches and the newest
+//! quote time it accepted for each: updates for symbols no longer watched,
+//! and prices not newer than one already accepted, are dropped here. So no
+//! interleaving of hub, snapshot and unsubscribe can send a client an older
+//! price after a newer one, the same price twice, or an update after its
+//! `unsubscribed`.
+//!
 //! While the writer is idle, a fan-out batch is handed over as the frame the
 //! hub serialized once for every connection watching the same symbols; only
 //! when updates pile up behind a busy socket does a connection assemble its
@@ -40,15 +47,19 @@ struct State {
     /// When the oldest not-yet-written update arrived (for `WS_BATCH_MS`).
     pending_since: Option<Instant>,
     close: Option<(u16, String)>,
+    /// Watched symbols → newest quote time accepted (`i64::MIN`: none yet).
+    watched: HashMap<Symbol, i64>,
 }
 
 /// What the writer should do next.
 pub enum Next {
     Control(Bytes),
+    /// `oldest_live_micros`: the oldest `ingested_at` among live updates
+    /// (None when the frame holds only snapshots).
     Updates {
         frame: Bytes,
         symbols: usize,
-        oldest_ingested_micros: i64,
+        oldest_live_micros: Option<i64>,
     },
     Close(u16, String),
     /// Nothing to write now; updates become due at the instant, if any.
@@ -65,19 +76,25 @@ impl State {
         }
     }
 
-    /// Returns how many pending updates were replaced by newer ones.
+    /// Accepts a fragment if its symbol is watched and it is newer than
+    /// anything accepted for that symbol before.
+    fn admit(&mut self, fragment: &PriceFragment) -> bool {
+        match self.watched.get_mut(&fragment.symbol) {
+            Some(newest) if fragment.ts_micros > *newest => {
+                *newest = fragment.ts_micros;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Admits and adds fragments to the conflation map; returns how many
+    /// pending updates were replaced by newer ones.
     fn merge<'a>(&mut self, fragments: impl IntoIterator<Item = &'a PriceFragment>) -> u64 {
         let mut conflated = 0;
         for fragment in fragments {
-            match self.pending.get(&fragment.symbol) {
-                Some(current) if current.ts_micros >= fragment.ts_micros => {}
-                Some(_) => {
-                    conflated += 1;
-                    self.pending.insert(fragment.symbol.clone(), fragment.clone());
-                }
-                None => {
-                    self.pending.insert(fragment.symbol.clone(), fragment.clone());
-                }
+            if self.admit(fragment) && self.pending.insert(fragment.symbol.clone(), fragment.clone()).is_some() {
+                conflated += 1;
             }
         }
         conflated
@@ -112,17 +129,32 @@ impl Outbox {
         accepted
     }
 
+    /// Starts watching symbols (before any of their prices are offered).
+    pub fn watch(&self, symbols: &[Symbol]) {
+        let mut state = self.lock();
+        for symbol in symbols {
+            state.watched.entry(symbol.clone()).or_insert(i64::MIN);
+        }
+    }
+
     /// Offers a fan-out batch; returns how many updates it conflated.
     pub fn offer_batch(&self, frame: &Bytes, fragments: &Arc<[PriceFragment]>) -> u64 {
         let conflated = {
             let mut state = self.lock();
-            if state.has_updates() {
-                state.unshare();
-                state.merge(fragments.iter())
-            } else {
+            let admitted: Vec<bool> = fragments.iter().map(|f| state.admit(f)).collect();
+            if !state.has_updates() && admitted.iter().all(|a| *a) {
+                // The common case: hand over the frame shared with others.
                 state.ready = Some((frame.clone(), fragments.clone()));
                 state.pending_since = Some(Instant::now());
                 0
+            } else {
+                state.unshare();
+                let mut conflated = 0;
+                for (fragment, _) in fragments.iter().zip(admitted).filter(|(_, admitted)| *admitted) {
+                    conflated += state.pending.insert(fragment.symbol.clone(), fragment.clone()).is_some() as u64;
+                }
+                state.pending_since.get_or_insert_with(Instant::now);
+                conflated
             }
         };
         self.notify.notify_one();
@@ -143,11 +175,12 @@ impl Outbox {
         self.notify.notify_one();
     }
 
-    /// Drops pending updates of symbols the client no longer watches.
+    /// Stops watching symbols and drops their pending updates.
     pub fn forget(&self, symbols: &[Symbol]) {
         let mut state = self.lock();
         state.unshare();
         for symbol in symbols {
+            state.watched.remove(symbol);
             state.pending.remove(symbol);
         }
         if !state.has_updates() {
@@ -186,19 +219,22 @@ impl Outbox {
         }
         state.pending_since = None;
         if let Some((frame, fragments)) = state.ready.take() {
-            let oldest = fragments.iter().map(|f| f.ingested_at_micros).min().unwrap_or_default();
-            return Next::Updates { frame, symbols: fragments.len(), oldest_ingested_micros: oldest };
+            return Next::Updates { frame, symbols: fragments.len(), oldest_live_micros: oldest_live(&fragments) };
         }
         let fragments: Vec<PriceFragment> = state.pending.drain().map(|(_, f)| f).collect();
         drop(state);
-        let oldest = fragments.iter().map(|f| f.ingested_at_micros).min().unwrap_or_default();
-        Next::Updates { frame: price_update(&fragments), symbols: fragments.len(), oldest_ingested_micros: oldest }
+        let oldest_live_micros = oldest_live(&fragments);
+        Next::Updates { frame: price_update(&fragments), symbols: fragments.len(), oldest_live_micros }
     }
 
     /// Waits until something may have been queued.
     pub async fn changed(&self) {
         self.notify.notified().await
     }
+}
+
+fn oldest_live(fragments: &[PriceFragment]) -> Option<i64> {
+    fragments.iter().filter(|f| f.live).map(|f| f.ingested_at_micros).min()
 }
 
 #[cfg(test)]
@@ -210,8 +246,16 @@ mod tests {
             symbol: Symbol::parse(symbol).unwrap(),
             ts_micros: ts,
             ingested_at_micros: ts,
+            live: true,
             json: Bytes::from(format!("\"{symbol}\":{{\"price\":1,\"timestamp\":\"{ts}\"}}")),
         }
+    }
+
+    /// An outbox watching AAPL and MSFT.
+    fn outbox(window: Duration) -> Outbox {
+        let outbox = Outbox::new(window);
+        outbox.watch(&[Symbol::parse("AAPL").unwrap(), Symbol::parse("MSFT").unwrap()]);
+        outbox
     }
 
     fn batch(fragments: Vec<PriceFragment>) -> (Bytes, Arc<[PriceFragment]>) {
@@ -220,7 +264,7 @@ mod tests {
 
     #[test]
     fn an_idle_connection_gets_the_shared_frame_itself() {
-        let outbox = Outbox::new(Duration::ZERO);
+        let outbox = outbox(Duration::ZERO);
         let (frame, fragments) = batch(vec![fragment("AAPL", 1)]);
         outbox.offer_batch(&frame, &fragments);
         let now = Instant::now();
@@ -235,7 +279,7 @@ mod tests {
 
     #[test]
     fn a_busy_connection_conflates_to_the_newest_price_per_symbol() {
-        let outbox = Outbox::new(Duration::ZERO);
+        let outbox = outbox(Duration::ZERO);
         let mut conflated = 0;
         for ts in 0..1000 {
             let (frame, fragments) = batch(vec![fragment("AAPL", ts), fragment("MSFT", ts)]);
@@ -252,11 +296,12 @@ mod tests {
 
     #[test]
     fn control_frames_come_first_and_older_snapshots_never_replace_newer_prices() {
-        let outbox = Outbox::new(Duration::ZERO);
+        let outbox = outbox(Duration::ZERO);
         let (frame, fragments) = batch(vec![fragment("AAPL", 10)]);
         outbox.offer_batch(&frame, &fragments);
         outbox.offer_fragments(&[fragment("AAPL", 5)]);
         outbox.push_control(Bytes::from_static(b"ack"));
+        // An equal or older price after a newer one is never sent.
         let now = Instant::now();
         assert!(matches!(outbox.next(now, now), Next::Control(f) if f == "ack"));
         let Next::Updates { frame, .. } = outbox.next(now, now) else { panic!("expected updates") };
@@ -266,7 +311,7 @@ mod tests {
 
     #[test]
     fn forgotten_symbols_are_not_sent() {
-        let outbox = Outbox::new(Duration::ZERO);
+        let outbox = outbox(Duration::ZERO);
         let (frame, fragments) = batch(vec![fragment("AAPL", 1), fragment("MSFT", 1)]);
         outbox.offer_batch(&frame, &fragments);
         outbox.forget(&[Symbol::parse("AAPL").unwrap()]);
@@ -278,7 +323,7 @@ mod tests {
 
     #[test]
     fn batch_window_and_throttle_delay_updates_but_not_control() {
-        let outbox = Outbox::new(Duration::from_millis(50));
+        let outbox = outbox(Duration::from_millis(50));
         outbox.offer_fragments(&[fragment("AAPL", 1)]);
         outbox.push_control(Bytes::from_static(b"pong"));
         let now = Instant::now();
@@ -291,10 +336,36 @@ mod tests {
 
     #[test]
     fn control_queue_is_bounded() {
-        let outbox = Outbox::new(Duration::ZERO);
+        let outbox = outbox(Duration::ZERO);
         for _ in 0..MAX_CONTROL_FRAMES {
             assert!(outbox.push_control(Bytes::from_static(b"x")));
         }
         assert!(!outbox.push_control(Bytes::from_static(b"x")));
+    }
+
+    #[test]
+    fn unwatched_symbols_and_stale_or_repeated_prices_are_dropped() {
+        let outbox = outbox(Duration::ZERO);
+        let (frame, fragments) = batch(vec![fragment("AAPL", 10)]);
+        outbox.offer_batch(&frame, &fragments);
+        let now = Instant::now();
+        assert!(matches!(outbox.next(now, now), Next::Updates { .. }));
+        // The same batch again (e.g. a snapshot racing the live feed): nothing.
+        outbox.offer_batch(&frame, &fragments);
+        outbox.offer_fragments(&[fragment("AAPL", 9)]);
+        assert!(matches!(outbox.next(now, now), Next::Wait(None)));
+        // After unsubscribing, a batch computed earlier is not delivered.
+        outbox.forget(&[Symbol::parse("AAPL").unwrap()]);
+        let (frame, fragments) = batch(vec![fragment("AAPL", 11), fragment("TSLA", 11)]);
+        outbox.offer_batch(&frame, &fragments);
+        assert!(matches!(outbox.next(now, now), Next::Wait(None)));
+    }
+
+    #[test]
+    fn snapshots_are_left_out_of_latency() {
+        let outbox = outbox(Duration::ZERO);
+        outbox.offer_fragments(&[fragment("AAPL", 1).as_snapshot()]);
+        let now = Instant::now();
+        assert!(matches!(outbox.next(now, now), Next::Updates { oldest_live_micros: None, .. }));
     }
 }

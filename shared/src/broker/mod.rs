@@ -4,11 +4,13 @@
 //! consumer's unacked messages, dead-lettering and publisher confirms
 //! (`publish` returns once the broker has taken the message).
 
+pub mod amqp;
 pub mod memory;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
+pub use amqp::AmqpBroker;
 pub use memory::MemoryBroker;
 
 pub const QUOTES_EXCHANGE: &str = "quotes";

@@ -539,3 +539,21 @@ mod embedded {
         super::run_all(&MemoryBroker::new()).await;
     }
 }
+
+/// The same contract against RabbitMQ (`AMQP_URL`; CI starts it).
+mod rabbitmq {
+    use lizards_shared::broker::AmqpBroker;
+
+    use crate::helpers::real_url;
+
+    async fn broker() -> Option<AmqpBroker> {
+        let url = real_url("AMQP_URL")?;
+        Some(AmqpBroker::connect(&url).await.expect("RabbitMQ reachable at AMQP_URL"))
+    }
+
+    #[tokio::test]
+    async fn rabbitmq_meets_the_broker_contract() {
+        let Some(broker) = broker().await else { return };
+        super::run_all(&broker).await;
+    }
+}

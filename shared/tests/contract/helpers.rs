@@ -36,3 +36,19 @@ where
         sleep(POLL).await;
     }
 }
+
+/// The URL of a real server for a contract run, from the environment.
+/// Missing in CI (`CI` set) fails the test: CI starts every server
+/// (`scripts/services.sh`). Missing elsewhere skips the real run.
+pub fn real_url(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("{var} is not set in CI: run scripts/services.sh and export what it prints")
+        }
+        _ => {
+            eprintln!("{var} not set: skipping the real-server contract run (eval \"$(scripts/services.sh)\")");
+            None
+        }
+    }
+}
