@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use clap::ValueEnum;
 use lizards_provider::Backends;
 use lizards_shared::{
-    broker::{Broker, MemoryBroker},
+    broker::{AmqpBroker, Broker, MemoryBroker},
     cache::{Cache, MemoryCache},
     config::Config,
     rawstore::{MemoryRawStore, RawStore},
@@ -53,21 +53,34 @@ impl Platform {
     }
 }
 
-/// Embedded backends, created once per process and shared by its roles.
-struct Embedded {
+/// Backends shared by the roles of this process: the real system where its
+/// URL is set, the embedded adapter otherwise.
+struct Shared {
     broker: Arc<dyn Broker>,
     raw: Arc<dyn RawStore>,
     cache: Arc<dyn Cache>,
 }
 
-impl Embedded {
-    fn new(config: &Config) -> Embedded {
+impl Shared {
+    async fn connect(config: &Config) -> anyhow::Result<Shared> {
         let raw_ttl = Duration::from_secs(u64::from(config.ingestion.raw_ttl_days) * 86_400);
-        Embedded {
-            broker: Arc::new(MemoryBroker::new()),
+        let broker: Arc<dyn Broker> = match &config.common.amqp_url {
+            Some(url) => {
+                let broker = AmqpBroker::connect(url).await.with_context(|| "connecting to RabbitMQ (AMQP_URL)")?;
+                tracing::info!("broker: RabbitMQ");
+                Arc::new(broker)
+            }
+            None => Arc::new(MemoryBroker::new()),
+        };
+        Ok(Shared {
+            broker,
             raw: Arc::new(MemoryRawStore::new(config.ingestion.raw_cap, raw_ttl)),
             cache: Arc::new(MemoryCache::new()),
-        }
+        })
+    }
+
+    fn embedded_broker(config: &Config) -> bool {
+        config.common.amqp_url.is_none()
     }
 }
 
@@ -90,12 +103,10 @@ pub async fn start(mut config: Config, target: Target, shutdown: Shutdown) -> an
     if target == Target::Notifier {
         bail!("the notifier role is not part of this build yet");
     }
-    if !all && matches!(target, Target::Ingestion | Target::Provider) {
-        tracing::warn!(
-            "the embedded broker only connects roles inside one process; run --target all for a working platform"
-        );
+    if !all && matches!(target, Target::Ingestion | Target::Provider) && Shared::embedded_broker(&config) {
+        tracing::warn!("the embedded broker only connects roles inside one process; set AMQP_URL or run --target all");
     }
-    let embedded = Embedded::new(&config);
+    let backends = Shared::connect(&config).await?;
 
     if all || target == Target::Registry {
         let registry_shutdown = if all { Shutdown::new() } else { shutdown.clone() };
@@ -108,7 +119,7 @@ pub async fn start(mut config: Config, target: Target, shutdown: Shutdown) -> an
     }
     if all || target == Target::Ingestion {
         let started =
-            lizards_ingestion::build(config.clone(), embedded.broker.clone(), embedded.raw.clone(), shutdown.clone())
+            lizards_ingestion::build(config.clone(), backends.broker.clone(), backends.raw.clone(), shutdown.clone())
                 .await?;
         let (addr, task) = started.spawn();
         platform.ingestion = Some(addr);
@@ -116,9 +127,9 @@ pub async fn start(mut config: Config, target: Target, shutdown: Shutdown) -> an
     }
     if all || target == Target::Provider {
         let backends = Backends {
-            broker: embedded.broker.clone(),
+            broker: backends.broker.clone(),
             store: quote_store(&config).await?,
-            cache: embedded.cache.clone(),
+            cache: backends.cache.clone(),
         };
         let (addr, task) = lizards_provider::build(config.clone(), backends, shutdown.clone()).await?.spawn();
         platform.provider = Some(addr);

@@ -63,6 +63,8 @@ impl Persister {
                 }
             }
         }
+        // Unacked deliveries go back to the queue before this returns.
+        consumer.cancel().await;
         tracing::info!("persistence worker stopped");
     }
 

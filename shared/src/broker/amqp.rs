@@ -275,6 +275,7 @@ impl Broker for AmqpBroker {
                 .iter()
                 .any(|q| q.name == queue && q.auto_delete),
             open: None,
+            cancelled: false,
         };
         consumer.open().await?;
         Ok(Box::new(consumer))
@@ -302,6 +303,7 @@ struct AmqpConsumer {
     options: ConsumeOptions,
     auto_delete: bool,
     open: Option<(Channel, lapin::Consumer)>,
+    cancelled: bool,
 }
 
 impl AmqpConsumer {
@@ -334,6 +336,9 @@ impl Consumer for AmqpConsumer {
     async fn next(&mut self) -> Option<Delivery> {
         let mut backoff = MIN_BACKOFF;
         loop {
+            if self.cancelled {
+                return None;
+            }
             if let Some((_, consumer)) = self.open.as_mut() {
                 match consumer.next().await {
                     Some(Ok(delivery)) => return Some(Self::delivery(delivery, self.options.no_ack)),
@@ -354,6 +359,17 @@ impl Consumer for AmqpConsumer {
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
+        }
+    }
+
+    async fn cancel(&mut self) {
+        self.cancelled = true;
+        if let Some((channel, _)) = self.open.take() {
+            // Closing the channel cancels the consumer and requeues its unacked deliveries.
+            let _ = channel.close(200, "consumer cancelled".into()).await;
+        }
+        if self.auto_delete {
+            self.broker.forget_queue(&self.queue);
         }
     }
 

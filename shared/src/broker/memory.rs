@@ -280,6 +280,9 @@ impl Consumer for MemoryConsumer {
             _ => None,
         }
     }
+
+    /// Dropping is synchronous here, so there is nothing to wait for.
+    async fn cancel(&mut self) {}
 }
 
 impl Drop for MemoryConsumer {

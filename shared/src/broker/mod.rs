@@ -83,6 +83,10 @@ pub trait Consumer: Send {
     async fn next(&mut self) -> Option<Delivery>;
     /// A delivery that is ready now, without waiting.
     fn try_next(&mut self) -> Option<Delivery>;
+    /// Stops deliveries and hands unacked messages back to the queue; once
+    /// it returns, nothing more arrives here. Dropping a consumer does the
+    /// same, but (with a real broker) only eventually.
+    async fn cancel(&mut self);
 }
 
 #[async_trait]

@@ -192,6 +192,7 @@ pub async fn acked_message_is_not_redelivered(broker: &dyn Broker) {
     let first = next(consumer.as_mut()).await;
     assert_eq!((text(&first).as_str(), first.redelivered), ("first", false));
     ack(first).await;
+    consumer.cancel().await;
     drop(consumer);
 
     fx.publish("k", "second").await;
@@ -213,6 +214,7 @@ pub async fn nack_with_requeue_redelivers_marked_redelivered(broker: &dyn Broker
     let again = next(consumer.as_mut()).await;
     assert_eq!((text(&again).as_str(), again.redelivered), ("retry me", true));
     ack(again).await;
+    consumer.cancel().await;
     drop(consumer);
 
     fx.publish("k", FENCE).await;
@@ -244,6 +246,7 @@ pub async fn nack_without_requeue_dead_letters_through_the_topology(broker: &dyn
     let mut persist = broker.consume(PERSIST_QUEUE, options(50)).await.expect("consumer starts");
     let poison = find(persist.as_mut(), &marker).await;
     poison.nack(false).await.expect("nack is accepted");
+    persist.cancel().await;
     drop(persist);
 
     let mut dead = broker.consume(DEAD_QUEUE, options(50)).await.expect("consumer starts");
@@ -258,6 +261,7 @@ pub async fn nack_without_requeue_and_without_dead_letter_exchange_drops_the_mes
     fx.publish("k", "poison").await;
     let mut consumer = fx.consume(&queue, MANUAL).await;
     next(consumer.as_mut()).await.nack(false).await.expect("nack is accepted");
+    consumer.cancel().await;
     drop(consumer);
 
     fx.publish("k", FENCE).await;
@@ -321,6 +325,7 @@ pub async fn dropped_consumer_unacked_messages_are_redelivered_in_order(broker: 
     }
     let expected: Vec<(String, bool)> = (0..TOTAL).map(|i| (i.to_string(), i < usize::from(TAKEN))).collect();
     assert_eq!(received, expected, "the unacked half first, marked redelivered, then the rest");
+    survivor.cancel().await;
     drop(survivor);
 
     fx.publish("k", FENCE).await;
@@ -360,6 +365,8 @@ pub async fn competing_consumers_get_each_message_once(broker: &dyn Broker) {
     let mut numbers: Vec<usize> = seen.iter().map(|s| s.parse().expect("a number")).collect();
     numbers.sort_unstable();
     assert_eq!(numbers, (0..TOTAL).collect::<Vec<_>>(), "every message exactly once");
+    a.cancel().await;
+    b.cancel().await;
     drop((a, b));
 
     fx.publish("k", FENCE).await;
@@ -392,6 +399,9 @@ pub async fn no_ack_deliveries_need_no_ack(broker: &dyn Broker) {
     let mut consumer = fx.consume(&queue, ConsumeOptions { prefetch: 0, no_ack: true }).await;
     let received = [Received::of(&next(consumer.as_mut()).await), Received::of(&next(consumer.as_mut()).await)];
     assert_eq!(bodies(&received), ["a", "b"]);
+    // No-ack deliveries already pushed to a consumer are gone with it: wait
+    // until it is really cancelled before publishing more.
+    consumer.cancel().await;
     drop(consumer);
 
     fx.publish("k", FENCE).await;
@@ -443,6 +453,7 @@ pub async fn queue_len_counts_ready_messages(broker: &dyn Broker) {
     let delivery = next(consumer.as_mut()).await;
     eventually("an unacked delivery is no longer ready", || has_len(2)).await;
     ack(delivery).await;
+    consumer.cancel().await;
     drop(consumer);
     eventually("an acked delivery is gone", || has_len(2)).await;
 
