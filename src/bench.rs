@@ -16,7 +16,13 @@ use clap::{Args, Subcommand};
 use futures::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use lizards_ingestion::sources::synthetic::UNIVERSE;
-use lizards_shared::{config::Config, shutdown::Shutdown};
+use lizards_shared::{
+    Quote, Symbol,
+    config::Config,
+    shutdown::Shutdown,
+    store::{PostgresStore, QuoteStore},
+    time,
+};
 use serde::Deserialize;
 use tokio::{sync::Semaphore, time::Instant};
 use tokio_tungstenite::tungstenite::{Message, protocol::WebSocketConfig};
@@ -35,6 +41,10 @@ enum BenchKind {
     /// publishes at a given rate; prints delivered symbol updates/s, frames/s
     /// and quote-time → receipt latency.
     Ws(WsBench),
+    /// Batched persistence into PostgreSQL (`DATABASE_URL`): the quote
+    /// store's `insert_batch` against `psql \copy` of the same rows, in a
+    /// scratch schema dropped afterwards.
+    Persist(PersistBench),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -65,6 +75,7 @@ impl BenchCommand {
     pub async fn run(self, config: Config) -> anyhow::Result<()> {
         match self.kind {
             BenchKind::Ws(bench) => bench.run(config).await,
+            BenchKind::Persist(bench) => bench.run(config).await,
         }
     }
 }
@@ -262,4 +273,162 @@ async fn scrape(url: Option<&str>, metric: &str) -> Option<f64> {
         .find(|line| line.starts_with(metric) && !line.starts_with('#'))
         .and_then(|line| line.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PersistBench {
+    /// Quotes to write.
+    #[arg(long, default_value_t = 200_000)]
+    rows: usize,
+    /// Quotes per `insert_batch` call (the provider's `PERSIST_BATCH`).
+    #[arg(long, default_value_t = 2000)]
+    batch: usize,
+}
+
+/// Distinct symbols the benchmark quotes are spread over, as in a live feed.
+const PERSIST_SYMBOLS: usize = 100;
+
+impl PersistBench {
+    pub async fn run(self, config: Config) -> anyhow::Result<()> {
+        anyhow::ensure!(self.rows > 0 && self.batch > 0, "--rows and --batch must be positive");
+        let url = config
+            .common
+            .database_url
+            .context("bench persist needs PostgreSQL: set DATABASE_URL (eval \"$(scripts/services.sh)\")")?;
+        // A schema of its own: the run neither sees nor leaves rows in the
+        // real tables, and two runs never meet.
+        let schema = format!("bench_persist_{}_{}", std::process::id(), Utc::now().timestamp_micros());
+        psql(&url, &format!("CREATE SCHEMA {schema}")).await?;
+        let result = self.measure(&url, &schema).await;
+        let dropped = psql(&url, &format!("DROP SCHEMA {schema} CASCADE")).await;
+        let report = result?;
+        dropped?;
+        report.print(&self);
+        Ok(())
+    }
+
+    async fn measure(&self, url: &str, schema: &str) -> anyhow::Result<PersistReport> {
+        println!(
+            "bench persist: {} quotes in batches of {} over {PERSIST_SYMBOLS} symbols, scratch schema {schema}",
+            self.rows, self.batch
+        );
+        let quotes = persist_quotes(self.rows)?;
+        let separator = if url.contains('?') { '&' } else { '?' };
+        let store_url = format!("{url}{separator}options=-c%20search_path%3D{schema}");
+        let store = PostgresStore::connect(&store_url).await.context("connecting the quote store")?;
+
+        let started = Instant::now();
+        let mut inserted = 0;
+        for batch in quotes.chunks(self.batch) {
+            inserted += store.insert_batch(batch).await.context("insert_batch")?;
+        }
+        let store_secs = started.elapsed().as_secs_f64();
+        store.close().await;
+        anyhow::ensure!(inserted == self.rows as u64, "{inserted} of {} quotes inserted", self.rows);
+
+        // The reference: COPY of the same rows into a table with the same
+        // columns and indexes, timed as psql's wall time minus an empty psql
+        // run (process start and connection).
+        let csv = tempfile::NamedTempFile::new()?;
+        std::fs::write(csv.path(), persist_csv(&quotes))?;
+        let table = format!("{schema}.copy_quotes");
+        psql(url, &format!("CREATE TABLE {table} (LIKE {schema}.quotes INCLUDING ALL)")).await?;
+        let started = Instant::now();
+        psql(url, "SELECT 1").await?;
+        let psql_secs = started.elapsed().as_secs_f64();
+        let path = csv.path().display().to_string().replace('\'', "''");
+        let started = Instant::now();
+        psql(url, &format!("\\copy {table} FROM '{path}' WITH (FORMAT csv)")).await?;
+        let copy_wall_secs = started.elapsed().as_secs_f64();
+        let copy_secs = (copy_wall_secs - psql_secs).max(1e-3);
+        Ok(PersistReport { store_secs, copy_secs, copy_wall_secs, psql_secs })
+    }
+}
+
+struct PersistReport {
+    store_secs: f64,
+    copy_secs: f64,
+    copy_wall_secs: f64,
+    psql_secs: f64,
+}
+
+impl PersistReport {
+    fn print(&self, bench: &PersistBench) {
+        let rows = bench.rows as f64;
+        let store_rate = rows / self.store_secs;
+        let copy_rate = rows / self.copy_secs;
+        let ratio = store_rate / copy_rate;
+        println!("PostgresStore::insert_batch: {store_rate:.0} quotes/s ({:.3} s)", self.store_secs);
+        println!(
+            "psql \\copy (reference): {copy_rate:.0} quotes/s ({:.3} s: {:.3} s wall minus {:.3} s for an empty psql)",
+            self.copy_secs, self.copy_wall_secs, self.psql_secs
+        );
+        println!("ratio insert_batch / COPY: {ratio:.2}");
+        println!(
+            "{}",
+            serde_json::json!({
+                "bench": "persist", "rows": bench.rows, "batch": bench.batch, "symbols": PERSIST_SYMBOLS,
+                "store_quotes_per_s": store_rate.round(), "copy_quotes_per_s": copy_rate.round(),
+                "ratio": (ratio * 1000.0).round() / 1000.0,
+            })
+        );
+    }
+}
+
+/// `rows` quotes as a live feed sends them: symbols interleaved, time
+/// moving forward by one millisecond per round of symbols.
+fn persist_quotes(rows: usize) -> anyhow::Result<Vec<Quote>> {
+    let symbols: Vec<Symbol> =
+        (0..PERSIST_SYMBOLS).map(|i| Symbol::parse(&format!("BENCH{i:03}"))).collect::<Result<_, _>>()?;
+    let start = Utc::now() - chrono::Duration::hours(1);
+    Ok((0..rows)
+        .map(|i| {
+            let ts = start + chrono::Duration::microseconds((i / PERSIST_SYMBOLS) as i64 * 1000 + 7);
+            Quote {
+                symbol: symbols[i % PERSIST_SYMBOLS].clone(),
+                price: 100.0 + (i % 997) as f64 / 100.0,
+                ts,
+                volume: Some((i % 50) as f64),
+                source: "bench".to_string(),
+                ingest_id: format!("{i:032x}"),
+                ingested_at: ts + chrono::Duration::microseconds(250),
+            }
+        })
+        .collect())
+}
+
+/// The rows as CSV in the table's column order.
+fn persist_csv(quotes: &[Quote]) -> String {
+    use std::fmt::Write;
+    let received_at = time::rfc3339(&Utc::now());
+    let mut csv = String::with_capacity(quotes.len() * 160);
+    for q in quotes {
+        let volume = q.volume.map(|v| v.to_string()).unwrap_or_default();
+        let _ = writeln!(
+            csv,
+            "{},{},{},{volume},{},{},{},{received_at}",
+            q.symbol,
+            time::rfc3339(&q.ts),
+            q.price,
+            q.source,
+            q.ingest_id,
+            time::rfc3339(&q.ingested_at)
+        );
+    }
+    csv
+}
+
+/// Runs one psql command, failing with its error output.
+async fn psql(url: &str, command: &str) -> anyhow::Result<()> {
+    let output = tokio::process::Command::new("psql")
+        .args([url, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", command])
+        .output()
+        .await
+        .context("running psql (is it installed?)")?;
+    anyhow::ensure!(
+        output.status.success(),
+        "psql -c {command:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    Ok(())
 }

@@ -1,5 +1,10 @@
 //! REST API over quotes (SPEC §6): JSON, errors as problem+json.
 
+// `Problem` carries a JSON map of extension members (an IndexMap once any
+// dependency enables serde_json's `preserve_order`), so it exceeds clippy's
+// size limit for error variants; it is built at most once per request.
+#![allow(clippy::result_large_err)]
+
 use std::{collections::HashMap, sync::Arc};
 
 use axum::{
@@ -85,8 +90,11 @@ fn candle_json(candle: &Candle) -> Value {
     })
 }
 
-/// `from` and `to`, each optional, with `from` not after `to`.
-fn range(params: &HashMap<String, String>) -> Result<(Option<DateTime<Utc>>, Option<DateTime<Utc>>), Problem> {
+/// A time range whose ends are each optional.
+type Range = (Option<DateTime<Utc>>, Option<DateTime<Utc>>);
+
+/// `from` and `to`, with `from` not after `to`.
+fn range(params: &HashMap<String, String>) -> Result<Range, Problem> {
     let (from, to) = (instant(params, "from")?, instant(params, "to")?);
     if let (Some(from), Some(to)) = (from, to)
         && from > to

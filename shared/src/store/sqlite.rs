@@ -11,7 +11,7 @@ use sqlx::{
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous},
 };
 
-use super::{Mean, QuoteStore, StoreError};
+use super::{Candle, CandleInterval, Mean, QuoteStore, StoreError, candle_window_start};
 use crate::{Quote, Symbol, quote::newest_per_symbol, time};
 
 /// Rows per INSERT statement (8 binds each, well under SQLite's limit).
@@ -52,6 +52,19 @@ fn quote_from_row(row: &SqliteRow) -> Result<Quote, sqlx::Error> {
         source: row.try_get("source")?,
         ingest_id: row.try_get("ingest_id")?,
         ingested_at: time::from_micros(row.try_get("ingested_at")?),
+    })
+}
+
+fn candle_from_row(row: &SqliteRow) -> Result<Candle, sqlx::Error> {
+    let count: i64 = row.try_get("n")?;
+    Ok(Candle {
+        start: time::from_micros(row.try_get("bucket")?),
+        open: row.try_get("open")?,
+        high: row.try_get("high")?,
+        low: row.try_get("low")?,
+        close: row.try_get("close")?,
+        volume: row.try_get("volume")?,
+        count: u32::try_from(count).unwrap_or(u32::MAX),
     })
 }
 
@@ -156,6 +169,46 @@ impl QuoteStore for SqliteStore {
         let count: i64 = row.try_get("n")?;
         let mean: Option<f64> = row.try_get("mean")?;
         Ok(mean.filter(|_| count > 0).map(|mean| Mean { mean, count: count as u32 }))
+    }
+
+    async fn candles(
+        &self,
+        symbol: &Symbol,
+        interval: CandleInterval,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+        limit: u32,
+    ) -> Result<Vec<Candle>, StoreError> {
+        let from_us = from.as_ref().map(time::micros).unwrap_or(i64::MIN);
+        let to_us = to.as_ref().map(time::micros).unwrap_or(i64::MAX);
+        let newest: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(ts) FROM quotes WHERE symbol = ? AND ts >= ? AND ts <= ?")
+                .bind(symbol.as_str())
+                .bind(from_us)
+                .bind(to_us)
+                .fetch_one(&self.read)
+                .await?;
+        let Some(newest) = newest else { return Ok(Vec::new()) };
+        let start = candle_window_start(interval, from, time::from_micros(newest), limit);
+        // The bucket is the timestamp rounded down to a multiple of the width
+        // (a floor, also before 1970); open and close are the prices ranked
+        // first by time either way, ties broken by source.
+        let sql = "SELECT bucket, COUNT(*) AS n, MAX(price) AS high, MIN(price) AS low, SUM(volume) AS volume, \
+                   MAX(CASE WHEN first = 1 THEN price END) AS open, MAX(CASE WHEN last = 1 THEN price END) AS close \
+                   FROM (SELECT bucket, price, volume, \
+                           ROW_NUMBER() OVER (PARTITION BY bucket ORDER BY ts, source) AS first, \
+                           ROW_NUMBER() OVER (PARTITION BY bucket ORDER BY ts DESC, source DESC) AS last \
+                         FROM (SELECT ts - (((ts % ?1) + ?1) % ?1) AS bucket, ts, source, price, volume \
+                               FROM quotes WHERE symbol = ?2 AND ts >= ?3 AND ts <= ?4)) \
+                   GROUP BY bucket ORDER BY bucket";
+        let rows = sqlx::query(sql)
+            .bind(interval.micros())
+            .bind(symbol.as_str())
+            .bind(time::micros(&start))
+            .bind(newest)
+            .fetch_all(&self.read)
+            .await?;
+        Ok(rows.iter().map(candle_from_row).collect::<Result<_, _>>()?)
     }
 
     async fn count(&self, symbol: &Symbol) -> Result<u64, StoreError> {

@@ -1,5 +1,6 @@
-//! Behaviour every `QuoteStore` adapter must show (PostgreSQL): idempotent
-//! batch inserts, a `latest` that never goes backwards, history and means.
+//! Behaviour every `QuoteStore` adapter must show (SQLite, PostgreSQL):
+//! idempotent batch inserts, a `latest` that never goes backwards, history,
+//! means and candles.
 //! Each check uses symbols of its own, so the suite can share one real
 //! database.
 //!
@@ -8,7 +9,7 @@
 use chrono::{DateTime, Duration, Utc};
 use lizards_shared::{
     Quote, Symbol,
-    store::{Mean, QuoteStore, SqliteStore},
+    store::{Candle, CandleInterval, Mean, QuoteStore, SqliteStore},
 };
 
 /// More rows than one INSERT statement carries.
@@ -24,6 +25,10 @@ pub async fn run_all(store: &dyn QuoteStore) {
     history_is_newest_first_within_range_and_limit(store).await;
     mean_of_last_reports_how_many_prices_it_used(store).await;
     large_batch_is_stored_completely(store).await;
+    candles_aggregate_each_bucket_by_source_time(store).await;
+    candles_keep_the_newest_buckets_within_range(store).await;
+    candles_of_wider_intervals_align_on_utc(store).await;
+    candles_without_volumes_or_quotes(store).await;
 }
 
 /// A symbol no other check (or run) uses: `T` and 12 hex digits.
@@ -185,6 +190,114 @@ pub async fn large_batch_is_stored_completely(store: &dyn QuoteStore) {
     assert_eq!(insert(store, &quotes).await, 0, "and it is idempotent too");
 }
 
+/// A candle starting at `start` (RFC 3339).
+fn candle(start: &str, [open, high, low, close]: [f64; 4], volume: Option<f64>, count: u32) -> Candle {
+    let start = DateTime::parse_from_rfc3339(start).expect("valid time").to_utc();
+    Candle { start, open, high, low, close, volume, count }
+}
+
+/// Quotes in minutes 12:00, 12:01 and 12:03 (none in 12:02), stored out of
+/// time order and across two batches.
+async fn insert_candle_quotes(store: &dyn QuoteStore) -> Symbol {
+    let symbol = unique_symbol();
+    insert(store, &[quote(&symbol, 10, 5.0), quote(&symbol, 90, 3.0), quote(&symbol, 59, 6.0)]).await;
+    insert(
+        store,
+        &[quote(&symbol, 185, 9.0), quote(&symbol, 0, 4.0), quote(&symbol, 61, 8.0), quote(&symbol, 30, 7.0)],
+    )
+    .await;
+    symbol
+}
+
+async fn candles(
+    store: &dyn QuoteStore,
+    symbol: &Symbol,
+    interval: CandleInterval,
+    from: Option<i64>,
+    to: Option<i64>,
+    limit: u32,
+) -> Vec<Candle> {
+    store.candles(symbol, interval, from.map(at), to.map(at), limit).await.expect("candles answer")
+}
+
+pub async fn candles_aggregate_each_bucket_by_source_time(store: &dyn QuoteStore) {
+    let symbol = insert_candle_quotes(store).await;
+    // Volumes are 100 + the quote's second.
+    let expected = [
+        candle("2024-09-14T12:00:00Z", [4.0, 7.0, 4.0, 6.0], Some(110.0 + 159.0 + 100.0 + 130.0), 4),
+        candle("2024-09-14T12:01:00Z", [8.0, 8.0, 3.0, 3.0], Some(190.0 + 161.0), 2),
+        candle("2024-09-14T12:03:00Z", [9.0; 4], Some(285.0), 1),
+    ];
+    assert_eq!(candles(store, &symbol, CandleInterval::OneMinute, None, None, 500).await, expected);
+
+    // Two sources at the same instant: the order is by source, whatever the
+    // insert order.
+    let tie = unique_symbol();
+    let from = |source: &str, price| Quote { source: source.to_string(), ..quote(&tie, 0, price) };
+    insert(store, &[from("b", 2.0), from("a", 1.0)]).await;
+    let tied = candles(store, &tie, CandleInterval::OneMinute, None, None, 500).await;
+    assert_eq!(tied, [candle("2024-09-14T12:00:00Z", [1.0, 2.0, 1.0, 2.0], Some(200.0), 2)], "ties by source");
+}
+
+pub async fn candles_keep_the_newest_buckets_within_range(store: &dyn QuoteStore) {
+    let symbol = insert_candle_quotes(store).await;
+    let starts =
+        |candles: Vec<Candle>| candles.into_iter().map(|c| lizards_shared::time::rfc3339(&c.start)).collect::<Vec<_>>();
+    let minute = CandleInterval::OneMinute;
+    assert_eq!(
+        starts(candles(store, &symbol, minute, None, None, 3).await),
+        ["2024-09-14T12:01:00Z", "2024-09-14T12:03:00Z"],
+        "the last three minutes, one of them without quotes"
+    );
+    assert_eq!(starts(candles(store, &symbol, minute, None, None, 1).await), ["2024-09-14T12:03:00Z"]);
+    assert_eq!(
+        starts(candles(store, &symbol, minute, None, Some(100), 500).await),
+        ["2024-09-14T12:00:00Z", "2024-09-14T12:01:00Z"],
+        "`to` ends the window"
+    );
+    assert_eq!(
+        candles(store, &symbol, minute, Some(30), Some(60), 500).await,
+        [candle("2024-09-14T12:00:00Z", [7.0, 7.0, 6.0, 6.0], Some(130.0 + 159.0), 2)],
+        "a bucket cut by `from` has only the quotes inside, bounds inclusive"
+    );
+    assert!(candles(store, &symbol, minute, Some(186), None, 500).await.is_empty(), "an empty range");
+}
+
+pub async fn candles_of_wider_intervals_align_on_utc(store: &dyn QuoteStore) {
+    let symbol = insert_candle_quotes(store).await;
+    let all = |start| candle(start, [4.0, 9.0, 3.0, 9.0], Some(499.0 + 351.0 + 285.0), 7);
+    for (interval, start) in [
+        (CandleInterval::FiveMinutes, "2024-09-14T12:00:00Z"),
+        (CandleInterval::FifteenMinutes, "2024-09-14T12:00:00Z"),
+        (CandleInterval::OneHour, "2024-09-14T12:00:00Z"),
+        (CandleInterval::OneDay, "2024-09-14T00:00:00Z"),
+    ] {
+        assert_eq!(candles(store, &symbol, interval, None, None, 500).await, [all(start)], "{interval}");
+    }
+    let late = unique_symbol();
+    insert(
+        store,
+        &[quote(&late, 3 * 60 * 60, 1.0), quote(&late, 4 * 60 * 60 - 60, 2.0), quote(&late, 4 * 60 * 60, 3.0)],
+    )
+    .await;
+    let hours = candles(store, &late, CandleInterval::OneHour, None, None, 500).await;
+    let hours: Vec<(String, u32)> = hours.iter().map(|c| (lizards_shared::time::rfc3339(&c.start), c.count)).collect();
+    assert_eq!(hours, [("2024-09-14T15:00:00Z".to_string(), 2), ("2024-09-14T16:00:00Z".to_string(), 1)]);
+}
+
+pub async fn candles_without_volumes_or_quotes(store: &dyn QuoteStore) {
+    let symbol = unique_symbol();
+    insert(
+        store,
+        &[Quote { volume: None, ..quote(&symbol, 0, 2.0) }, Quote { volume: None, ..quote(&symbol, 1, 1.0) }],
+    )
+    .await;
+    let candles_of = candles(store, &symbol, CandleInterval::OneMinute, None, None, 500).await;
+    assert_eq!(candles_of, [candle("2024-09-14T12:00:00Z", [2.0, 2.0, 1.0, 1.0], None, 2)], "no volume to sum");
+    let unknown = candles(store, &unique_symbol(), CandleInterval::OneMinute, None, None, 500).await;
+    assert!(unknown.is_empty(), "a symbol without quotes has no candles");
+}
+
 mod embedded {
     use tempfile::TempDir;
 
@@ -252,6 +365,30 @@ mod embedded {
     }
 
     #[tokio::test]
+    async fn candles_aggregate_each_bucket_by_source_time() {
+        let (_dir, store) = sqlite().await;
+        super::candles_aggregate_each_bucket_by_source_time(&store).await;
+    }
+
+    #[tokio::test]
+    async fn candles_keep_the_newest_buckets_within_range() {
+        let (_dir, store) = sqlite().await;
+        super::candles_keep_the_newest_buckets_within_range(&store).await;
+    }
+
+    #[tokio::test]
+    async fn candles_of_wider_intervals_align_on_utc() {
+        let (_dir, store) = sqlite().await;
+        super::candles_of_wider_intervals_align_on_utc(&store).await;
+    }
+
+    #[tokio::test]
+    async fn candles_without_volumes_or_quotes() {
+        let (_dir, store) = sqlite().await;
+        super::candles_without_volumes_or_quotes(&store).await;
+    }
+
+    #[tokio::test]
     async fn checks_do_not_interfere_on_one_shared_store() {
         let (_dir, store) = sqlite().await;
         super::run_all(&store).await;
@@ -279,5 +416,142 @@ mod embedded {
         let reopened = SqliteStore::open(&path).await.expect("store reopens");
         assert_eq!(count(&reopened, &symbol).await, 3);
         assert_eq!(latest(&reopened, &symbol).await.as_ref(), quotes.last());
+    }
+}
+
+/// The same checks on PostgreSQL (`DATABASE_URL`), all in one shared
+/// database: every check uses symbols of its own, so parallel tests, other
+/// test binaries and earlier runs do not disturb it.
+mod postgres {
+    use lizards_shared::store::{PostgresStore, StoreError};
+
+    use super::*;
+    use crate::helpers::{real_url, within};
+
+    /// A store on the real server, or `None` (skip) when no URL is set.
+    async fn postgres() -> Option<PostgresStore> {
+        let url = real_url("DATABASE_URL")?;
+        Some(within("connecting to PostgreSQL", PostgresStore::connect(&url)).await.expect("store connects"))
+    }
+
+    #[tokio::test]
+    async fn insert_batch_counts_new_rows() {
+        let Some(store) = postgres().await else { return };
+        super::insert_batch_counts_new_rows(&store).await;
+    }
+
+    #[tokio::test]
+    async fn redelivered_batch_is_idempotent() {
+        let Some(store) = postgres().await else { return };
+        super::redelivered_batch_is_idempotent(&store).await;
+    }
+
+    #[tokio::test]
+    async fn stored_quote_reads_back_unchanged() {
+        let Some(store) = postgres().await else { return };
+        super::stored_quote_reads_back_unchanged(&store).await;
+    }
+
+    #[tokio::test]
+    async fn latest_never_moves_backwards() {
+        let Some(store) = postgres().await else { return };
+        super::latest_never_moves_backwards(&store).await;
+    }
+
+    #[tokio::test]
+    async fn latest_of_unknown_symbol_is_none() {
+        let Some(store) = postgres().await else { return };
+        super::latest_of_unknown_symbol_is_none(&store).await;
+    }
+
+    #[tokio::test]
+    async fn latest_all_has_the_newest_quote_of_every_symbol() {
+        let Some(store) = postgres().await else { return };
+        super::latest_all_has_the_newest_quote_of_every_symbol(&store).await;
+    }
+
+    #[tokio::test]
+    async fn history_is_newest_first_within_range_and_limit() {
+        let Some(store) = postgres().await else { return };
+        super::history_is_newest_first_within_range_and_limit(&store).await;
+    }
+
+    #[tokio::test]
+    async fn mean_of_last_reports_how_many_prices_it_used() {
+        let Some(store) = postgres().await else { return };
+        super::mean_of_last_reports_how_many_prices_it_used(&store).await;
+    }
+
+    #[tokio::test]
+    async fn large_batch_is_stored_completely() {
+        let Some(store) = postgres().await else { return };
+        super::large_batch_is_stored_completely(&store).await;
+    }
+
+    #[tokio::test]
+    async fn candles_aggregate_each_bucket_by_source_time() {
+        let Some(store) = postgres().await else { return };
+        super::candles_aggregate_each_bucket_by_source_time(&store).await;
+    }
+
+    #[tokio::test]
+    async fn candles_keep_the_newest_buckets_within_range() {
+        let Some(store) = postgres().await else { return };
+        super::candles_keep_the_newest_buckets_within_range(&store).await;
+    }
+
+    #[tokio::test]
+    async fn candles_of_wider_intervals_align_on_utc() {
+        let Some(store) = postgres().await else { return };
+        super::candles_of_wider_intervals_align_on_utc(&store).await;
+    }
+
+    #[tokio::test]
+    async fn candles_without_volumes_or_quotes() {
+        let Some(store) = postgres().await else { return };
+        super::candles_without_volumes_or_quotes(&store).await;
+    }
+
+    #[tokio::test]
+    async fn checks_do_not_interfere_on_one_shared_store() {
+        let Some(store) = postgres().await else { return };
+        super::run_all(&store).await;
+    }
+
+    #[tokio::test]
+    async fn stores_connecting_at_once_all_migrate() {
+        let Some(url) = real_url("DATABASE_URL") else { return };
+        let connects = (0..4).map(|_| PostgresStore::connect(&url));
+        let stores = within("four concurrent connects", futures::future::join_all(connects)).await;
+        for store in stores {
+            let store = store.expect("every concurrent connect succeeds");
+            super::insert_batch_counts_new_rows(&store).await;
+            store.close().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn read_pool_refuses_writes() {
+        let Some(store) = postgres().await else { return };
+        let symbol = unique_symbol();
+        let write = sqlx::query(
+            "INSERT INTO latest_quotes (symbol, ts, price, source, ingest_id, ingested_at, updated_at) \
+             VALUES ($1, now(), 1, 'contract', 'x', now(), now())",
+        )
+        .bind(symbol.as_str())
+        .execute(store.read_pool())
+        .await;
+        let error = write.expect_err("a write through the read pool fails");
+        let code = error.as_database_error().and_then(|e| e.code()).map(|c| c.into_owned());
+        assert_eq!(code.as_deref(), Some("25006"), "read_only_sql_transaction, got {error}");
+        assert_eq!(latest(&store, &symbol).await, None);
+    }
+
+    #[tokio::test]
+    async fn connecting_to_a_server_that_is_down_fails_fast() {
+        // Port 1 on loopback: nothing listens there. `within` fails the
+        // test if the error takes longer than the deadline.
+        let result = within("a failed connect", PostgresStore::connect("postgres://postgres@127.0.0.1:1/test")).await;
+        assert!(matches!(result, Err(StoreError::Database(_))), "an error, not a hang");
     }
 }
