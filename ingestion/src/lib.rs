@@ -9,6 +9,7 @@ pub mod validate;
 
 use std::sync::Arc;
 
+use futures::StreamExt;
 use lizards_shared::{
     broker::{Broker, BrokerError, declare_topology},
     config::Config,
@@ -116,10 +117,25 @@ pub async fn build(
     Ok(Started { addr, serve: Box::pin(serve) })
 }
 
-async fn run_pipeline(pipeline: Arc<Pipeline>, mut rx: mpsc::Receiver<RawRecord>) {
-    while let Some(record) = rx.recv().await {
-        if let Err(error) = pipeline.process(record).await {
-            tracing::warn!(%error, "quote not published");
-        }
-    }
+/// Records processed at once. A confirm from RabbitMQ waits for its disk
+/// write, so awaiting them one by one would cap the rate and add that wait
+/// to every later quote's latency; the hub and the stores ignore the rare
+/// older quote that overtakes a newer one.
+const IN_FLIGHT: usize = 256;
+
+async fn run_pipeline(pipeline: Arc<Pipeline>, rx: mpsc::Receiver<RawRecord>) {
+    tokio_stream_from(rx)
+        .for_each_concurrent(IN_FLIGHT, |record| {
+            let pipeline = pipeline.clone();
+            async move {
+                if let Err(error) = pipeline.process(record).await {
+                    tracing::warn!(%error, "quote not published");
+                }
+            }
+        })
+        .await;
+}
+
+fn tokio_stream_from<T>(mut rx: mpsc::Receiver<T>) -> impl futures::Stream<Item = T> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
