@@ -1,7 +1,8 @@
-//! The registry's state behind a small port, so the embedded map can be
-//! swapped for Redis (shared by several registry replicas) later.
+//! The registry's state behind a small port: an embedded map, or Redis
+//! shared by several registry replicas.
 
 pub mod memory;
+pub mod redis;
 
 #[cfg(test)]
 mod contract;
@@ -11,6 +12,7 @@ use std::{collections::BTreeMap, time::Duration};
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 
+pub use self::redis::RedisRegistryStore;
 pub use memory::MemoryRegistryStore;
 
 use crate::model::{HealthPath, Host, Port, Protocol, Registration, ServiceId, Status};
@@ -85,6 +87,53 @@ pub struct ServiceRecord {
     /// First registration since the service last had no instances.
     pub registered_at: DateTime<Utc>,
     pub instances: Vec<InstanceRecord>,
+}
+
+impl ServiceRecord {
+    /// A service about to get its first instance from `registration`.
+    pub fn empty(registration: &Registration, now: DateTime<Utc>) -> ServiceRecord {
+        ServiceRecord {
+            service_id: registration.service_id.clone(),
+            name: registration.name.clone(),
+            registered_at: now,
+            instances: Vec::new(),
+        }
+    }
+
+    /// Adds an instance, or renews the one already at the same host and
+    /// port, keeping its instance id; the display name follows the latest
+    /// registration.
+    pub fn upsert(&mut self, registration: Registration, now: DateTime<Utc>) -> Upserted {
+        self.name.clone_from(&registration.name);
+        let ttl = registration.ttl;
+        let same_address = |i: &&mut InstanceRecord| i.host == registration.host && i.port == registration.port;
+        if let Some(instance) = self.instances.iter_mut().find(same_address) {
+            let instance_id = instance.instance_id.clone();
+            instance.renew_from(registration, now);
+            return Upserted { instance_id, ttl, created: false };
+        }
+        let instance = InstanceRecord::new(registration, now);
+        let instance_id = instance.instance_id.clone();
+        self.instances.push(instance);
+        Upserted { instance_id, ttl, created: true }
+    }
+
+    /// Removes the instances whose TTL ran out before `now`.
+    pub fn evict_expired(&mut self, now: DateTime<Utc>) -> Vec<Evicted> {
+        let mut evicted = Vec::new();
+        self.instances.retain(|instance| {
+            let expired = instance.is_expired(now);
+            if expired {
+                evicted.push(Evicted {
+                    service_id: self.service_id.clone(),
+                    instance_id: instance.instance_id.clone(),
+                    authority: instance.authority(),
+                });
+            }
+            !expired
+        });
+        evicted
+    }
 }
 
 /// Outcome of a registration.

@@ -2,12 +2,14 @@
 //! sessions, caching, rate-limit and lease state.
 
 pub mod memory;
+pub mod redis;
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
+pub use self::redis::RedisCache;
 pub use memory::MemoryCache;
 
 #[derive(Debug, Clone, thiserror::Error)]

@@ -2,12 +2,14 @@
 //! arrived, unique on source + symbol + source time, with its outcome.
 
 pub mod memory;
+pub mod mongo;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 pub use memory::MemoryRawStore;
+pub use mongo::MongoRawStore;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RawDocument {

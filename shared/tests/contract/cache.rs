@@ -121,3 +121,249 @@ mod embedded {
         super::run_all(&MemoryCache::new()).await;
     }
 }
+
+/// The same checks on Redis (`REDIS_URL`), each under a key prefix of its
+/// own, plus what only a server can show: failing fast while it is down
+/// and recovering, without a restart, once it is back.
+mod redis {
+    use std::{
+        net::{Ipv4Addr, SocketAddr, TcpListener},
+        process::Stdio,
+        time::Duration,
+    };
+
+    use lizards_shared::cache::{CacheError, RedisCache, redis::OPERATION_TIMEOUT};
+    use tokio::{
+        net::TcpStream,
+        process::{Child, Command},
+        time::Instant,
+    };
+
+    use super::*;
+    use crate::helpers::{real_url, within};
+
+    /// Slack over the adapter's own timeout for scheduling on a busy machine.
+    const FAIL_FAST: Duration = Duration::from_millis(2_500);
+
+    /// A cache under a fresh key prefix, whose keys go when the test passes.
+    struct Fresh {
+        cache: RedisCache,
+        url: String,
+        prefix: String,
+    }
+
+    impl Fresh {
+        async fn connect() -> Option<Fresh> {
+            let url = real_url("REDIS_URL")?;
+            let prefix = unique("lizards-test.cache");
+            let cache = RedisCache::connect(&url, &prefix).await.expect("Redis at REDIS_URL answers");
+            Some(Fresh { cache, url, prefix })
+        }
+
+        async fn clean_up(self) {
+            let client = ::redis::Client::open(self.url).expect("a valid URL");
+            let mut connection = client.get_multiplexed_async_connection().await.expect("Redis answers");
+            let keys: Vec<String> = ::redis::cmd("KEYS")
+                .arg(format!("{}:*", self.prefix))
+                .query_async(&mut connection)
+                .await
+                .expect("KEYS");
+            if !keys.is_empty() {
+                let _: () = ::redis::cmd("DEL").arg(keys).query_async(&mut connection).await.expect("DEL");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn set_value_can_be_read_back() {
+        let Some(fresh) = Fresh::connect().await else { return };
+        super::set_value_can_be_read_back(&fresh.cache).await;
+        fresh.clean_up().await;
+    }
+
+    #[tokio::test]
+    async fn missing_key_reads_as_none() {
+        let Some(fresh) = Fresh::connect().await else { return };
+        super::missing_key_reads_as_none(&fresh.cache).await;
+        fresh.clean_up().await;
+    }
+
+    #[tokio::test]
+    async fn overwrite_replaces_the_value() {
+        let Some(fresh) = Fresh::connect().await else { return };
+        super::overwrite_replaces_the_value(&fresh.cache).await;
+        fresh.clean_up().await;
+    }
+
+    #[tokio::test]
+    async fn value_expires_after_its_ttl() {
+        let Some(fresh) = Fresh::connect().await else { return };
+        super::value_expires_after_its_ttl(&fresh.cache).await;
+        fresh.clean_up().await;
+    }
+
+    #[tokio::test]
+    async fn overwrite_without_ttl_removes_the_expiry() {
+        let Some(fresh) = Fresh::connect().await else { return };
+        super::overwrite_without_ttl_removes_the_expiry(&fresh.cache).await;
+        fresh.clean_up().await;
+    }
+
+    #[tokio::test]
+    async fn delete_reports_whether_the_key_existed() {
+        let Some(fresh) = Fresh::connect().await else { return };
+        super::delete_reports_whether_the_key_existed(&fresh.cache).await;
+        fresh.clean_up().await;
+    }
+
+    #[tokio::test]
+    async fn checks_do_not_interfere_on_one_shared_cache() {
+        let Some(fresh) = Fresh::connect().await else { return };
+        super::run_all(&fresh.cache).await;
+        fresh.clean_up().await;
+    }
+
+    #[tokio::test]
+    async fn ping_answers() {
+        let Some(fresh) = Fresh::connect().await else { return };
+        fresh.cache.ping().await.expect("Redis answers PING");
+        fresh.clean_up().await;
+    }
+
+    #[tokio::test]
+    async fn key_prefixes_keep_users_apart() {
+        let Some(one) = Fresh::connect().await else { return };
+        let other = Fresh::connect().await.expect("REDIS_URL is set");
+        set(&one.cache, "shared-name", "one's", None).await;
+        assert_eq!(get(&other.cache, "shared-name").await, None, "another prefix does not see it");
+        assert!(!other.cache.delete("shared-name").await.expect("delete answers"));
+        assert_eq!(get(&one.cache, "shared-name").await, Some(Bytes::from_static(b"one's")));
+        one.clean_up().await;
+        other.clean_up().await;
+    }
+
+    #[tokio::test]
+    async fn connecting_to_a_closed_port_fails_fast() {
+        if real_url("REDIS_URL").is_none() {
+            return;
+        }
+        let started = Instant::now();
+        let result = RedisCache::connect(&format!("redis://127.0.0.1:{}", free_port()), "x").await;
+        assert!(matches!(result, Err(CacheError::Unavailable(_))), "gave {result:?}");
+        assert!(started.elapsed() < FAIL_FAST, "took {:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn operations_fail_fast_while_redis_is_down_and_work_again_once_it_is_back() {
+        // Gated like the other real runs; needs `redis-server` on PATH.
+        if real_url("REDIS_URL").is_none() {
+            return;
+        }
+        let port = free_port();
+        let mut server = OwnRedis::start(port).await;
+        let cache = RedisCache::connect(&server.url(), &unique("lizards-test.cache")).await.expect("connects");
+        set(&cache, "before", "outage", None).await;
+
+        server.stop().await;
+        for (operation, result, took) in timed_operations(&cache).await {
+            assert!(matches!(result, Err(CacheError::Unavailable(_))), "{operation} while down gave {result:?}");
+            assert!(took < FAIL_FAST, "{operation} took {took:?} to fail, over {OPERATION_TIMEOUT:?}");
+        }
+
+        let _server = OwnRedis::start(port).await;
+        eventually("the cache reconnects", || async { cache.ping().await.is_ok() }).await;
+        set(&cache, "after", "outage", Some(Duration::from_secs(60))).await;
+        assert_eq!(get(&cache, "after").await, Some(Bytes::from_static(b"outage")));
+        assert!(cache.delete("after").await.expect("delete answers"));
+    }
+
+    #[tokio::test]
+    async fn operations_time_out_while_redis_hangs_and_work_again_once_it_answers() {
+        if real_url("REDIS_URL").is_none() {
+            return;
+        }
+        let server = OwnRedis::start(free_port()).await;
+        let cache = RedisCache::connect(&server.url(), &unique("lizards-test.cache")).await.expect("connects");
+        set(&cache, "before", "hang", None).await;
+
+        // A stopped process keeps its socket open but never answers: the
+        // response timeout, not a refused connection, has to end each call.
+        server.signal("STOP");
+        for (operation, result, took) in timed_operations(&cache).await {
+            assert!(matches!(result, Err(CacheError::Unavailable(_))), "{operation} while hung gave {result:?}");
+            assert!(took < FAIL_FAST, "{operation} took {took:?} to fail, over {OPERATION_TIMEOUT:?}");
+        }
+
+        // Timed-out commands may still run once Redis resumes (the DELETE
+        // above, say): only what is written afterwards is checked.
+        server.signal("CONT");
+        eventually("the cache answers again", || async { cache.ping().await.is_ok() }).await;
+        set(&cache, "after", "hang", None).await;
+        assert_eq!(get(&cache, "after").await, Some(Bytes::from_static(b"hang")));
+    }
+
+    /// Every operation once, with its result and how long it took.
+    async fn timed_operations(cache: &RedisCache) -> Vec<(&'static str, Result<(), CacheError>, Duration)> {
+        let mut results = Vec::new();
+        let started = Instant::now();
+        let result = cache.get("before").await.map(drop);
+        results.push(("get", result, started.elapsed()));
+        let started = Instant::now();
+        let result = cache.set("key", Bytes::from_static(b"v"), None).await;
+        results.push(("set", result, started.elapsed()));
+        let started = Instant::now();
+        let result = cache.delete("before").await.map(drop);
+        results.push(("delete", result, started.elapsed()));
+        let started = Instant::now();
+        let result = cache.ping().await;
+        results.push(("ping", result, started.elapsed()));
+        results
+    }
+
+    /// A port nothing listens on (the OS just handed it out and it was
+    /// released again).
+    fn free_port() -> u16 {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("a free port");
+        listener.local_addr().expect("bound address").port()
+    }
+
+    /// A throwaway `redis-server` this test may stop, unlike the shared one.
+    struct OwnRedis {
+        port: u16,
+        child: Child,
+    }
+
+    impl OwnRedis {
+        async fn start(port: u16) -> OwnRedis {
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .args(["--daemonize", "no"])
+                .stdout(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("redis-server is installed (apt-get install redis-server)");
+            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+            eventually("the own redis-server listens", || async move { TcpStream::connect(addr).await.is_ok() }).await;
+            OwnRedis { port, child }
+        }
+
+        fn url(&self) -> String {
+            format!("redis://127.0.0.1:{}", self.port)
+        }
+
+        /// Sends `signal` (`STOP`, `CONT`) to the server process.
+        fn signal(&self, signal: &str) {
+            let pid = self.child.id().expect("redis-server is running");
+            let status = std::process::Command::new("kill")
+                .args([format!("-{signal}"), pid.to_string()])
+                .status()
+                .expect("kill(1) runs");
+            assert!(status.success(), "kill -{signal} {pid} failed");
+        }
+
+        /// Kills the server and waits until it has exited.
+        async fn stop(&mut self) {
+            within("redis-server to exit", self.child.kill()).await.expect("redis-server is killed");
+        }
+    }
+}

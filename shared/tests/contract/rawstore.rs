@@ -182,3 +182,183 @@ mod embedded {
         assert_eq!(get(&store, &id).await.map(|(doc, _)| doc), Some(doc));
     }
 }
+
+/// The same checks on MongoDB (`MONGODB_URI`), each in a database of its
+/// own that is dropped when the check passes, plus the collection's
+/// indexes and document shape, which only a server can show.
+mod mongo {
+    use std::net::{Ipv4Addr, TcpListener};
+
+    use lizards_shared::rawstore::MongoRawStore;
+    use mongodb::{
+        Client, Database,
+        bson::{Bson, Document, doc, oid::ObjectId},
+    };
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::helpers::{DEADLINE, real_url};
+
+    const WEEK: Duration = Duration::from_secs(7 * 86_400);
+
+    /// A store on a fresh database, and that database to look into and drop.
+    struct Fresh {
+        store: MongoRawStore,
+        database: Database,
+    }
+
+    impl Fresh {
+        async fn connect(ttl: Duration) -> Option<Fresh> {
+            let uri = real_url("MONGODB_URI")?;
+            // MongoDB database names cannot hold '.'.
+            let name = unique("lizards_contract").replace('.', "_");
+            let store = MongoRawStore::connect(&uri, &name, ttl).await.expect("MongoDB at MONGODB_URI answers");
+            let database = Client::with_uri_str(&uri).await.expect("a second client").database(&name);
+            Some(Fresh { store, database })
+        }
+
+        async fn drop_database(self) {
+            self.database.drop().await.expect("test database dropped");
+        }
+
+        async fn stored(&self, id: &str) -> Document {
+            let id = ObjectId::parse_str(id).expect("ids are ObjectId hex");
+            let raw = self.database.collection::<Document>("raw_quotes");
+            raw.find_one(doc! {"_id": id}).await.expect("find_one answers").expect("the document is stored")
+        }
+
+        /// Every index of `raw_quotes` by name.
+        async fn indexes(&self) -> Vec<Document> {
+            let raw = self.database.collection::<Document>("raw_quotes");
+            let mut cursor = raw.list_indexes().await.expect("listIndexes answers");
+            let mut indexes = Vec::new();
+            while cursor.advance().await.expect("listIndexes cursor") {
+                let index = cursor.deserialize_current().expect("an index description");
+                indexes.push(mongodb::bson::to_document(&index).expect("index as document"));
+            }
+            indexes
+        }
+    }
+
+    #[tokio::test]
+    async fn insert_returns_an_id_and_get_returns_the_document() {
+        let Some(fresh) = Fresh::connect(WEEK).await else { return };
+        super::insert_returns_an_id_and_get_returns_the_document(&fresh.store).await;
+        fresh.drop_database().await;
+    }
+
+    #[tokio::test]
+    async fn same_source_symbol_and_time_is_a_duplicate() {
+        let Some(fresh) = Fresh::connect(WEEK).await else { return };
+        super::same_source_symbol_and_time_is_a_duplicate(&fresh.store).await;
+        fresh.drop_database().await;
+    }
+
+    #[tokio::test]
+    async fn documents_differing_in_one_key_part_are_not_duplicates() {
+        let Some(fresh) = Fresh::connect(WEEK).await else { return };
+        super::documents_differing_in_one_key_part_are_not_duplicates(&fresh.store).await;
+        fresh.drop_database().await;
+    }
+
+    #[tokio::test]
+    async fn outcome_is_kept_with_the_document() {
+        let Some(fresh) = Fresh::connect(WEEK).await else { return };
+        super::outcome_is_kept_with_the_document(&fresh.store).await;
+        fresh.drop_database().await;
+    }
+
+    #[tokio::test]
+    async fn unknown_id_has_no_document() {
+        let Some(fresh) = Fresh::connect(WEEK).await else { return };
+        super::unknown_id_has_no_document(&fresh.store).await;
+        assert_eq!(get(&fresh.store, "not-an-object-id").await, None, "an id this store could not have made");
+        fresh.drop_database().await;
+    }
+
+    #[tokio::test]
+    async fn checks_do_not_interfere_on_one_shared_store() {
+        let Some(fresh) = Fresh::connect(WEEK).await else { return };
+        super::run_all(&fresh.store).await;
+        fresh.store.ping().await.expect("MongoDB answers ping");
+        fresh.drop_database().await;
+    }
+
+    #[tokio::test]
+    async fn connect_creates_the_ttl_and_unique_indexes() {
+        let Some(fresh) = Fresh::connect(WEEK).await else { return };
+        let indexes = fresh.indexes().await;
+        let ttl = indexes.iter().find(|index| index.get_document("key").ok() == Some(&doc! {"received_at": 1}));
+        let ttl = ttl.expect("an index on received_at");
+        assert_eq!(expire_after(ttl), Some(WEEK.as_secs() as i64), "{ttl}");
+        let unique_key = doc! {"source": 1, "symbol": 1, "source_ts": 1};
+        let unique = indexes.iter().find(|index| index.get_document("key").ok() == Some(&unique_key));
+        let unique = unique.expect("an index on source, symbol, source_ts");
+        assert_eq!(unique.get_bool("unique").ok(), Some(true), "{unique}");
+        fresh.drop_database().await;
+    }
+
+    #[tokio::test]
+    async fn connecting_with_another_retention_changes_the_ttl_index() {
+        let Some(fresh) = Fresh::connect(WEEK).await else { return };
+        let uri = real_url("MONGODB_URI").expect("checked by connect");
+        let day = Duration::from_secs(86_400);
+        let again = MongoRawStore::connect(&uri, fresh.database.name(), day).await.expect("reconnects");
+        let indexes = fresh.indexes().await;
+        let ttl = indexes.iter().find(|index| index.get_document("key").ok() == Some(&doc! {"received_at": 1}));
+        assert_eq!(ttl.and_then(expire_after), Some(day.as_secs() as i64));
+        // Connecting again with the same settings changes nothing.
+        drop(again);
+        MongoRawStore::connect(&uri, fresh.database.name(), day).await.expect("reconnects");
+        fresh.drop_database().await;
+    }
+
+    /// `expireAfterSeconds`, whichever integer type the server used.
+    fn expire_after(index: &Document) -> Option<i64> {
+        match index.get("expireAfterSeconds")? {
+            Bson::Int32(seconds) => Some(i64::from(*seconds)),
+            Bson::Int64(seconds) => Some(*seconds),
+            Bson::Double(seconds) => Some(*seconds as i64),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn documents_keep_dates_and_the_outcome_as_plain_fields() {
+        let Some(fresh) = Fresh::connect(WEEK).await else { return };
+        let doc = document(&unique("contract"), "AAPL", now());
+        let id = insert(&fresh.store, &doc).await;
+        let flags = vec!["jump".to_string()];
+        fresh.store.set_outcome(&id, RawOutcome::Accepted { flags }).await.expect("outcome stored");
+
+        let stored = fresh.stored(&id).await;
+        for (field, expected) in [("source_ts", doc.source_ts), ("received_at", doc.received_at)] {
+            let date = stored.get_datetime(field).unwrap_or_else(|_| panic!("{field} is a BSON date: {stored}"));
+            assert_eq!(date.timestamp_millis(), expected.timestamp_millis(), "{field}");
+        }
+        assert_eq!(stored.get_str("status").ok(), Some("accepted"), "{stored}");
+        assert_eq!(stored.get_array("flags").ok(), Some(&vec![Bson::String("jump".into())]), "{stored}");
+        assert!(stored.get("reason").is_none(), "{stored}");
+        assert_eq!(stored.get_document("body").and_then(|body| body.get_str("symbol")).ok(), Some("AAPL"));
+
+        let reason = "invalid_price".to_string();
+        fresh.store.set_outcome(&id, RawOutcome::Rejected { reason }).await.expect("outcome stored");
+        let stored = fresh.stored(&id).await;
+        assert_eq!(stored.get_str("status").ok(), Some("rejected"), "{stored}");
+        assert_eq!(stored.get_str("reason").ok(), Some("invalid_price"), "{stored}");
+        assert!(stored.get("flags").is_none(), "{stored}");
+        fresh.drop_database().await;
+    }
+
+    #[tokio::test]
+    async fn connecting_to_a_closed_port_fails_within_the_deadline() {
+        if real_url("MONGODB_URI").is_none() {
+            return;
+        }
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("a free port").local_addr().expect("addr").port();
+        let started = Instant::now();
+        let result = MongoRawStore::connect(&format!("mongodb://127.0.0.1:{port}"), "unused", WEEK).await;
+        assert!(matches!(result, Err(RawStoreError::Unavailable(_))), "gave {result:?}");
+        assert!(started.elapsed() < DEADLINE, "took {:?}", started.elapsed());
+    }
+}
