@@ -39,6 +39,9 @@ use crate::{
 
 pub const SERVICE_ID: &str = "provider";
 
+/// Longest shutdown waits for WebSockets to send their close frames.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
 /// The backends a provider runs on (embedded or real, chosen by the caller).
 pub struct Backends {
     pub broker: Arc<dyn Broker>,
@@ -99,7 +102,9 @@ pub async fn build(config: Config, backends: Backends, shutdown: Shutdown) -> Re
         settings: ws_settings(&config),
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
+        connections: tokio_util::task::TaskTracker::new(),
     });
+    let connections = ctx.connections.clone();
 
     let readiness: Readiness = {
         let (broker, store, cache) = (broker.clone(), store.clone(), cache.clone());
@@ -144,11 +149,15 @@ pub async fn build(config: Config, backends: Backends, shutdown: Shutdown) -> Re
     let registered = keep_registered(registry_client, registration, config.common.registry_heartbeat, shutdown.clone());
 
     let serve = async move {
-        // Deregister first so the gateway stops routing here while the
-        // WebSockets are being closed with 1001.
         let server = axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned());
         if let Err(error) = server.await {
             tracing::error!(%error, "provider server failed");
+        }
+        // Upgraded WebSockets outlive the HTTP server: wait (bounded) until
+        // each has sent its 1001 close frame.
+        connections.close();
+        if tokio::time::timeout(CLOSE_GRACE, connections.wait()).await.is_err() {
+            tracing::warn!(left = connections.len(), "connections still closing after the grace period");
         }
         let _ = registered.await;
         let _ = tokio::join!(persist_task, feed_task, bind_task);

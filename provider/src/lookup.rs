@@ -17,6 +17,8 @@ use crate::{latest::LatestCache, metrics::Metrics};
 /// How long lookup answers are remembered.
 const KNOWN_FOR: Duration = Duration::from_secs(600);
 const UNKNOWN_FOR: Duration = Duration::from_secs(30);
+/// Answers remembered at most; expired ones are pruned beyond this.
+const MAX_ANSWERS: usize = 50_000;
 
 pub struct Resolver {
     latest: Arc<LatestCache>,
@@ -46,6 +48,19 @@ impl Resolver {
         (at.elapsed() < ttl).then_some(*known)
     }
 
+    /// Remembers an answer; the map stays bounded even if clients ask
+    /// for endless made-up symbols.
+    fn remember(&self, symbol: &Symbol, known: bool) {
+        let mut answers = self.answers.lock().expect("answers lock");
+        if answers.len() >= MAX_ANSWERS {
+            answers.retain(|_, (known, at)| at.elapsed() < if *known { KNOWN_FOR } else { UNKNOWN_FOR });
+            if answers.len() >= MAX_ANSWERS {
+                answers.retain(|_, (known, _)| *known);
+            }
+        }
+        answers.insert(symbol.clone(), (known, Instant::now()));
+    }
+
     /// Known without asking anyone.
     pub fn known_now(&self, symbol: &Symbol) -> bool {
         self.latest.contains(symbol) || self.remembered(symbol) == Some(true)
@@ -61,7 +76,7 @@ impl Resolver {
         let known = match answer {
             Ok(Some(known)) => {
                 self.metrics.symbol_lookups.with_label_values(&[if known { "known" } else { "unknown" }]).inc();
-                self.answers.lock().expect("answers lock").insert(symbol.clone(), (known, Instant::now()));
+                self.remember(symbol, known);
                 known
             }
             Ok(None) => {

@@ -65,7 +65,16 @@ pub struct ConnContext {
     pub settings: WsSettings,
     pub metrics: Metrics,
     pub shutdown: Shutdown,
+    /// Every open connection, so shutdown can wait for their close frames.
+    pub connections: tokio_util::task::TaskTracker,
 }
+
+/// Until accounts exist, tokens are refused with this and the connection
+/// streams anonymously.
+const NO_AUTH: &str = "Authentication is not enabled on this server; streaming anonymously";
+
+/// On-demand lookups one connection may have in flight.
+const MAX_LOOKUPS: usize = 32;
 
 struct Lookup {
     symbol: Symbol,
@@ -125,7 +134,7 @@ impl Reader {
     /// Applies connection parameters: resumes a session's subscriptions.
     async fn start(&mut self, params: ConnectParams) {
         if params.token.is_some() {
-            self.send(ServerFrame::error("Authentication is not enabled on this server; streaming anonymously"));
+            self.send(ServerFrame::error(NO_AUTH));
         }
         let Some(id) = params.session else { return };
         match self.ctx.sessions.load(&id).await {
@@ -151,9 +160,15 @@ impl Reader {
         writer_done: Shutdown,
     ) {
         let idle = self.ctx.settings.idle_timeout;
+        // While connected, the session is saved every ping interval, so it
+        // expires SESSION_TTL after its last connection closed, not after
+        // its last subscription change.
+        let every = self.ctx.settings.ping_interval;
+        let mut refresh = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         loop {
             tokio::select! {
                 _ = writer_done.cancelled() => return,
+                _ = refresh.tick(), if self.session.is_some() => self.save_session().await,
                 message = tokio::time::timeout(idle, stream.next()) => {
                     let flow = match message {
                         Err(_) => {
@@ -178,14 +193,10 @@ impl Reader {
     }
 
     async fn finish(&mut self) {
+        // The session outlives the connection by SESSION_TTL.
+        self.save_session().await;
         let symbols: Vec<Symbol> = self.subscriptions.drain().collect();
         self.ctx.hub.unsubscribe(self.id, &symbols);
-        if let Some(id) = &self.session {
-            // The session outlives the connection by SESSION_TTL.
-            if let Err(error) = self.ctx.sessions.save(id, symbols).await {
-                tracing::warn!(%error, "session not saved");
-            }
-        }
     }
 
     fn send(&self, frame: ServerFrame) {
@@ -260,7 +271,7 @@ impl Reader {
                 Flow::Continue
             }
             ClientRequest::Auth { .. } => {
-                self.send(ServerFrame::error("Authentication is not enabled on this server; streaming anonymously"));
+                self.send(ServerFrame::error(NO_AUTH));
                 Flow::Continue
             }
         }
@@ -308,6 +319,13 @@ impl Reader {
             self.subscribe_known(ack, id.clone());
         }
         for symbol in unknown {
+            if self.looking_up.len() >= MAX_LOOKUPS {
+                self.ctx.metrics.ws_error_frames.with_label_values(&["lookups_busy"]).inc();
+                self.send(ServerFrame::error(format!(
+                    "Too many symbol lookups in progress (at most {MAX_LOOKUPS}); subscribe to {symbol} again shortly"
+                )));
+                continue;
+            }
             self.looking_up.insert(symbol.clone());
             let (resolver, tx, id) = (self.ctx.resolver.clone(), self.lookups_tx.clone(), id.clone());
             tokio::spawn(async move {

@@ -48,8 +48,13 @@ pub async fn upgrade(
             .into_response();
         }
     };
-    ws.read_buffer_size(READ_BUFFER)
-        .max_message_size(MAX_MESSAGE)
-        .max_frame_size(MAX_MESSAGE)
-        .on_upgrade(move |socket| connection::serve(socket, ctx, params))
+    ws.read_buffer_size(READ_BUFFER).max_message_size(MAX_MESSAGE).max_frame_size(MAX_MESSAGE).on_upgrade(
+        move |socket| {
+            let tracked = ctx.connections.token();
+            async move {
+                connection::serve(socket, ctx, params).await;
+                drop(tracked);
+            }
+        },
+    )
 }
