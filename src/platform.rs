@@ -8,15 +8,19 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use anyhow::{Context, bail};
 use clap::ValueEnum;
 use lizards_provider::Backends;
+use lizards_registry::{MemoryRegistryStore, RedisRegistryStore, RegistryStore};
 use lizards_shared::{
     broker::{AmqpBroker, Broker, MemoryBroker},
-    cache::{Cache, MemoryCache},
+    cache::{Cache, MemoryCache, RedisCache},
     config::Config,
-    rawstore::{MemoryRawStore, RawStore},
+    rawstore::{MemoryRawStore, MongoRawStore, RawStore},
     shutdown::Shutdown,
     store::{QuoteStore, SqliteStore},
 };
 use tokio::task::JoinHandle;
+
+/// Prefix of every Redis key Lizards writes.
+const REDIS_PREFIX: &str = "lizards";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Target {
@@ -72,10 +76,37 @@ impl Shared {
             }
             None => Arc::new(MemoryBroker::new()),
         };
-        Ok(Shared {
-            broker,
-            raw: Arc::new(MemoryRawStore::new(config.ingestion.raw_cap, raw_ttl)),
-            cache: Arc::new(MemoryCache::new()),
+        let raw: Arc<dyn RawStore> = match &config.common.mongodb_uri {
+            Some(uri) => {
+                let store = MongoRawStore::connect(uri, &config.common.mongodb_database, raw_ttl)
+                    .await
+                    .with_context(|| "connecting to MongoDB (MONGODB_URI)")?;
+                tracing::info!("raw store: MongoDB");
+                Arc::new(store)
+            }
+            None => Arc::new(MemoryRawStore::new(config.ingestion.raw_cap, raw_ttl)),
+        };
+        let cache: Arc<dyn Cache> = match &config.common.redis_url {
+            Some(url) => {
+                let cache =
+                    RedisCache::connect(url, REDIS_PREFIX).await.with_context(|| "connecting to Redis (REDIS_URL)")?;
+                tracing::info!("cache: Redis");
+                Arc::new(cache)
+            }
+            None => Arc::new(MemoryCache::new()),
+        };
+        Ok(Shared { broker, raw, cache })
+    }
+
+    /// Registry state: in Redis when set (shared by registry instances).
+    async fn registry_store(config: &Config) -> anyhow::Result<Arc<dyn RegistryStore>> {
+        Ok(match &config.common.redis_url {
+            Some(url) => Arc::new(
+                RedisRegistryStore::connect(url, &format!("{REDIS_PREFIX}:registry"))
+                    .await
+                    .with_context(|| "connecting to Redis for registry state (REDIS_URL)")?,
+            ),
+            None => Arc::new(MemoryRegistryStore::new()),
         })
     }
 
@@ -110,7 +141,8 @@ pub async fn start(mut config: Config, target: Target, shutdown: Shutdown) -> an
 
     if all || target == Target::Registry {
         let registry_shutdown = if all { Shutdown::new() } else { shutdown.clone() };
-        let started = lizards_registry::build(config.clone(), registry_shutdown.clone()).await?;
+        let store = Shared::registry_store(&config).await?;
+        let started = lizards_registry::build_with_store(config.clone(), registry_shutdown.clone(), store).await?;
         // Roles started after the registry use the address it really bound.
         config.common.registry_url = format!("http://{}", lizards_shared::http::dialable(started.addr));
         let (addr, task) = started.spawn();

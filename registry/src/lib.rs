@@ -26,7 +26,7 @@ use tokio::net::TcpListener;
 
 pub use error::RegistryError;
 pub use health::{HEALTH_INTERVAL, HEALTH_TIMEOUT};
-pub use store::{MemoryRegistryStore, RegistryStore};
+pub use store::{MemoryRegistryStore, RedisRegistryStore, RegistryStore};
 
 use crate::{api::AppState, auth::WriteToken, metrics::RegistryMetrics};
 

@@ -50,6 +50,9 @@ pub struct CommonConfig {
     /// MongoDB for raw documents; unset means the embedded raw store.
     #[arg(long, env = "MONGODB_URI")]
     pub mongodb_uri: Option<String>,
+    /// Database of the raw store in MongoDB.
+    #[arg(long, env = "MONGODB_DATABASE", default_value = "lizards")]
+    pub mongodb_database: String,
     /// Redis for cache, session, rate-limit and registry state; unset means
     /// in-process state.
     #[arg(long, env = "REDIS_URL")]
