@@ -15,7 +15,7 @@ use lizards_shared::{
     config::Config,
     rawstore::{MemoryRawStore, MongoRawStore, RawStore},
     shutdown::Shutdown,
-    store::{QuoteStore, SqliteStore},
+    store::{PostgresStore, QuoteStore, SqliteStore},
 };
 use tokio::task::JoinHandle;
 
@@ -117,9 +117,9 @@ impl Shared {
 
 async fn quote_store(config: &Config) -> anyhow::Result<Arc<dyn QuoteStore>> {
     if let Some(url) = &config.common.database_url {
-        bail!(
-            "DATABASE_URL is set ({url}) but the PostgreSQL adapter is not available in this build; unset it to use the embedded SQLite store"
-        );
+        let store = PostgresStore::connect(url).await.with_context(|| "connecting to PostgreSQL (DATABASE_URL)")?;
+        tracing::info!("quote store: PostgreSQL");
+        return Ok(Arc::new(store));
     }
     let path = config.common.data_dir.join("lizards.db");
     let store = SqliteStore::open(&path).await.with_context(|| format!("opening {}", path.display()))?;
