@@ -84,6 +84,7 @@ pub async fn build(config: Config, backends: Backends, shutdown: Shutdown) -> Re
     let registry_client = RegistryClient::new(&config.common.registry_url, config.common.registry_token.clone());
     let resolver = Arc::new(Resolver::new(
         latest.clone(),
+        store.clone(),
         registry_client.clone(),
         config.provider.symbol_lookup_timeout,
         metrics.clone(),

@@ -1,5 +1,6 @@
-//! Symbol knowledge and snapshots. A symbol is known when a price for it has
-//! been seen, or when an enabled ingestion source says it can quote it (an
+//! Symbol knowledge and snapshots. A symbol is known when this instance has
+//! seen a price for it, when the SQL store has one (another instance stored
+//! it), or when an enabled ingestion source says it can quote it (an
 //! on-demand lookup through the registry, bounded by a timeout).
 
 use std::{
@@ -22,6 +23,7 @@ const MAX_ANSWERS: usize = 50_000;
 
 pub struct Resolver {
     latest: Arc<LatestCache>,
+    store: Arc<dyn QuoteStore>,
     registry: RegistryClient,
     http: reqwest::Client,
     timeout: Duration,
@@ -30,9 +32,16 @@ pub struct Resolver {
 }
 
 impl Resolver {
-    pub fn new(latest: Arc<LatestCache>, registry: RegistryClient, timeout: Duration, metrics: Metrics) -> Resolver {
+    pub fn new(
+        latest: Arc<LatestCache>,
+        store: Arc<dyn QuoteStore>,
+        registry: RegistryClient,
+        timeout: Duration,
+        metrics: Metrics,
+    ) -> Resolver {
         Resolver {
             latest,
+            store,
             registry,
             http: lizards_shared::http::client(),
             timeout,
@@ -71,6 +80,10 @@ impl Resolver {
     pub async fn lookup(&self, symbol: &Symbol) -> bool {
         if let Some(known) = self.remembered(symbol) {
             return known;
+        }
+        if let Ok(Some(_)) = self.store.latest(symbol).await {
+            self.remember(symbol, true);
+            return true;
         }
         let answer = tokio::time::timeout(self.timeout, self.ask_ingestion(symbol)).await;
         let known = match answer {

@@ -3,17 +3,13 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use futures::{SinkExt, StreamExt};
 use lizards::platform::{self, Platform, Target};
 use lizards_shared::{config::Config, shutdown::Shutdown};
 use serde_json::Value;
-use tokio::net::TcpStream;
-use tokio_tungstenite::{
-    MaybeTlsStream, WebSocketStream,
-    tungstenite::{Message, protocol::CloseFrame},
-};
 
-pub const WAIT: Duration = Duration::from_secs(10);
+pub use crate::ws::Client;
+
+pub use crate::ws::WAIT;
 
 pub struct App {
     pub gateway: SocketAddr,
@@ -52,54 +48,13 @@ impl App {
 
     pub async fn ws(&self, path: &str) -> Client {
         let url = if path.starts_with("ws://") { path.to_string() } else { format!("ws://{}{path}", self.gateway) };
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("WebSocket connects");
-        Client { ws }
+        Client::connect(&url).await
     }
 
     pub async fn stop(mut self) {
         self.shutdown.cancel();
         let platform = self.platform.take().expect("running");
         tokio::time::timeout(WAIT, platform.stopped()).await.expect("platform stops in time");
-    }
-}
-
-pub struct Client {
-    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
-}
-
-impl Client {
-    pub async fn send(&mut self, frame: Value) {
-        self.ws.send(Message::Text(frame.to_string().into())).await.expect("sent");
-    }
-
-    pub async fn recv(&mut self) -> Value {
-        loop {
-            let message = tokio::time::timeout(WAIT, self.ws.next()).await.expect("a frame in time");
-            match message.expect("open").expect("valid frame") {
-                Message::Text(text) => return serde_json::from_str(text.as_str()).expect("JSON"),
-                Message::Close(frame) => panic!("closed: {frame:?}"),
-                _ => continue,
-            }
-        }
-    }
-
-    pub async fn recv_until(&mut self, matches: impl Fn(&Value) -> bool) -> Value {
-        loop {
-            let frame = self.recv().await;
-            if matches(&frame) {
-                return frame;
-            }
-        }
-    }
-
-    pub async fn expect_close(&mut self) -> CloseFrame {
-        loop {
-            match tokio::time::timeout(WAIT, self.ws.next()).await.expect("closed in time") {
-                Some(Ok(Message::Close(Some(frame)))) => return frame,
-                Some(Ok(Message::Close(None))) | None | Some(Err(_)) => panic!("closed without a close frame"),
-                Some(Ok(_)) => continue,
-            }
-        }
     }
 }
 

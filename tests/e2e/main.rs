@@ -1,6 +1,8 @@
 //! The whole platform end to end, through the gateway, as a client sees it.
 
 mod helpers;
+#[path = "../common/ws.rs"]
+mod ws;
 
 use std::time::Instant;
 
