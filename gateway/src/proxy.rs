@@ -2,7 +2,11 @@
 //! service (one retry of idempotent requests on another instance), and
 //! WebSocket upgrades are bridged frame by frame.
 
-use std::{net::SocketAddr, sync::Arc, time::Instant};
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use axum::{
     body::Body,
@@ -171,7 +175,11 @@ async fn websocket(state: &GatewayState, service: &str, client: SocketAddr, requ
     let path_and_query = parts.uri.path_and_query().map_or("/ws", |p| p.as_str());
     let path_and_query =
         if parts.uri.path() == "/" { format!("/ws{}", &path_and_query[1..]) } else { path_and_query.to_string() };
-    let upstream = match connect(&instance, &path_and_query, forward_headers(&parts.headers, client)).await {
+    let connecting = connect(&instance, &path_and_query, forward_headers(&parts.headers, client));
+    let connected = tokio::time::timeout(state.upstream_timeout, connecting)
+        .await
+        .unwrap_or_else(|_| Err(tungstenite::Error::Io(std::io::ErrorKind::TimedOut.into())));
+    let upstream = match connected {
         Ok(upstream) => upstream,
         Err(error) => {
             state.metrics.upstream_errors.with_label_values(&[service, "connect"]).inc();
@@ -183,11 +191,13 @@ async fn websocket(state: &GatewayState, service: &str, client: SocketAddr, requ
         }
     };
     let metrics = state.metrics.clone();
-    upgrade.read_buffer_size(4096).on_upgrade(move |socket| async move {
-        metrics.ws_proxied.inc();
-        bridge(socket, upstream).await;
-        metrics.ws_proxied.dec();
-    })
+    upgrade.read_buffer_size(4096).max_message_size(MAX_MESSAGE).max_frame_size(MAX_MESSAGE).on_upgrade(
+        move |socket| async move {
+            metrics.ws_proxied.inc();
+            bridge(socket, upstream).await;
+            metrics.ws_proxied.dec();
+        },
+    )
 }
 
 type Upstream = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -206,29 +216,40 @@ async fn connect(
     Ok(stream)
 }
 
-/// Pumps frames both ways until either side closes.
+/// Largest client message the bridge accepts (the provider's own limit).
+const MAX_MESSAGE: usize = 1024 * 1024;
+/// A bridged write that does not complete in this time ends the bridge (the
+/// provider closes clients that stay unwritable anyway).
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// A client silent this long is gone: the provider's pings are forwarded to
+/// it every 20 s and answered by any live client.
+const CLIENT_IDLE: Duration = Duration::from_secs(90);
+
+/// Pumps frames both ways until either side closes, stalls or goes silent.
 async fn bridge(client: WebSocket, upstream: Upstream) {
     let (mut client_tx, mut client_rx) = client.split();
     let (mut upstream_tx, mut upstream_rx) = upstream.split();
     let to_upstream = async {
-        while let Some(Ok(message)) = client_rx.next().await {
+        while let Ok(Some(Ok(message))) = tokio::time::timeout(CLIENT_IDLE, client_rx.next()).await {
             let Some(message) = to_tungstenite(message) else { continue };
             let closing = matches!(message, tungstenite::Message::Close(_));
-            if upstream_tx.send(message).await.is_err() || closing {
+            let sent = tokio::time::timeout(SEND_TIMEOUT, upstream_tx.send(message)).await;
+            if !matches!(sent, Ok(Ok(()))) || closing {
                 break;
             }
         }
-        let _ = upstream_tx.close().await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), upstream_tx.close()).await;
     };
     let to_client = async {
         while let Some(Ok(message)) = upstream_rx.next().await {
             let Some(message) = to_axum(message) else { continue };
             let closing = matches!(message, ws::Message::Close(_));
-            if client_tx.send(message).await.is_err() || closing {
+            let sent = tokio::time::timeout(SEND_TIMEOUT, client_tx.send(message)).await;
+            if !matches!(sent, Ok(Ok(()))) || closing {
                 break;
             }
         }
-        let _ = client_tx.close().await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), client_tx.close()).await;
     };
     tokio::select! {
         _ = to_upstream => {}

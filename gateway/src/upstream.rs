@@ -82,11 +82,15 @@ impl Upstreams {
         let list = instances.get(service)?;
         let ejected = self.ejected.lock().expect("ejected lock");
         let now = Instant::now();
-        let usable: Vec<&Instance> = list
+        let candidates: Vec<&Instance> = list.iter().filter(|i| !exclude.contains(&i.authority())).collect();
+        let healthy: Vec<&Instance> = candidates
             .iter()
-            .filter(|i| !exclude.contains(&i.authority()))
+            .copied()
             .filter(|i| ejected.get(&i.authority()).is_none_or(|until| *until <= now))
             .collect();
+        // With every candidate ejected, trying one beats refusing outright
+        // (a lone instance that blipped would otherwise be shut out).
+        let usable = if healthy.is_empty() { candidates } else { healthy };
         if usable.is_empty() {
             return None;
         }

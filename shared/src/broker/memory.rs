@@ -38,6 +38,9 @@ struct Message {
     body: Bytes,
     routing_key: Arc<str>,
     redelivered: bool,
+    /// Position in the queue (set on arrival): a requeued message goes back
+    /// to its place, as in RabbitMQ.
+    seq: u64,
 }
 
 struct Queue {
@@ -53,6 +56,7 @@ struct QueueState {
     /// Delivery tag → (consumer id, message).
     unacked: HashMap<u64, (u64, Message)>,
     next_tag: u64,
+    next_seq: u64,
     consumers: usize,
     deleted: bool,
 }
@@ -94,7 +98,7 @@ impl Inner {
             if seen.iter().any(|q| Arc::ptr_eq(q, &queue)) {
                 continue;
             }
-            queue.push(Message { body: body.clone(), routing_key: routing_key.clone(), redelivered: false });
+            queue.push(Message { body: body.clone(), routing_key: routing_key.clone(), redelivered: false, seq: 0 });
             seen.push(queue);
         }
         Ok(())
@@ -117,10 +121,21 @@ impl Inner {
     }
 }
 
+impl QueueState {
+    /// Puts a message back in its original place, marked redelivered.
+    fn requeue(&mut self, mut message: Message) {
+        message.redelivered = true;
+        let at = self.ready.partition_point(|m| m.seq < message.seq);
+        self.ready.insert(at, message);
+    }
+}
+
 impl Queue {
-    fn push(&self, message: Message) {
+    fn push(&self, mut message: Message) {
         {
             let mut state = self.state.lock().expect("queue lock");
+            state.next_seq += 1;
+            message.seq = state.next_seq;
             if let Some(max) = self.spec.max_length
                 && state.ready.len() >= max
             {
@@ -292,13 +307,11 @@ impl Drop for MemoryConsumer {
     fn drop(&mut self) {
         let delete = {
             let mut state = self.queue.state.lock().expect("queue lock");
-            let mut mine: Vec<u64> =
+            let mine: Vec<u64> =
                 state.unacked.iter().filter(|(_, (consumer, _))| *consumer == self.id).map(|(tag, _)| *tag).collect();
-            mine.sort_unstable();
-            for tag in mine.into_iter().rev() {
-                if let Some((_, mut message)) = state.unacked.remove(&tag) {
-                    message.redelivered = true;
-                    state.ready.push_front(message);
+            for tag in mine {
+                if let Some((_, message)) = state.unacked.remove(&tag) {
+                    state.requeue(message);
                 }
             }
             state.consumers -= 1;
@@ -336,10 +349,9 @@ impl Acker for MemoryAcker {
     }
 
     async fn nack(&self, requeue: bool) -> Result<(), BrokerError> {
-        if let Some(mut message) = self.settle() {
+        if let Some(message) = self.settle() {
             if requeue {
-                message.redelivered = true;
-                self.queue.state.lock().expect("queue lock").ready.push_front(message);
+                self.queue.state.lock().expect("queue lock").requeue(message);
             } else {
                 self.queue.dead_letter(message);
             }

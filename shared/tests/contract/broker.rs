@@ -31,6 +31,7 @@ pub async fn run_all(broker: &dyn Broker) {
     publish_to_unknown_exchange_fails(broker).await;
     acked_message_is_not_redelivered(broker).await;
     nack_with_requeue_redelivers_marked_redelivered(broker).await;
+    requeued_batch_keeps_its_order(broker).await;
     nack_without_requeue_dead_letters_through_the_topology(broker).await;
     nack_without_requeue_and_without_dead_letter_exchange_drops_the_message(broker).await;
     prefetch_limits_unacked_deliveries(broker).await;
@@ -200,6 +201,28 @@ pub async fn acked_message_is_not_redelivered(broker: &dyn Broker) {
     let rest = fx.drain_until_fence(&queue).await;
     assert_eq!(bodies(&rest), ["second"]);
     assert!(!rest[0].redelivered);
+}
+
+/// A batch handed back (e.g. the database was down) comes back in order.
+pub async fn requeued_batch_keeps_its_order(broker: &dyn Broker) {
+    let fx = Fixture::new(broker).await;
+    let queue = fx.queue(&["k"]).await;
+    for body in ["a", "b", "c"] {
+        fx.publish("k", body).await;
+    }
+    let mut consumer = fx.consume(&queue, MANUAL).await;
+    let batch = [next(consumer.as_mut()).await, next(consumer.as_mut()).await, next(consumer.as_mut()).await];
+    for delivery in batch {
+        delivery.nack(true).await.expect("nacked");
+    }
+    let again = [next(consumer.as_mut()).await, next(consumer.as_mut()).await, next(consumer.as_mut()).await];
+    let received: Vec<Received> = again.iter().map(Received::of).collect();
+    assert_eq!(bodies(&received), ["a", "b", "c"]);
+    assert!(received.iter().all(|r| r.redelivered));
+    for delivery in again {
+        ack(delivery).await;
+    }
+    consumer.cancel().await;
 }
 
 pub async fn nack_with_requeue_redelivers_marked_redelivered(broker: &dyn Broker) {
@@ -523,6 +546,11 @@ mod embedded {
     #[tokio::test]
     async fn auto_delete_queue_goes_away_with_its_last_consumer() {
         super::auto_delete_queue_goes_away_with_its_last_consumer(&MemoryBroker::new()).await;
+    }
+
+    #[tokio::test]
+    async fn requeued_batch_keeps_its_order() {
+        super::requeued_batch_keeps_its_order(&MemoryBroker::new()).await;
     }
 
     #[tokio::test]
