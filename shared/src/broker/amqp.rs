@@ -224,12 +224,7 @@ impl Broker for AmqpBroker {
     async fn unbind(&self, queue: &str, exchange: &str, pattern: &str) -> Result<(), BrokerError> {
         let channel = self.scratch_channel().await?;
         channel
-            .queue_unbind(
-                queue.into(),
-                exchange.into(),
-                pattern.into(),
-                FieldTable::default(),
-            )
+            .queue_unbind(queue.into(), exchange.into(), pattern.into(), FieldTable::default())
             .await
             .map_err(|e| classify(e, Some(exchange), Some(queue)))?;
         let _ = channel.close(200, "ok".into()).await;
