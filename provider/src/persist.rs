@@ -89,7 +89,7 @@ impl Persister {
     async fn write(&self, batch: Vec<Delivery>) -> bool {
         self.metrics.consumed.with_label_values(&[PERSIST_QUEUE]).inc_by(batch.len() as u64);
         let mut quotes = Vec::with_capacity(batch.len());
-        let mut deliveries = Vec::with_capacity(batch.len());
+        let mut deliveries: Vec<Delivery> = Vec::with_capacity(batch.len());
         for delivery in batch {
             match Quote::decode(&delivery.body) {
                 Ok(quote) => {
@@ -115,10 +115,12 @@ impl Persister {
                 self.metrics.persist_batch_size.observe(quotes.len() as f64);
                 self.metrics.persisted.inc_by(inserted);
                 self.latest.update(&quotes);
-                for delivery in deliveries {
-                    if let Err(error) = delivery.ack().await {
-                        tracing::warn!(%error, "ack failed; the quote will be redelivered and skipped");
-                    }
+                // One ack for the batch: every delivery taken so far is
+                // either in it or was dead-lettered already.
+                if let Some(last) = deliveries.pop()
+                    && let Err(error) = last.ack_through().await
+                {
+                    tracing::warn!(%error, "ack failed; the batch will be redelivered and skipped");
                 }
                 true
             }

@@ -41,8 +41,11 @@ pub struct AmqpBroker {
 
 struct Inner {
     uri: String,
-    /// The live connection and its publishing channel; replaced on reconnect.
-    link: AsyncMutex<Option<Link>>,
+    /// The live connection and its publishing channel, read on every
+    /// publish without waiting; replaced on reconnect.
+    current: Mutex<Option<Link>>,
+    /// Serializes reconnects, so one outage opens one new connection.
+    link: AsyncMutex<()>,
     topology: Mutex<Topology>,
 }
 
@@ -132,7 +135,12 @@ impl AmqpBroker {
     /// reachable); later outages are handled by reconnecting.
     pub async fn connect(uri: &str) -> Result<AmqpBroker, BrokerError> {
         let broker = AmqpBroker {
-            inner: Arc::new(Inner { uri: uri.to_string(), link: AsyncMutex::new(None), topology: Mutex::default() }),
+            inner: Arc::new(Inner {
+                uri: uri.to_string(),
+                current: Mutex::new(None),
+                link: AsyncMutex::new(()),
+                topology: Mutex::default(),
+            }),
         };
         broker.link().await?;
         Ok(broker)
@@ -141,20 +149,32 @@ impl AmqpBroker {
     /// The current link, reconnecting (and replaying the topology) if it is
     /// gone.
     async fn link(&self) -> Result<Link, BrokerError> {
-        let mut guard = self.inner.link.lock().await;
-        if let Some(link) = guard.as_ref()
-            && link.connection.status().connected()
-            && link.publisher.status().connected()
-        {
-            return Ok(link.clone());
+        if let Some(link) = self.healthy_link() {
+            return Ok(link);
         }
-        *guard = None;
+        let _reconnecting = self.inner.link.lock().await;
+        // Someone else may have reconnected while we waited.
+        if let Some(link) = self.healthy_link() {
+            return Ok(link);
+        }
         let link = tokio::time::timeout(CONNECT_TIMEOUT, self.open())
             .await
             .map_err(|_| unavailable("timed out connecting to RabbitMQ"))??;
         tracing::info!("connected to RabbitMQ");
-        *guard = Some(link.clone());
+        *self.inner.current.lock().expect("link lock") = Some(link.clone());
         Ok(link)
+    }
+
+    fn healthy_link(&self) -> Option<Link> {
+        let current = self.inner.current.lock().expect("link lock");
+        current
+            .as_ref()
+            .filter(|link| link.connection.status().connected() && link.publisher.status().connected())
+            .cloned()
+    }
+
+    fn drop_link(&self) {
+        *self.inner.current.lock().expect("link lock") = None;
     }
 
     async fn open(&self) -> Result<Link, BrokerError> {
@@ -249,7 +269,7 @@ impl Broker for AmqpBroker {
                 // Publishing to a missing exchange closes the channel: the
                 // next call re-opens the link.
                 if matches!(error, BrokerError::UnknownExchange(_)) {
-                    *self.inner.link.lock().await = None;
+                    self.drop_link();
                 }
                 Err(error)
             }
@@ -403,6 +423,10 @@ struct AmqpAcker {
 impl Acker for AmqpAcker {
     async fn ack(&self) -> Result<(), BrokerError> {
         self.acker.ack(BasicAckOptions::default()).await.map(|_| ()).map_err(unavailable)
+    }
+
+    async fn ack_through(&self) -> Result<(), BrokerError> {
+        self.acker.ack(BasicAckOptions { multiple: true }).await.map(|_| ()).map_err(unavailable)
     }
 
     async fn nack(&self, requeue: bool) -> Result<(), BrokerError> {

@@ -268,7 +268,8 @@ impl MemoryConsumer {
         state.next_tag += 1;
         state.unacked.insert(tag, (self.id, message.clone()));
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        let acker = MemoryAcker { queue: self.queue.clone(), tag, in_flight: self.in_flight.clone() };
+        let acker =
+            MemoryAcker { queue: self.queue.clone(), tag, consumer: self.id, in_flight: self.in_flight.clone() };
         Take::Got(Delivery::new(message.body, routing_key, message.redelivered, Some(Box::new(acker))))
     }
 }
@@ -327,6 +328,7 @@ impl Drop for MemoryConsumer {
 struct MemoryAcker {
     queue: Arc<Queue>,
     tag: u64,
+    consumer: u64,
     in_flight: Arc<AtomicUsize>,
 }
 
@@ -344,6 +346,17 @@ impl MemoryAcker {
 impl Acker for MemoryAcker {
     async fn ack(&self) -> Result<(), BrokerError> {
         self.settle();
+        self.queue.notify.notify_waiters();
+        Ok(())
+    }
+
+    async fn ack_through(&self) -> Result<(), BrokerError> {
+        {
+            let mut state = self.queue.state.lock().expect("queue lock");
+            let before = state.unacked.len();
+            state.unacked.retain(|tag, (consumer, _)| !(*consumer == self.consumer && *tag <= self.tag));
+            self.in_flight.fetch_sub(before - state.unacked.len(), Ordering::AcqRel);
+        }
         self.queue.notify.notify_waiters();
         Ok(())
     }

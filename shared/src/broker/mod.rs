@@ -92,6 +92,9 @@ pub trait Consumer: Send {
 #[async_trait]
 pub trait Acker: Send + Sync {
     async fn ack(&self) -> Result<(), BrokerError>;
+    /// Acknowledges this delivery and every earlier unacknowledged one of
+    /// the same consumer (AMQP `multiple`): one frame for a whole batch.
+    async fn ack_through(&self) -> Result<(), BrokerError>;
     async fn nack(&self, requeue: bool) -> Result<(), BrokerError>;
 }
 
@@ -111,6 +114,14 @@ impl Delivery {
     pub async fn ack(self) -> Result<(), BrokerError> {
         match self.acker {
             Some(acker) => acker.ack().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Acknowledges this and every earlier unsettled delivery of its consumer.
+    pub async fn ack_through(self) -> Result<(), BrokerError> {
+        match self.acker {
+            Some(acker) => acker.ack_through().await,
             None => Ok(()),
         }
     }

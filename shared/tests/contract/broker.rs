@@ -32,6 +32,7 @@ pub async fn run_all(broker: &dyn Broker) {
     acked_message_is_not_redelivered(broker).await;
     nack_with_requeue_redelivers_marked_redelivered(broker).await;
     requeued_batch_keeps_its_order(broker).await;
+    ack_through_settles_every_earlier_delivery(broker).await;
     nack_without_requeue_dead_letters_through_the_topology(broker).await;
     nack_without_requeue_and_without_dead_letter_exchange_drops_the_message(broker).await;
     prefetch_limits_unacked_deliveries(broker).await;
@@ -201,6 +202,27 @@ pub async fn acked_message_is_not_redelivered(broker: &dyn Broker) {
     let rest = fx.drain_until_fence(&queue).await;
     assert_eq!(bodies(&rest), ["second"]);
     assert!(!rest[0].redelivered);
+}
+
+/// The persistence worker acks a whole batch with one `ack_through`.
+pub async fn ack_through_settles_every_earlier_delivery(broker: &dyn Broker) {
+    let fx = Fixture::new(broker).await;
+    let queue = fx.queue(&["k"]).await;
+    for body in ["a", "b", "c", "d"] {
+        fx.publish("k", body).await;
+    }
+    let mut consumer = fx.consume(&queue, options(3)).await;
+    let batch = [next(consumer.as_mut()).await, next(consumer.as_mut()).await, next(consumer.as_mut()).await];
+    let [_, _, last] = batch;
+    last.ack_through().await.expect("acked");
+    // The prefetch window is free again: the fourth arrives.
+    let fourth = next(consumer.as_mut()).await;
+    assert_eq!(text(&fourth), "d");
+    ack(fourth).await;
+    consumer.cancel().await;
+    drop(consumer);
+    fx.publish("k", FENCE).await;
+    assert_eq!(bodies(&fx.drain_until_fence(&queue).await), Vec::<&str>::new(), "nothing comes back");
 }
 
 /// A batch handed back (e.g. the database was down) comes back in order.
@@ -546,6 +568,11 @@ mod embedded {
     #[tokio::test]
     async fn auto_delete_queue_goes_away_with_its_last_consumer() {
         super::auto_delete_queue_goes_away_with_its_last_consumer(&MemoryBroker::new()).await;
+    }
+
+    #[tokio::test]
+    async fn ack_through_settles_every_earlier_delivery() {
+        super::ack_through_settles_every_earlier_delivery(&MemoryBroker::new()).await;
     }
 
     #[tokio::test]
