@@ -1,10 +1,5 @@
 //! REST API over quotes (SPEC §6): JSON, errors as problem+json.
 
-// `Problem` carries a JSON map of extension members (an IndexMap once any
-// dependency enables serde_json's `preserve_order`), so it exceeds clippy's
-// size limit for error variants; it is built at most once per request.
-#![allow(clippy::result_large_err)]
-
 use std::{collections::HashMap, sync::Arc};
 
 use axum::{

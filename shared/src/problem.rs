@@ -13,12 +13,13 @@ pub struct Problem {
     pub title: String,
     pub detail: Option<String>,
     /// Extension members, e.g. `errors` naming each bad field.
-    pub extensions: Map<String, Value>,
+    /// Boxed: keeps `Result<_, Problem>` small (the map is rarely used).
+    pub extensions: Box<Map<String, Value>>,
 }
 
 impl Problem {
     pub fn new(status: StatusCode, title: impl Into<String>) -> Problem {
-        Problem { status, title: title.into(), detail: None, extensions: Map::new() }
+        Problem { status, title: title.into(), detail: None, extensions: Box::default() }
     }
 
     pub fn detail(mut self, detail: impl Into<String>) -> Problem {
@@ -49,7 +50,7 @@ impl Problem {
             body["detail"] = detail.clone().into();
         }
         let map = body.as_object_mut().expect("object");
-        map.extend(self.extensions.clone());
+        map.extend(self.extensions.iter().map(|(k, v)| (k.clone(), v.clone())));
         body
     }
 }
