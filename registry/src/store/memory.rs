@@ -41,24 +41,9 @@ impl MemoryRegistryStore {
 impl RegistryStore for MemoryRegistryStore {
     async fn upsert(&self, registration: Registration, now: DateTime<Utc>) -> Result<Upserted, StoreError> {
         let mut services = self.services();
-        let service = services.entry(registration.service_id.clone()).or_insert_with(|| ServiceRecord {
-            service_id: registration.service_id.clone(),
-            name: registration.name.clone(),
-            registered_at: now,
-            instances: Vec::new(),
-        });
-        service.name.clone_from(&registration.name);
-        let ttl = registration.ttl;
-        let same_address = |i: &&mut InstanceRecord| i.host == registration.host && i.port == registration.port;
-        if let Some(instance) = service.instances.iter_mut().find(same_address) {
-            let instance_id = instance.instance_id.clone();
-            instance.renew_from(registration, now);
-            return Ok(Upserted { instance_id, ttl, created: false });
-        }
-        let instance = InstanceRecord::new(registration, now);
-        let instance_id = instance.instance_id.clone();
-        service.instances.push(instance);
-        Ok(Upserted { instance_id, ttl, created: true })
+        let service =
+            services.entry(registration.service_id.clone()).or_insert_with(|| ServiceRecord::empty(&registration, now));
+        Ok(service.upsert(registration, now))
     }
 
     async fn renew(
@@ -97,20 +82,7 @@ impl RegistryStore for MemoryRegistryStore {
 
     async fn evict_expired(&self, now: DateTime<Utc>) -> Result<Vec<Evicted>, StoreError> {
         let mut services = self.services();
-        let mut evicted = Vec::new();
-        for service in services.values_mut() {
-            service.instances.retain(|instance| {
-                let expired = instance.is_expired(now);
-                if expired {
-                    evicted.push(Evicted {
-                        service_id: service.service_id.clone(),
-                        instance_id: instance.instance_id.clone(),
-                        authority: instance.authority(),
-                    });
-                }
-                !expired
-            });
-        }
+        let evicted = services.values_mut().flat_map(|service| service.evict_expired(now)).collect();
         services.retain(|_, service| !service.instances.is_empty());
         Ok(evicted)
     }
