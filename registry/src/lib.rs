@@ -22,7 +22,6 @@ use lizards_shared::{
     shutdown::Shutdown,
     telemetry::{HttpMetrics, always_ready, http_layers, metrics_registry, ops_routes},
 };
-use tokio::net::TcpListener;
 
 pub use error::RegistryError;
 pub use health::{HEALTH_INTERVAL, HEALTH_TIMEOUT};
@@ -75,7 +74,7 @@ struct Background {
     metrics: RegistryMetrics,
 }
 
-async fn serve(listener: TcpListener, app: Router, background: Background, shutdown: Shutdown) {
+async fn serve(listener: lizards_shared::http::Listener, app: Router, background: Background, shutdown: Shutdown) {
     // A child token also stops the tasks if the server ends on its own,
     // without shutting down the rest of the process.
     let tasks = shutdown.child_token();

@@ -6,7 +6,8 @@ use std::{
     time::Duration,
 };
 
-use tokio::net::TcpListener;
+use axum::serve::{ListenerExt, TapIo};
+use tokio::net::{TcpListener, TcpStream};
 
 /// A reqwest client; installs the ring crypto provider once (reqwest is built
 /// without one, see CRATES.md).
@@ -26,11 +27,23 @@ pub fn install_crypto() {
     });
 }
 
-/// Binds `host:port` (port 0 picks a free one).
-pub async fn bind(host: std::net::IpAddr, port: u16) -> std::io::Result<(TcpListener, SocketAddr)> {
+/// A listener whose accepted sockets have `TCP_NODELAY` set.
+pub type Listener = TapIo<TcpListener, fn(&mut TcpStream)>;
+
+/// Binds `host:port` (port 0 picks a free one). Accepted sockets send at
+/// once: with Nagle's algorithm a small frame written while the previous
+/// one is unacknowledged waits for the peer's delayed ACK (40 ms on Linux),
+/// which is what a stream of small WebSocket frames hits.
+pub async fn bind(host: std::net::IpAddr, port: u16) -> std::io::Result<(Listener, SocketAddr)> {
     let listener = TcpListener::bind(SocketAddr::new(host, port)).await?;
     let addr = listener.local_addr()?;
-    Ok((listener, addr))
+    Ok((listener.tap_io(no_delay as fn(&mut TcpStream)), addr))
+}
+
+fn no_delay(socket: &mut TcpStream) {
+    if let Err(error) = socket.set_nodelay(true) {
+        tracing::warn!(%error, "cannot set TCP_NODELAY");
+    }
 }
 
 /// An address others can dial: a wildcard bind (`0.0.0.0`, `::`) becomes loopback.
