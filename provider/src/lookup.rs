@@ -146,10 +146,7 @@ impl Snapshots {
                 None
             }
         };
-        match (cached, stored) {
-            (Some(c), Some(s)) => Some(if s.ts > c.ts { s } else { c }),
-            (c, s) => c.or(s),
-        }
+        newer(cached, stored)
     }
 
     pub async fn all(&self) -> Vec<Quote> {
@@ -157,11 +154,9 @@ impl Snapshots {
             Ok(stored) => {
                 let mut merged: HashMap<Symbol, Quote> = stored.into_iter().map(|q| (q.symbol.clone(), q)).collect();
                 for quote in self.latest.all() {
-                    match merged.get(&quote.symbol) {
-                        Some(s) if s.ts >= quote.ts => {}
-                        _ => {
-                            merged.insert(quote.symbol.clone(), quote);
-                        }
+                    let stored = merged.remove(&quote.symbol);
+                    if let Some(newest) = newer(Some(quote), stored) {
+                        merged.insert(newest.symbol.clone(), newest);
                     }
                 }
                 let mut all: Vec<Quote> = merged.into_values().collect();
@@ -174,5 +169,14 @@ impl Snapshots {
                 self.latest.all()
             }
         }
+    }
+}
+
+/// The newer of the in-memory and the stored quote; the stored one on a tie
+/// (it is the same observation, and what history shows).
+fn newer(cached: Option<Quote>, stored: Option<Quote>) -> Option<Quote> {
+    match (cached, stored) {
+        (Some(c), Some(s)) => Some(if c.ts > s.ts { c } else { s }),
+        (c, s) => c.or(s),
     }
 }
