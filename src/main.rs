@@ -34,7 +34,10 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    telemetry::init_tracing(cli.config.common.log_format);
+    // Benchmarks keep the platform under test to warnings (no access log
+    // lines), as the nginx they compare with runs with `access_log off`.
+    let default_filter = if cli.command.is_some() { "warn" } else { "info" };
+    telemetry::init_tracing(cli.config.common.log_format, default_filter);
     match cli.command {
         Some(Command::Bench(bench)) => bench.run(cli.config).await,
         None => run(cli.config, cli.target).await,

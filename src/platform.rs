@@ -168,7 +168,8 @@ pub async fn start(mut config: Config, target: Target, shutdown: Shutdown) -> an
         platform.tasks.push(task);
     }
     if all || target == Target::Gateway {
-        let (addr, task) = lizards_gateway::build(config.clone(), shutdown.clone()).await?.spawn();
+        let (addr, task) =
+            lizards_gateway::build(config.clone(), backends.cache.clone(), shutdown.clone()).await?.spawn();
         platform.gateway = Some(addr);
         platform.tasks.push(task);
     }

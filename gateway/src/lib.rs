@@ -1,24 +1,36 @@
-//! Gateway: the edge of Lizards. Routes by path prefix to instances found in
-//! the registry (REST streamed, WebSockets bridged) and serves the web UI.
+//! Gateway: the edge of Lizards. Verifies tokens, rate-limits and caches
+//! (shared through Redis when set), routes by path prefix to instances
+//! found in the registry (REST streamed, WebSockets bridged) and serves the
+//! web UI.
 
+pub mod cache;
+pub mod identity;
 pub mod metrics;
 pub mod proxy;
+pub mod ratelimit;
 pub mod routes;
 pub mod ui;
 pub mod upstream;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use axum::Router;
+use axum::{
+    Router,
+    http::{HeaderName, HeaderValue, Method, header},
+};
 use lizards_shared::{
-    config::Config,
+    cache::Cache,
+    config::{Config, HumanDuration, PathRules},
     discovery::{Registration, RegistryClient, keep_registered},
+    jwt::Jwt,
     service::Started,
     shutdown::Shutdown,
     telemetry::{self, HttpMetrics, Readiness},
 };
 
-use crate::upstream::Upstreams;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use crate::{cache::ResponseCache, ratelimit::RateLimiter, upstream::Upstreams};
 
 pub const SERVICE_ID: &str = "gateway";
 
@@ -26,24 +38,73 @@ pub const SERVICE_ID: &str = "gateway";
 pub enum GatewayError {
     #[error("cannot bind: {0}")]
     Bind(#[from] std::io::Error),
+    #[error("cannot read the JWT secret: {0}")]
+    JwtSecret(std::io::Error),
+    #[error("invalid CORS origin '{0}'")]
+    CorsOrigin(String),
 }
 
 pub struct GatewayState {
     pub upstreams: Arc<Upstreams>,
     pub http: reqwest::Client,
     pub metrics: metrics::Metrics,
-    pub upstream_timeout: Duration,
+    pub jwt: Jwt,
+    pub limiter: Option<RateLimiter>,
+    pub cache: Option<ResponseCache>,
+    upstream_timeout: Duration,
+    route_timeouts: PathRules<HumanDuration>,
 }
 
-pub async fn build(config: Config, shutdown: Shutdown) -> Result<Started, GatewayError> {
+impl GatewayState {
+    /// Upstream timeout of the route serving `path`.
+    pub fn timeout(&self, path: &str) -> Duration {
+        self.route_timeouts.lookup(path).map_or(self.upstream_timeout, |t| t.0)
+    }
+}
+
+/// CORS for browsers on other origins: the API's methods and headers, and
+/// the response fields a client needs to read (limits, cache, request id).
+fn cors(origins: &[String]) -> Result<CorsLayer, GatewayError> {
+    let allow_origin = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        let list = origins
+            .iter()
+            .map(|o| HeaderValue::from_str(o).map_err(|_| GatewayError::CorsOrigin(o.clone())))
+            .collect::<Result<Vec<_>, _>>()?;
+        AllowOrigin::list(list)
+    };
+    let exposed = ["ratelimit", "ratelimit-policy", "retry-after", "x-cache", "age", "x-request-id"];
+    let allowed = ["idempotency-key", "x-request-id"];
+    Ok(CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_methods([Method::GET, Method::HEAD, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
+        .allow_headers(
+            [header::AUTHORIZATION, header::CONTENT_TYPE, header::CACHE_CONTROL]
+                .into_iter()
+                .chain(allowed.map(HeaderName::from_static))
+                .collect::<Vec<_>>(),
+        )
+        .expose_headers(exposed.map(HeaderName::from_static))
+        .max_age(Duration::from_secs(600)))
+}
+
+/// Binds the gateway. `store` keeps rate-limit counts and cached responses
+/// (Redis, shared by every gateway, or in-process).
+pub async fn build(config: Config, store: Arc<dyn Cache>, shutdown: Shutdown) -> Result<Started, GatewayError> {
     let registry_client = RegistryClient::new(&config.common.registry_url, config.common.registry_token.clone());
-    let upstreams = Arc::new(Upstreams::new(registry_client.clone()));
+    let upstreams = Arc::new(Upstreams::new(registry_client.clone(), config.gateway.gateway_balancer));
     let registry = telemetry::metrics_registry(SERVICE_ID);
+    let metrics = metrics::Metrics::new(&registry);
     let state = Arc::new(GatewayState {
         upstreams: upstreams.clone(),
         http: lizards_shared::http::client(),
-        metrics: metrics::Metrics::new(&registry),
+        jwt: Jwt::from_config(&config.common).map_err(GatewayError::JwtSecret)?,
+        limiter: RateLimiter::new(&config.gateway, store.clone(), metrics.clone()),
+        cache: ResponseCache::new(&config.gateway, store, metrics.clone()),
+        metrics,
         upstream_timeout: config.gateway.gateway_upstream_timeout,
+        route_timeouts: config.gateway.gateway_route_timeouts.clone(),
     });
 
     let readiness: Readiness = {
@@ -57,7 +118,7 @@ pub async fn build(config: Config, shutdown: Shutdown) -> Result<Started, Gatewa
         .fallback(proxy::handle)
         .with_state(state)
         .merge(telemetry::ops_routes(registry.clone(), readiness));
-    let router = telemetry::http_layers(router, HttpMetrics::new(&registry));
+    let router = telemetry::http_layers(router.layer(cors(&config.gateway.cors_origins)?), HttpMetrics::new(&registry));
 
     let (listener, addr) = lizards_shared::http::bind(config.common.bind_host, config.gateway.gateway_port).await?;
     tracing::info!(%addr, "gateway listening");

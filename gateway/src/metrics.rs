@@ -1,6 +1,6 @@
 //! Gateway metrics.
 
-use prometheus::{HistogramVec, IntCounterVec, IntGauge, Registry};
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Registry};
 
 use lizards_shared::telemetry::{counter_vec, histogram_vec, latency_buckets, register};
 
@@ -10,6 +10,10 @@ pub struct Metrics {
     pub upstream_errors: IntCounterVec,
     pub upstream_duration: HistogramVec,
     pub ws_proxied: IntGauge,
+    pub cache: IntCounterVec,
+    pub limited: IntCounterVec,
+    pub ratelimit_check: Histogram,
+    pub store_failures: IntCounterVec,
 }
 
 impl Metrics {
@@ -18,26 +22,55 @@ impl Metrics {
             requests: counter_vec(
                 registry,
                 "lizards_gateway_requests_total",
-                "Requests by route prefix and status",
+                "Proxied requests by route prefix and status",
                 &["route", "status"],
             ),
             upstream_errors: counter_vec(
                 registry,
                 "lizards_gateway_upstream_errors_total",
-                "Upstream failures by service and kind",
-                &["service", "kind"],
+                "Upstream failures by route prefix and kind (connect, timeout)",
+                &["route", "kind"],
             ),
             upstream_duration: histogram_vec(
                 registry,
                 "lizards_gateway_upstream_duration_seconds",
-                "Upstream response time by service",
-                &["service"],
+                "Upstream response time (to the response head) by route prefix",
+                &["route"],
                 latency_buckets(),
             ),
             ws_proxied: register(
                 registry,
                 IntGauge::new("lizards_gateway_ws_proxied", "WebSocket connections being proxied")
                     .expect("valid gauge"),
+            ),
+            cache: counter_vec(
+                registry,
+                "lizards_gateway_cache_requests_total",
+                "Cacheable requests by route prefix and result (hit, miss, coalesced into another miss)",
+                &["route", "result"],
+            ),
+            limited: counter_vec(
+                registry,
+                "lizards_gateway_rate_limited_total",
+                "Requests refused with 429 by rate-limit policy",
+                &["policy"],
+            ),
+            ratelimit_check: register(
+                registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "lizards_gateway_ratelimit_check_seconds",
+                        "Time to count one request against its rate limit",
+                    )
+                    .buckets(vec![0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.1, 1.0]),
+                )
+                .expect("valid histogram"),
+            ),
+            store_failures: counter_vec(
+                registry,
+                "lizards_gateway_store_failures_total",
+                "Cache-store (Redis) failures by use; rate limits fail open and the cache is bypassed",
+                &["use"],
             ),
         }
     }

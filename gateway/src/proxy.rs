@@ -14,14 +14,22 @@ use axum::{
         ConnectInfo, FromRequestParts, Request, State,
         ws::{self, WebSocket, WebSocketUpgrade},
     },
-    http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header},
+    http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header},
     response::{IntoResponse, Response},
 };
 use futures::{SinkExt, StreamExt};
-use lizards_shared::{discovery::Instance, problem::Problem};
+use lizards_shared::problem::Problem;
 use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest, protocol::WebSocketConfig};
 
-use crate::{GatewayState, routes, ui};
+use crate::{
+    GatewayState,
+    cache::{Bypass, Entry},
+    identity::{self, Identity},
+    ratelimit::Counted,
+    routes::{self, Route},
+    ui,
+    upstream::Picked,
+};
 
 /// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1).
 const HOP_BY_HOP: &[&str] = &[
@@ -70,12 +78,14 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
     headers.get(header::UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
-/// Every request the gateway does not answer itself.
+/// Every request the gateway does not answer itself: identified, counted
+/// against its rate limit, then served from the cache or an upstream.
 pub async fn handle(
     State(state): State<Arc<GatewayState>>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     request: Request,
 ) -> Response {
+    let started = Instant::now();
     let path = request.uri().path().to_string();
     let upgrade = is_upgrade(request.headers());
     // The seed's WebSocket URL had no path: upgrades on `/` go to the provider.
@@ -83,108 +93,234 @@ pub async fn handle(
     let Some(route) = route else {
         return ui::serve(&path);
     };
+    let method = request.method().clone();
     if let Some(methods) = route.methods
-        && !methods.contains(request.method())
+        && !methods.contains(&method)
     {
         return Problem::new(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
-            .detail(format!("{} {} is not exposed by the gateway", request.method(), route.prefix))
+            .detail(format!("{method} {} is not exposed by the gateway", route.prefix))
             .into_response();
     }
-    let response = if upgrade {
-        websocket(&state, route.service, client, request).await
-    } else {
-        rest(&state, route.service, client, request).await
+    let admitted = admit(&state, route, upgrade, client, request.headers(), request.uri()).await;
+    let (response, user) = match admitted {
+        Err(refused) => (refused, None),
+        Ok((identity, counted)) => {
+            let mut response = if upgrade {
+                websocket(&state, route, client, request).await
+            } else {
+                rest(&state, route, client, &identity, request).await
+            };
+            if let Some(counted) = counted {
+                counted.annotate(response.headers_mut());
+            }
+            (response, identity.user)
+        }
     };
-    state.metrics.requests.with_label_values(&[route.prefix, response.status().as_str()]).inc();
+    let status = response.status();
+    state.metrics.requests.with_label_values(&[route.prefix, status.as_str()]).inc();
+    let cache = response.headers().get("x-cache").and_then(|v| v.to_str().ok()).unwrap_or("-");
+    tracing::info!(
+        target: "lizards::access",
+        %method, %path, status = status.as_u16(), route = route.prefix, client = %client.ip(),
+        user = user.as_deref().unwrap_or("-"), cache, ms = started.elapsed().as_secs_f64() * 1000.0,
+        "request"
+    );
     response
+}
+
+/// Verifies the caller's token and counts the request against its limit.
+async fn admit<'a>(
+    state: &'a GatewayState,
+    route: &Route,
+    upgrade: bool,
+    client: SocketAddr,
+    headers: &HeaderMap,
+    uri: &Uri,
+) -> Result<(Identity, Option<Counted<'a>>), Response> {
+    let check_token = route.prefix != "/auth";
+    let identity = identity::identify(&state.jwt, headers, uri, upgrade, client.ip(), check_token)?;
+    let counted = match &state.limiter {
+        Some(limiter) => limiter.check(route.prefix, upgrade, &identity).await?,
+        None => None,
+    };
+    Ok((identity, counted))
 }
 
 fn no_instance(service: &str) -> Response {
     Problem::unavailable(format!("no healthy instance of '{service}' is registered")).into_response()
 }
 
-async fn rest(state: &GatewayState, service: &str, client: SocketAddr, request: Request) -> Response {
-    let (parts, body) = request.into_parts();
-    let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
-    let headers = forward_headers(&parts.headers, client);
-    let idempotent = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
-    let mut body = Some(reqwest::Body::wrap_stream(body.into_data_stream()));
+/// One request on its way to an upstream.
+struct Outgoing {
+    method: Method,
+    path_and_query: String,
+    headers: HeaderMap,
+    body: Option<reqwest::Body>,
+    timeout: Duration,
+}
+
+/// Sends `outgoing` to an instance of the route's service. After a
+/// connection failure the instance is ejected and an idempotent request
+/// is tried once more on another one.
+async fn send(
+    state: &GatewayState,
+    route: &Route,
+    mut outgoing: Outgoing,
+) -> Result<(reqwest::Response, Picked), Response> {
+    let idempotent = matches!(outgoing.method, Method::GET | Method::HEAD | Method::OPTIONS);
     let mut tried: Vec<String> = Vec::new();
     loop {
-        let Some(instance) = state.upstreams.pick(service, &tried).await else {
-            return no_instance(service);
+        let Some(picked) = state.upstreams.pick(route.service, &tried).await else {
+            return Err(no_instance(route.service));
         };
-        let url = format!("http://{}{path_and_query}", instance.authority());
-        let mut upstream =
-            state.http.request(parts.method.clone(), url).headers(headers.clone()).timeout(state.upstream_timeout);
+        let url = format!("http://{}{}", picked.authority, outgoing.path_and_query);
+        let mut upstream = state
+            .http
+            .request(outgoing.method.clone(), url)
+            .headers(outgoing.headers.clone())
+            .timeout(outgoing.timeout);
         // Idempotent requests carry no body worth resending; others are
         // streamed once and never retried.
-        if !idempotent && let Some(body) = body.take() {
+        if !idempotent && let Some(body) = outgoing.body.take() {
             upstream = upstream.body(body);
         }
         let started = Instant::now();
         match upstream.send().await {
             Ok(response) => {
-                state.metrics.upstream_duration.with_label_values(&[service]).observe(started.elapsed().as_secs_f64());
-                return relay(response);
+                state
+                    .metrics
+                    .upstream_duration
+                    .with_label_values(&[route.prefix])
+                    .observe(started.elapsed().as_secs_f64());
+                return Ok((response, picked));
             }
             Err(error) => {
                 let kind = if error.is_timeout() { "timeout" } else { "connect" };
-                state.metrics.upstream_errors.with_label_values(&[service, kind]).inc();
-                tracing::warn!(%error, instance = %instance.authority(), "upstream request failed");
+                state.metrics.upstream_errors.with_label_values(&[route.prefix, kind]).inc();
+                tracing::warn!(%error, instance = %picked.authority, "upstream request failed");
                 if error.is_timeout() {
-                    return Problem::new(StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout")
-                        .detail(format!("'{service}' did not answer in time"))
-                        .into_response();
+                    return Err(Problem::new(StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout")
+                        .detail(format!("'{}' did not answer within {:?}", route.service, outgoing.timeout))
+                        .into_response());
                 }
-                state.upstreams.eject(&instance);
-                tried.push(instance.authority());
+                state.upstreams.eject(&picked.authority);
+                tried.push(picked.authority.clone());
                 if !idempotent || tried.len() > 1 {
-                    return Problem::new(StatusCode::BAD_GATEWAY, "Bad Gateway")
-                        .detail(format!("'{service}' is unreachable"))
-                        .into_response();
+                    return Err(Problem::new(StatusCode::BAD_GATEWAY, "Bad Gateway")
+                        .detail(format!("'{}' is unreachable", route.service))
+                        .into_response());
                 }
             }
         }
     }
 }
 
-fn relay(upstream: reqwest::Response) -> Response {
-    let mut response = Response::builder().status(upstream.status());
-    if let Some(headers) = response.headers_mut() {
-        for (name, value) in upstream.headers() {
-            if !hop_by_hop(name) && name != header::CONTENT_LENGTH {
-                headers.append(name.clone(), value.clone());
+async fn rest(
+    state: &Arc<GatewayState>,
+    route: &'static Route,
+    client: SocketAddr,
+    identity: &Identity,
+    request: Request,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+    let mut outgoing = Outgoing {
+        method: parts.method.clone(),
+        headers: forward_headers(&parts.headers, client),
+        timeout: state.timeout(parts.uri.path()),
+        path_and_query,
+        body: Some(reqwest::Body::wrap_stream(body.into_data_stream())),
+    };
+    let plan = match &state.cache {
+        Some(cache) if parts.method == Method::GET => {
+            cache.plan(parts.uri.path(), &outgoing.path_and_query, &parts.headers, identity).map(|plan| (cache, plan))
+        }
+        _ => None,
+    };
+    let (cache, plan) = match plan {
+        Some((cache, Ok(plan))) => (cache, plan),
+        Some((cache, Err(Bypass))) => {
+            let mut response = send(state, route, outgoing).await.map_or_else(|refused| refused, |(r, _)| relay(r));
+            cache.bypassed(route.prefix, &mut response);
+            return response;
+        }
+        None => return send(state, route, outgoing).await.map_or_else(|refused| refused, |(r, _)| relay(r)),
+    };
+    if identity.user.is_none() {
+        // A shared entry must not depend on who happened to fetch it.
+        outgoing.headers.remove(header::AUTHORIZATION);
+        outgoing.headers.remove(header::COOKIE);
+    }
+    outgoing.body = None;
+    let fetch = {
+        let state = state.clone();
+        async move {
+            match send(&state, route, outgoing).await {
+                Ok((response, _picked)) => buffered(response).await,
+                Err(refused) => Entry::from_response(refused).await,
             }
         }
-    }
-    response
-        .body(Body::from_stream(upstream.bytes_stream()))
-        .unwrap_or_else(|_| StatusCode::BAD_GATEWAY.into_response())
+    };
+    cache.serve(route.prefix, plan, fetch).await.into_response()
 }
 
-async fn websocket(state: &GatewayState, service: &str, client: SocketAddr, request: Request) -> Response {
+/// End-to-end headers of an upstream response.
+fn relayed_headers(upstream: &reqwest::Response) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(upstream.headers().len());
+    for (name, value) in upstream.headers() {
+        if !hop_by_hop(name) && name != header::CONTENT_LENGTH {
+            headers.append(name.clone(), value.clone());
+        }
+    }
+    headers
+}
+
+/// Streams an upstream response through.
+fn relay(upstream: reqwest::Response) -> Response {
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = upstream.status();
+    *response.headers_mut() = relayed_headers(&upstream);
+    *response.body_mut() = Body::from_stream(upstream.bytes_stream());
+    response
+}
+
+/// Reads a whole upstream response, for the cache.
+async fn buffered(upstream: reqwest::Response) -> Entry {
+    let status = upstream.status();
+    let headers = relayed_headers(&upstream);
+    match upstream.bytes().await {
+        Ok(body) => Entry { status, headers, body, stored_at: None, hit: false },
+        Err(error) => {
+            let refused = Problem::new(StatusCode::BAD_GATEWAY, "Bad Gateway")
+                .detail(format!("the upstream response broke off: {error}"))
+                .into_response();
+            Entry::from_response(refused).await
+        }
+    }
+}
+
+async fn websocket(state: &GatewayState, route: &Route, client: SocketAddr, request: Request) -> Response {
     let (mut parts, _body) = request.into_parts();
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(upgrade) => upgrade,
         Err(rejection) => return rejection.into_response(),
     };
-    let Some(instance) = state.upstreams.pick(service, &[]).await else {
-        return no_instance(service);
+    let Some(picked) = state.upstreams.pick(route.service, &[]).await else {
+        return no_instance(route.service);
     };
     let path_and_query = parts.uri.path_and_query().map_or("/ws", |p| p.as_str());
     let path_and_query =
         if parts.uri.path() == "/" { format!("/ws{}", &path_and_query[1..]) } else { path_and_query.to_string() };
-    let connecting = connect(&instance, &path_and_query, forward_headers(&parts.headers, client));
-    let connected = tokio::time::timeout(state.upstream_timeout, connecting)
+    let connecting = connect(&picked.authority, &path_and_query, forward_headers(&parts.headers, client));
+    let connected = tokio::time::timeout(state.timeout(parts.uri.path()), connecting)
         .await
         .unwrap_or_else(|_| Err(tungstenite::Error::Io(std::io::ErrorKind::TimedOut.into())));
     let upstream = match connected {
         Ok(upstream) => upstream,
         Err(error) => {
-            state.metrics.upstream_errors.with_label_values(&[service, "connect"]).inc();
-            state.upstreams.eject(&instance);
-            tracing::warn!(%error, instance = %instance.authority(), "WebSocket upstream failed");
+            state.metrics.upstream_errors.with_label_values(&[route.prefix, "connect"]).inc();
+            state.upstreams.eject(&picked.authority);
+            tracing::warn!(%error, instance = %picked.authority, "WebSocket upstream failed");
             return Problem::new(StatusCode::BAD_GATEWAY, "Bad Gateway")
                 .detail("no provider accepted the WebSocket")
                 .into_response();
@@ -193,6 +329,8 @@ async fn websocket(state: &GatewayState, service: &str, client: SocketAddr, requ
     let metrics = state.metrics.clone();
     upgrade.read_buffer_size(4096).max_message_size(MAX_MESSAGE).max_frame_size(MAX_MESSAGE).on_upgrade(
         move |socket| async move {
+            // The instance counts this connection as load while it lasts.
+            let _picked = picked;
             metrics.ws_proxied.inc();
             bridge(socket, upstream).await;
             metrics.ws_proxied.dec();
@@ -202,12 +340,8 @@ async fn websocket(state: &GatewayState, service: &str, client: SocketAddr, requ
 
 type Upstream = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn connect(
-    instance: &Instance,
-    path_and_query: &str,
-    headers: HeaderMap,
-) -> Result<Upstream, tungstenite::Error> {
-    let mut request = format!("ws://{}{path_and_query}", instance.authority()).into_client_request()?;
+async fn connect(authority: &str, path_and_query: &str, headers: HeaderMap) -> Result<Upstream, tungstenite::Error> {
+    let mut request = format!("ws://{authority}{path_and_query}").into_client_request()?;
     for (name, value) in &headers {
         request.headers_mut().append(name.clone(), value.clone());
     }

@@ -1,56 +1,95 @@
 //! Instances per service, from the registry: cached, refreshed in the
 //! background (a registry outage keeps the last known list), picked
-//! round-robin, with passive ejection of instances that just failed.
+//! round-robin or by power of two choices, with passive ejection of
+//! instances that just failed.
 
 use std::{
     collections::HashMap,
     sync::{
-        Mutex, RwLock,
+        Arc, Mutex, RwLock,
         atomic::{AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
 
 use lizards_shared::{
+    config::Balancer,
     discovery::{Instance, RegistryClient},
     shutdown::Shutdown,
 };
+use rand::Rng;
 
 use crate::routes::ROUTES;
 
 /// How long a failed instance is skipped.
 const EJECT_FOR: Duration = Duration::from_secs(10);
 
+/// One known instance and the requests (or bridged WebSockets) it is
+/// serving through this gateway right now.
+struct Slot {
+    instance: Instance,
+    authority: String,
+    in_flight: Arc<AtomicUsize>,
+}
+
+/// An instance chosen for one request; counts as in flight until dropped.
+pub struct Picked {
+    pub instance: Instance,
+    pub authority: String,
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl Drop for Picked {
+    fn drop(&mut self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 pub struct Upstreams {
     registry: RegistryClient,
-    instances: RwLock<HashMap<String, Vec<Instance>>>,
+    balancer: Balancer,
+    services: RwLock<HashMap<String, Vec<Slot>>>,
     next: AtomicUsize,
     ejected: Mutex<HashMap<String, Instant>>,
 }
 
 impl Upstreams {
-    pub fn new(registry: RegistryClient) -> Upstreams {
+    pub fn new(registry: RegistryClient, balancer: Balancer) -> Upstreams {
         Upstreams {
             registry,
-            instances: RwLock::new(HashMap::new()),
+            balancer,
+            services: RwLock::new(HashMap::new()),
             next: AtomicUsize::new(0),
             ejected: Mutex::new(HashMap::new()),
         }
     }
 
     /// Fetches one service's instances; keeps the old list on failure.
+    /// In-flight counts survive a refresh for instances still listed.
     pub async fn refresh(&self, service: &str) -> bool {
-        match self.registry.instances(service).await {
-            Ok(list) => {
-                let healthy: Vec<Instance> = list.into_iter().filter(Instance::is_healthy).collect();
-                self.instances.write().expect("instances lock").insert(service.to_string(), healthy);
-                true
-            }
+        let list = match self.registry.instances(service).await {
+            Ok(list) => list,
             Err(error) => {
                 tracing::warn!(%error, service, "registry refresh failed; keeping the last known instances");
-                false
+                return false;
             }
-        }
+        };
+        let mut services = self.services.write().expect("services lock");
+        let previous = services.remove(service).unwrap_or_default();
+        let slots = list
+            .into_iter()
+            .filter(Instance::is_healthy)
+            .map(|instance| {
+                let authority = instance.authority();
+                let in_flight = previous
+                    .iter()
+                    .find(|slot| slot.authority == authority)
+                    .map_or_else(Default::default, |slot| slot.in_flight.clone());
+                Slot { instance, authority, in_flight }
+            })
+            .collect();
+        services.insert(service.to_string(), slots);
+        true
     }
 
     /// Refreshes every routed service periodically until shutdown.
@@ -70,41 +109,61 @@ impl Upstreams {
     }
 
     fn known(&self, service: &str) -> bool {
-        self.instances.read().expect("instances lock").contains_key(service)
+        self.services.read().expect("services lock").contains_key(service)
     }
 
-    /// Next instance round-robin, skipping ejected ones and `exclude`.
-    pub async fn pick(&self, service: &str, exclude: &[String]) -> Option<Instance> {
+    /// An instance of `service` other than those in `exclude`, skipping
+    /// ejected ones while any other is left.
+    pub async fn pick(&self, service: &str, exclude: &[String]) -> Option<Picked> {
         if !self.known(service) {
             self.refresh(service).await;
         }
-        let instances = self.instances.read().expect("instances lock");
-        let list = instances.get(service)?;
-        let ejected = self.ejected.lock().expect("ejected lock");
-        let now = Instant::now();
-        let candidates: Vec<&Instance> = list.iter().filter(|i| !exclude.contains(&i.authority())).collect();
-        let healthy: Vec<&Instance> = candidates
-            .iter()
-            .copied()
-            .filter(|i| ejected.get(&i.authority()).is_none_or(|until| *until <= now))
-            .collect();
+        let services = self.services.read().expect("services lock");
+        let slots = services.get(service)?;
+        let candidates: Vec<&Slot> = slots.iter().filter(|slot| !exclude.contains(&slot.authority)).collect();
+        let healthy: Vec<&Slot> = {
+            let ejected = self.ejected.lock().expect("ejected lock");
+            let now = Instant::now();
+            candidates
+                .iter()
+                .copied()
+                .filter(|slot| ejected.get(&slot.authority).is_none_or(|until| *until <= now))
+                .collect()
+        };
         // With every candidate ejected, trying one beats refusing outright
         // (a lone instance that blipped would otherwise be shut out).
         let usable = if healthy.is_empty() { candidates } else { healthy };
-        if usable.is_empty() {
-            return None;
+        let slot = self.choose(&usable)?;
+        slot.in_flight.fetch_add(1, Ordering::Relaxed);
+        Some(Picked {
+            instance: slot.instance.clone(),
+            authority: slot.authority.clone(),
+            in_flight: slot.in_flight.clone(),
+        })
+    }
+
+    fn choose<'a>(&self, usable: &[&'a Slot]) -> Option<&'a Slot> {
+        match (usable.len(), self.balancer) {
+            (0, _) => None,
+            (1, _) => Some(usable[0]),
+            (n, Balancer::RoundRobin) => Some(usable[self.next.fetch_add(1, Ordering::Relaxed) % n]),
+            (n, Balancer::P2c) => {
+                let mut rng = rand::rng();
+                let first = rng.random_range(0..n);
+                let second = (first + rng.random_range(1..n)) % n;
+                let load = |i: usize| usable[i].in_flight.load(Ordering::Relaxed);
+                Some(if load(second) < load(first) { usable[second] } else { usable[first] })
+            }
         }
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        Some(usable[n % usable.len()].clone())
     }
 
     /// Skips an instance for a while after a connection failure.
-    pub fn eject(&self, instance: &Instance) {
-        tracing::warn!(instance = %instance.authority(), "ejecting failing instance");
-        self.ejected.lock().expect("ejected lock").insert(instance.authority(), Instant::now() + EJECT_FOR);
+    pub fn eject(&self, authority: &str) {
+        tracing::warn!(instance = %authority, "ejecting failing instance");
+        self.ejected.lock().expect("ejected lock").insert(authority.to_string(), Instant::now() + EJECT_FOR);
     }
 
     pub fn has_any(&self) -> bool {
-        self.instances.read().expect("instances lock").values().any(|list| !list.is_empty())
+        self.services.read().expect("services lock").values().any(|list| !list.is_empty())
     }
 }

@@ -6,7 +6,10 @@ use std::{sync::Arc, time::Duration};
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::{FromRef, Path, State},
+    extract::{
+        DefaultBodyLimit, FromRef, Path, State,
+        rejection::{BytesRejection, FailedToBufferBody},
+    },
     http::StatusCode,
     response::{IntoResponse, Response},
     routing::{delete, get, put},
@@ -17,9 +20,13 @@ use serde::Serialize;
 use crate::{
     auth::{WriteToken, Writer},
     error::ApiError,
-    model::{Registration, Status},
+    model::{FieldError, Registration, Status},
     store::{InstanceRecord, RegistryStore, ServiceRecord},
 };
+
+/// Largest registration body read: a real one is a few hundred bytes, and
+/// the limit keeps a client from making the registry buffer megabytes.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -42,6 +49,7 @@ pub fn router(state: AppState) -> Router {
         .route("/services/{service_id}/{instance_id}", delete(deregister))
         .route("/services/{service_id}/{instance_id}/heartbeat", put(heartbeat))
         .route("/prometheus/targets", get(prometheus_targets))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
 
@@ -77,8 +85,9 @@ async fn register(
     State(state): State<AppState>,
     Path(service_id): Path<String>,
     _writer: Writer,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Registered>, ApiError> {
+    let body = body.map_err(unreadable_body)?;
     let registration = Registration::parse(&service_id, &body, state.default_ttl).map_err(ApiError::Invalid)?;
     let address = registration.host.authority(registration.port);
     let upserted = state.store.upsert(registration, Utc::now()).await?;
@@ -88,6 +97,18 @@ async fn register(
         tracing::debug!(service = %service_id, instance = %upserted.instance_id, %address, "instance re-registered");
     }
     Ok(Json(Registered::new(&service_id, &upserted.instance_id, upserted.ttl)))
+}
+
+/// A body that could not be read is a bad `body` field like any other, so
+/// clients get the same 400 problem instead of axum's plain-text 413.
+fn unreadable_body(rejection: BytesRejection) -> ApiError {
+    let message = match rejection {
+        BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => {
+            format!("is too large: at most {MAX_BODY_BYTES} bytes ({} KiB) are accepted", MAX_BODY_BYTES / 1024)
+        }
+        other => format!("could not be read: {}", other.body_text()),
+    };
+    ApiError::Invalid(vec![FieldError::new("body", message)])
 }
 
 async fn heartbeat(

@@ -2,9 +2,11 @@
 //! variables (12-factor), each with its default, listed by `lizards --help`
 //! and in docs/configuration.md.
 
-use std::{net::IpAddr, path::PathBuf, time::Duration};
+use std::{net::IpAddr, path::PathBuf, str::FromStr, time::Duration};
 
-use clap::{Args, CommandFactory, FromArgMatches, Parser, ValueEnum};
+use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, ValueEnum};
+
+use crate::cache::Quota;
 
 fn duration(text: &str) -> Result<Duration, humantime::DurationError> {
     humantime::parse_duration(text)
@@ -57,6 +59,9 @@ pub struct CommonConfig {
     /// in-process state.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
+    /// HS256 secret that signs and verifies user tokens; unset means a random secret created once in DATA_DIR/jwt_secret.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
     /// Retention window in days: ingestion rejects quotes older than this.
     #[arg(long, env = "RETENTION_DAYS", default_value_t = 14)]
     pub retention_days: u32,
@@ -161,9 +166,128 @@ pub struct GatewayConfig {
     /// How often the gateway refreshes instance lists from the registry.
     #[arg(long, env = "GATEWAY_REFRESH", default_value = "2s", value_parser = duration)]
     pub gateway_refresh: Duration,
-    /// Upstream timeout for proxied REST requests.
+    /// Upstream timeout for proxied requests (and WebSocket handshakes).
     #[arg(long, env = "GATEWAY_UPSTREAM_TIMEOUT", default_value = "10s", value_parser = duration)]
     pub gateway_upstream_timeout: Duration,
+    /// Per-route upstream timeouts overriding GATEWAY_UPSTREAM_TIMEOUT:
+    /// comma-separated `path=duration`, the longest matching path wins (`*`
+    /// matches one path segment).
+    #[arg(long, env = "GATEWAY_ROUTE_TIMEOUTS", default_value = "/quotes=5s,/symbols=5s,/ingest=30s")]
+    pub gateway_route_timeouts: PathRules<HumanDuration>,
+    /// How a request picks among a service's instances.
+    #[arg(long, env = "GATEWAY_BALANCER", value_enum, default_value = "p2c")]
+    pub gateway_balancer: Balancer,
+    /// Rate limiting at the gateway (shared through Redis when REDIS_URL is set).
+    #[arg(long, env = "RATE_LIMIT", default_value_t = true, action = ArgAction::Set)]
+    pub rate_limit: bool,
+    /// Anonymous requests per client IP (`requests/window`).
+    #[arg(long, env = "RATE_LIMIT_ANONYMOUS", default_value = "120/1m")]
+    pub rate_limit_anonymous: Quota,
+    /// Requests per user carrying a valid JWT.
+    #[arg(long, env = "RATE_LIMIT_USER", default_value = "600/1m")]
+    pub rate_limit_user: Quota,
+    /// Requests to `/auth/*` per client IP.
+    #[arg(long, env = "RATE_LIMIT_AUTH", default_value = "10/1m")]
+    pub rate_limit_auth: Quota,
+    /// New WebSocket connections per client IP.
+    #[arg(long, env = "RATE_LIMIT_WS", default_value = "30/1m")]
+    pub rate_limit_ws: Quota,
+    /// Response caching at the gateway (in Redis when REDIS_URL is set).
+    #[arg(long, env = "CACHE", default_value_t = true, action = ArgAction::Set)]
+    pub cache: bool,
+    /// Cache TTL per GET route: comma-separated `path=duration`, the longest
+    /// matching path wins (`*` matches one segment); other routes are not
+    /// cached.
+    #[arg(
+        long,
+        env = "CACHE_TTLS",
+        default_value = "/quotes/*=1s,/quotes/*/history=10s,/quotes/*/mean=10s,/quotes/*/candles=10s,\
+/symbols=1s,/symbols/search=60s,/sources=60s,/sources/status=5s,/services=2s"
+    )]
+    pub cache_ttls: PathRules<HumanDuration>,
+    /// Origins allowed by CORS: `*` or a comma-separated list.
+    #[arg(long, env = "CORS_ORIGINS", default_value = "*", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+}
+
+/// How the gateway spreads requests over a service's instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Balancer {
+    /// Each instance in turn.
+    RoundRobin,
+    /// The less busy of two instances picked at random (power of two choices).
+    P2c,
+}
+
+/// A duration written the human way (`5s`, `1m30s`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl FromStr for HumanDuration {
+    type Err = humantime::DurationError;
+
+    fn from_str(text: &str) -> Result<HumanDuration, Self::Err> {
+        duration(text).map(HumanDuration)
+    }
+}
+
+/// Values by URL path: `/quotes/*/history=10s,/sources=60s`. A rule matches
+/// a path whose leading segments it matches (`*` matches any one segment);
+/// the rule with the most segments wins.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PathRules<T> {
+    rules: Vec<(Vec<String>, T)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PathRulesError {
+    #[error("'{0}' is not `path=value`")]
+    NotAPair(String),
+    #[error("'{0}' does not start with '/'")]
+    NotAPath(String),
+    #[error("'{rule}': {reason}")]
+    BadValue { rule: String, reason: String },
+}
+
+fn segments(path: &str) -> impl Iterator<Item = &str> {
+    path.split('/').filter(|s| !s.is_empty())
+}
+
+impl<T> PathRules<T> {
+    /// The value of the most specific rule matching `path`.
+    pub fn lookup(&self, path: &str) -> Option<&T> {
+        self.rules
+            .iter()
+            .filter(|(pattern, _)| {
+                let mut path = segments(path);
+                pattern.iter().all(|want| path.next().is_some_and(|got| want == "*" || want == got))
+            })
+            .max_by_key(|(pattern, _)| pattern.len())
+            .map(|(_, value)| value)
+    }
+}
+
+impl<T: FromStr> FromStr for PathRules<T>
+where
+    T::Err: std::fmt::Display,
+{
+    type Err = PathRulesError;
+
+    fn from_str(text: &str) -> Result<PathRules<T>, PathRulesError> {
+        let mut rules = Vec::new();
+        for rule in text.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+            let (path, value) = rule.split_once('=').ok_or_else(|| PathRulesError::NotAPair(rule.to_string()))?;
+            if !path.starts_with('/') {
+                return Err(PathRulesError::NotAPath(path.to_string()));
+            }
+            let value = value
+                .trim()
+                .parse()
+                .map_err(|e: T::Err| PathRulesError::BadValue { rule: rule.to_string(), reason: e.to_string() })?;
+            rules.push((segments(path.trim()).map(str::to_string).collect(), value));
+        }
+        Ok(PathRules { rules })
+    }
 }
 
 /// The whole configuration; each role reads its part.
@@ -234,5 +358,28 @@ mod tests {
         assert_eq!(c.provider.session_ttl, Duration::from_secs(300));
         assert_eq!(c.ingestion.sources, vec!["synthetic".to_string()]);
         assert_eq!(c.advertise_host(), "127.0.0.1");
+        assert_eq!(c.gateway.rate_limit_anonymous, Quota::new(120, Duration::from_secs(60)));
+        assert_eq!(c.gateway.rate_limit_auth, Quota::new(10, Duration::from_secs(60)));
+        assert_eq!(c.gateway.cache_ttls.lookup("/quotes/AAPL"), Some(&HumanDuration(Duration::from_secs(1))));
+    }
+
+    #[test]
+    fn path_rules_pick_the_most_specific_match() {
+        let rules: PathRules<HumanDuration> = "/quotes/*=1s, /quotes/*/history=10s,/sources=60s".parse().unwrap();
+        let ttl = |path| rules.lookup(path).map(|d| d.0.as_secs());
+        assert_eq!(ttl("/quotes/AAPL"), Some(1));
+        assert_eq!(ttl("/quotes/AAPL/history"), Some(10));
+        assert_eq!(ttl("/quotes/AAPL/mean"), Some(1));
+        assert_eq!(ttl("/sources/status"), Some(60));
+        assert_eq!(ttl("/quotes"), None, "`*` needs a segment");
+        assert_eq!(ttl("/symbols"), None);
+    }
+
+    #[test]
+    fn path_rules_reject_malformed_text() {
+        assert!("/quotes".parse::<PathRules<HumanDuration>>().is_err());
+        assert!("quotes=1s".parse::<PathRules<HumanDuration>>().is_err());
+        assert!("/quotes=soon".parse::<PathRules<HumanDuration>>().is_err());
+        assert!("".parse::<PathRules<HumanDuration>>().unwrap().lookup("/x").is_none());
     }
 }

@@ -7,6 +7,7 @@ pub mod cache;
 pub mod config;
 pub mod discovery;
 pub mod http;
+pub mod jwt;
 pub mod problem;
 pub mod protocol;
 pub mod quote;

@@ -108,6 +108,25 @@ async fn invalid_payload_is_400_naming_each_bad_field() {
 }
 
 #[tokio::test]
+async fn oversized_or_non_json_body_is_400_naming_body() {
+    let registry = spawn_registry().await;
+    let megabyte = 1024 * 1024;
+    let huge_name = seed_with("name", json!("n".repeat(megabyte)));
+    assert_eq!(rejected_fields(&registry, huge_name).await, ["body"]);
+    assert_eq!(rejected_fields(&registry, "x".repeat(megabyte)).await, ["body"]);
+    assert_eq!(rejected_fields(&registry, "hello".to_string()).await, ["body"]);
+
+    let response = registry.register_raw("svc-invalid", "x".repeat(megabyte)).await;
+    let problem: Value = response.json().await.expect("problem JSON");
+    let message = problem["errors"][0]["message"].as_str().expect("a message");
+    assert!(message.contains("too large") && message.contains("65536"), "{message}");
+
+    // The limit is on the body, not on registrations that merely look big.
+    let roomy = seed_with("metadata", json!({"note": "m".repeat(32 * 1024)}));
+    assert_eq!(registry.register_raw("svc-roomy", roomy).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
 async fn invalid_service_id_is_400_naming_service_id() {
     let registry = spawn_registry().await;
 

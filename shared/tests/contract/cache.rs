@@ -1,11 +1,13 @@
 //! Behaviour every `Cache` adapter must show (Redis): keyed bytes, optional
-//! expiry, delete reporting whether the key existed. Keys are unique per
-//! check, so the suite can share one real server.
+//! expiry, delete reporting whether the key existed, and GCRA rate
+//! limiting that stays exact under concurrency. Keys are unique per check,
+//! so the suite can share one real server.
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use lizards_shared::cache::{Cache, MemoryCache};
+use futures::future::join_all;
+use lizards_shared::cache::{Cache, MemoryCache, Quota, Throttle};
 
 use crate::helpers::{eventually, unique};
 
@@ -19,6 +21,10 @@ pub async fn run_all(cache: &dyn Cache) {
     value_expires_after_its_ttl(cache).await;
     overwrite_without_ttl_removes_the_expiry(cache).await;
     delete_reports_whether_the_key_existed(cache).await;
+    a_burst_of_limit_is_allowed_then_the_next_is_denied(cache).await;
+    slots_come_back_one_interval_apart(cache).await;
+    throttled_keys_are_independent(cache).await;
+    concurrent_requests_on_one_key_allow_exactly_the_limit(cache).await;
 }
 
 async fn set(cache: &dyn Cache, key: &str, value: &'static str, ttl: Option<Duration>) {
@@ -83,6 +89,92 @@ pub async fn delete_reports_whether_the_key_existed(cache: &dyn Cache) {
     assert!(!cache.delete(&expired).await.expect("delete answers"), "an expired key");
 }
 
+async fn throttle(cache: &dyn Cache, key: &str, quota: Quota) -> Throttle {
+    cache.throttle(key, quota).await.expect("throttle answers")
+}
+
+/// How far a duration the store reports may trail the ideal one: the time
+/// the calls themselves took, on a busy machine.
+const SLACK: Duration = Duration::from_secs(1);
+
+pub async fn a_burst_of_limit_is_allowed_then_the_next_is_denied(cache: &dyn Cache) {
+    // One slot every 2 s: the whole burst fits well within one interval.
+    let quota = Quota::new(5, Duration::from_secs(10));
+    let interval = quota.window / quota.limit;
+    let key = unique("contract.throttle");
+    for expected_remaining in (0..quota.limit).rev() {
+        let outcome = throttle(cache, &key, quota).await;
+        assert!(outcome.allowed, "request {} of the burst: {outcome:?}", quota.limit - expected_remaining);
+        assert_eq!(outcome.remaining, expected_remaining, "{outcome:?}");
+        assert_eq!(outcome.retry_after, Duration::ZERO, "{outcome:?}");
+        let ideal_reset = interval * (quota.limit - expected_remaining);
+        assert!(outcome.reset_after <= ideal_reset && outcome.reset_after + SLACK > ideal_reset, "{outcome:?}");
+    }
+
+    let denied = throttle(cache, &key, quota).await;
+    assert!(!denied.allowed, "one over the limit: {denied:?}");
+    assert_eq!(denied.remaining, 0);
+    assert!(denied.retry_after <= interval && denied.retry_after + SLACK > interval, "{denied:?}");
+    assert!(denied.reset_after <= quota.window && denied.reset_after + SLACK > quota.window, "{denied:?}");
+
+    let again = throttle(cache, &key, quota).await;
+    assert!(!again.allowed && again.retry_after <= denied.retry_after, "a denied request takes no slot: {again:?}");
+}
+
+/// Waiting what the store says is the behaviour under test here, so these
+/// sleeps are the check itself, not synchronisation.
+pub async fn slots_come_back_one_interval_apart(cache: &dyn Cache) {
+    // One slot every 50 ms.
+    let quota = Quota::new(10, Duration::from_millis(500));
+    let key = unique("contract.throttle");
+    for _ in 0..quota.limit {
+        assert!(throttle(cache, &key, quota).await.allowed, "the burst is allowed");
+    }
+    let denied = throttle(cache, &key, quota).await;
+    assert!(!denied.allowed, "{denied:?}");
+
+    tokio::time::sleep(denied.retry_after).await;
+    let back = throttle(cache, &key, quota).await;
+    assert!(back.allowed, "a slot is back after retry_after {:?}: {back:?}", denied.retry_after);
+
+    tokio::time::sleep(back.reset_after).await;
+    for n in 1..=quota.limit {
+        let outcome = throttle(cache, &key, quota).await;
+        assert!(outcome.allowed, "request {n} after reset_after {:?}: {outcome:?}", back.reset_after);
+    }
+    eventually("a slot comes back", || {
+        let key = &key;
+        async move { throttle(cache, key, quota).await.allowed }
+    })
+    .await;
+}
+
+pub async fn throttled_keys_are_independent(cache: &dyn Cache) {
+    let quota = Quota::new(2, Duration::from_secs(3600));
+    let (exhausted, fresh) = (unique("contract.throttle"), unique("contract.throttle"));
+    for _ in 0..quota.limit {
+        assert!(throttle(cache, &exhausted, quota).await.allowed);
+    }
+    assert!(!throttle(cache, &exhausted, quota).await.allowed, "the first key is used up");
+
+    let other = throttle(cache, &fresh, quota).await;
+    assert!(other.allowed, "another key has its own quota: {other:?}");
+    assert_eq!(other.remaining, quota.limit - 1);
+}
+
+pub async fn concurrent_requests_on_one_key_allow_exactly_the_limit(cache: &dyn Cache) {
+    let quota = Quota::new(50, Duration::from_secs(3600));
+    let key = unique("contract.throttle");
+    let outcomes = join_all((0..200).map(|_| throttle(cache, &key, quota))).await;
+
+    let mut remaining: Vec<u32> = outcomes.iter().filter(|t| t.allowed).map(|t| t.remaining).collect();
+    assert_eq!(remaining.len(), 50, "allowed of 200 concurrent requests on a 50/1h quota");
+    remaining.sort_unstable();
+    let each_once: Vec<u32> = (0..50).collect();
+    assert_eq!(remaining, each_once, "every allowed request saw its own count");
+    assert!(outcomes.iter().filter(|t| !t.allowed).all(|t| t.remaining == 0 && !t.retry_after.is_zero()));
+}
+
 mod embedded {
     use super::*;
 
@@ -114,6 +206,26 @@ mod embedded {
     #[tokio::test]
     async fn delete_reports_whether_the_key_existed() {
         super::delete_reports_whether_the_key_existed(&MemoryCache::new()).await;
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_limit_is_allowed_then_the_next_is_denied() {
+        super::a_burst_of_limit_is_allowed_then_the_next_is_denied(&MemoryCache::new()).await;
+    }
+
+    #[tokio::test]
+    async fn slots_come_back_one_interval_apart() {
+        super::slots_come_back_one_interval_apart(&MemoryCache::new()).await;
+    }
+
+    #[tokio::test]
+    async fn throttled_keys_are_independent() {
+        super::throttled_keys_are_independent(&MemoryCache::new()).await;
+    }
+
+    #[tokio::test]
+    async fn concurrent_requests_on_one_key_allow_exactly_the_limit() {
+        super::concurrent_requests_on_one_key_allow_exactly_the_limit(&MemoryCache::new()).await;
     }
 
     #[tokio::test]
@@ -213,6 +325,51 @@ mod redis {
     async fn delete_reports_whether_the_key_existed() {
         let Some(fresh) = Fresh::connect().await else { return };
         super::delete_reports_whether_the_key_existed(&fresh.cache).await;
+        fresh.clean_up().await;
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_limit_is_allowed_then_the_next_is_denied() {
+        let Some(fresh) = Fresh::connect().await else { return };
+        super::a_burst_of_limit_is_allowed_then_the_next_is_denied(&fresh.cache).await;
+        fresh.clean_up().await;
+    }
+
+    #[tokio::test]
+    async fn slots_come_back_one_interval_apart() {
+        let Some(fresh) = Fresh::connect().await else { return };
+        super::slots_come_back_one_interval_apart(&fresh.cache).await;
+        fresh.clean_up().await;
+    }
+
+    #[tokio::test]
+    async fn throttled_keys_are_independent() {
+        let Some(fresh) = Fresh::connect().await else { return };
+        super::throttled_keys_are_independent(&fresh.cache).await;
+        fresh.clean_up().await;
+    }
+
+    #[tokio::test]
+    async fn concurrent_requests_on_one_key_allow_exactly_the_limit() {
+        let Some(fresh) = Fresh::connect().await else { return };
+        super::concurrent_requests_on_one_key_allow_exactly_the_limit(&fresh.cache).await;
+        fresh.clean_up().await;
+    }
+
+    /// Several gateways share one Redis: separate connections (as separate
+    /// processes would have) still count against one quota.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn clients_on_separate_connections_share_one_quota() {
+        let Some(fresh) = Fresh::connect().await else { return };
+        let quota = Quota::new(30, Duration::from_secs(3600));
+        let mut clients = Vec::new();
+        for _ in 0..3 {
+            clients.push(RedisCache::connect(&fresh.url, &fresh.prefix).await.expect("connects"));
+        }
+        let calls = clients.iter().flat_map(|client| (0..40).map(move |_| client.throttle("shared-quota", quota)));
+        let outcomes = join_all(calls).await;
+        let allowed = outcomes.into_iter().map(|o| o.expect("throttle answers")).filter(|t| t.allowed).count();
+        assert_eq!(allowed, 30, "allowed of 120 requests from three clients on a 30/1h quota");
         fresh.clean_up().await;
     }
 
@@ -317,6 +474,9 @@ mod redis {
         let started = Instant::now();
         let result = cache.ping().await;
         results.push(("ping", result, started.elapsed()));
+        let started = Instant::now();
+        let result = cache.throttle("quota", Quota::new(1, Duration::from_secs(1))).await.map(drop);
+        results.push(("throttle", result, started.elapsed()));
         results
     }
 

@@ -1,6 +1,8 @@
 //! `lizards bench`: the project's own benchmarks (SPEC §12). Each run is
 //! bounded in clients and time, prints its figures and exits.
 
+mod gateway;
+
 use std::{
     collections::HashMap,
     sync::{
@@ -45,6 +47,10 @@ enum BenchKind {
     /// store's `insert_batch` against `psql \copy` of the same rows, in a
     /// scratch schema dropped afterwards.
     Persist(PersistBench),
+    /// Proxied REST through the gateway (rate limiting on) next to nginx
+    /// `proxy_pass` and the provider direct; cache hits; the rate-limit
+    /// check's latency against the store.
+    Gateway(gateway::GatewayBench),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -76,6 +82,7 @@ impl BenchCommand {
         match self.kind {
             BenchKind::Ws(bench) => bench.run(config).await,
             BenchKind::Persist(bench) => bench.run(config).await,
+            BenchKind::Gateway(bench) => bench.run(config).await,
         }
     }
 }

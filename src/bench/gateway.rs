@@ -1,0 +1,325 @@
+//! `lizards bench gateway`: proxied REST throughput through the gateway
+//! (rate limiting on, cache bypassed) next to nginx `proxy_pass` to the
+//! same provider and to the provider direct; then cache hits through the
+//! gateway, and the latency of one rate-limit check against the store
+//! (Redis when `REDIS_URL` is set). One load generator for every target:
+//! N keep-alive HTTP/1.1 connections, each sending its next GET as soon as
+//! the previous answer is read.
+
+use std::{
+    net::SocketAddr,
+    process::Stdio,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::Args;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Empty};
+use hyper::{Request, StatusCode, header};
+use hyper_util::rt::TokioIo;
+use lizards_shared::{
+    cache::{Cache, MemoryCache, Quota, RedisCache},
+    config::Config,
+    shutdown::Shutdown,
+};
+use tokio::{net::TcpStream, process::Command, time::Instant};
+
+use crate::platform::{self, Target};
+
+#[derive(Debug, Clone, Args)]
+pub struct GatewayBench {
+    /// Concurrent keep-alive connections of the load generator.
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// Measured time per target.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Unmeasured load before each measurement.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
+    /// Path every request asks for.
+    #[arg(long, default_value = "/quotes/AAPL")]
+    path: String,
+    /// nginx binary for the reference proxy (Debian's `nginx`); the row is
+    /// skipped when it cannot be started.
+    #[arg(long, default_value = "/usr/sbin/nginx")]
+    nginx: String,
+    /// Rate-limit checks timed one after another against the store.
+    #[arg(long, default_value_t = 20_000)]
+    checks: u32,
+}
+
+/// What one target sustained.
+struct Throughput {
+    requests_per_s: f64,
+    errors: u64,
+    latency: Histogram<u64>,
+}
+
+impl Throughput {
+    fn ms(&self, quantile: f64) -> f64 {
+        self.latency.value_at_quantile(quantile) as f64 / 1000.0
+    }
+}
+
+impl GatewayBench {
+    pub async fn run(self, config: Config) -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let shutdown = Shutdown::new();
+        let mut config = config.ephemeral(dir.path());
+        // Every request is counted against a limit it never reaches.
+        config.gateway.rate_limit_anonymous = Quota::new(u32::MAX, Duration::from_secs(60));
+        config.gateway.cache_ttls = "/quotes/*=60s".parse()?;
+        let store_kind = if config.common.redis_url.is_some() { "Redis" } else { "in-process" };
+        let platform = platform::start(config.clone(), Target::All, shutdown.clone()).await?;
+        let provider = platform.provider.context("provider started")?;
+        let gateway = platform.gateway.context("gateway started")?;
+        wait_for_ok(provider, &self.path).await?;
+        wait_for_ok(gateway, &self.path).await?;
+        println!(
+            "bench gateway: GET {} over {} keep-alive connections, warm-up {:?}, {:?} per target, rate-limit store {store_kind}",
+            self.path, self.connections, self.warmup, self.duration
+        );
+
+        let no_store = Some("no-store");
+        let direct = self.measure("provider direct", provider, no_store).await?;
+        let nginx = match Nginx::start(&self.nginx, provider, dir.path()).await {
+            Ok(nginx) => {
+                let measured = self.measure("nginx proxy_pass", nginx.addr, no_store).await?;
+                nginx.stop().await;
+                Some(measured)
+            }
+            Err(error) => {
+                println!("nginx proxy_pass: skipped ({error:#})");
+                None
+            }
+        };
+        let proxied = self.measure("gateway, rate-limited, cache bypassed", gateway, no_store).await?;
+        let hits = self.measure("gateway, rate-limited, cache hits", gateway, None).await?;
+        let check = self.rate_limit_check(&config).await?;
+        shutdown.cancel();
+        platform.stopped().await;
+
+        let ratio = |t: &Throughput, of: &Throughput| t.requests_per_s / of.requests_per_s;
+        if let Some(nginx) = &nginx {
+            println!("gateway / nginx: {:.2}×", ratio(&proxied, nginx));
+        }
+        println!(
+            "gateway / direct: {:.2}×; cache hits / direct: {:.2}×",
+            ratio(&proxied, &direct),
+            ratio(&hits, &direct)
+        );
+        let us = |q: f64| check.value_at_quantile(q) as f64;
+        println!(
+            "rate-limit check ({store_kind}, {} sequential): p50 {:.0} µs  p99 {:.0} µs  max {:.0} µs",
+            check.len(),
+            us(0.5),
+            us(0.99),
+            check.max() as f64
+        );
+        println!(
+            "{}",
+            serde_json::json!({
+                "bench": "gateway", "connections": self.connections, "seconds": self.duration.as_secs_f64(),
+                "direct_rps": direct.requests_per_s.round(), "nginx_rps": nginx.as_ref().map(|n| n.requests_per_s.round()),
+                "gateway_rps": proxied.requests_per_s.round(), "cache_hit_rps": hits.requests_per_s.round(),
+                "gateway_p99_ms": proxied.ms(0.99), "ratelimit_check_p99_us": us(0.99), "store": store_kind,
+            })
+        );
+        Ok(())
+    }
+
+    /// Loads `target` for the warm-up, then measures it.
+    async fn measure(&self, name: &str, target: SocketAddr, cache_control: Option<&str>) -> anyhow::Result<Throughput> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let measuring = Arc::new(AtomicBool::new(false));
+        let (done, errors) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let mut tasks = Vec::with_capacity(self.connections);
+        request(&self.path, cache_control)?; // fails here, not in every task
+        for _ in 0..self.connections {
+            let (path, cache_control) = (self.path.clone(), cache_control.map(str::to_string));
+            let request = move || request(&path, cache_control.as_deref()).expect("checked above");
+            let (stop, measuring, done, errors) = (stop.clone(), measuring.clone(), done.clone(), errors.clone());
+            tasks.push(tokio::spawn(async move { connection(target, request, stop, measuring, done, errors).await }));
+        }
+        tokio::time::sleep(self.warmup).await;
+        measuring.store(true, Ordering::Relaxed);
+        let started = Instant::now();
+        tokio::time::sleep(self.duration).await;
+        let count = done.load(Ordering::Relaxed);
+        let elapsed = started.elapsed();
+        stop.store(true, Ordering::Relaxed);
+        let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+        for task in tasks {
+            latency.add(task.await??)?;
+        }
+        let measured = Throughput {
+            requests_per_s: count as f64 / elapsed.as_secs_f64(),
+            errors: errors.load(Ordering::Relaxed),
+            latency,
+        };
+        println!(
+            "{name:<40} {:>9.0} req/s   p50 {:.2} ms  p99 {:.2} ms   errors {}",
+            measured.requests_per_s,
+            measured.ms(0.5),
+            measured.ms(0.99),
+            measured.errors
+        );
+        if measured.errors > 0 && measured.errors * 100 > count {
+            bail!("{name}: {} of {count} requests failed", measured.errors);
+        }
+        Ok(measured)
+    }
+
+    /// Times single rate-limit checks against the gateway's store.
+    async fn rate_limit_check(&self, config: &Config) -> anyhow::Result<Histogram<u64>> {
+        let store: Arc<dyn Cache> = match &config.common.redis_url {
+            Some(url) => Arc::new(RedisCache::connect(url, "lizards-bench").await?),
+            None => Arc::new(MemoryCache::new()),
+        };
+        let quota = Quota::new(u32::MAX, Duration::from_secs(60));
+        let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+        for i in 0..self.checks {
+            let key = format!("bench:{}", i % 1024);
+            let started = Instant::now();
+            store.throttle(&key, quota).await?;
+            histogram.record(started.elapsed().as_micros().max(1) as u64)?;
+        }
+        Ok(histogram)
+    }
+}
+
+fn request(path: &str, cache_control: Option<&str>) -> anyhow::Result<Request<Empty<Bytes>>> {
+    let mut request = Request::get(path).header(header::HOST, "bench");
+    if let Some(value) = cache_control {
+        request = request.header(header::CACHE_CONTROL, value);
+    }
+    Ok(request.body(Empty::new())?)
+}
+
+/// One keep-alive connection sending GETs back to back until `stop`;
+/// returns the latencies (µs) seen while `measuring`.
+async fn connection(
+    target: SocketAddr,
+    request: impl Fn() -> Request<Empty<Bytes>>,
+    stop: Arc<AtomicBool>,
+    measuring: Arc<AtomicBool>,
+    done: Arc<AtomicU64>,
+    errors: Arc<AtomicU64>,
+) -> anyhow::Result<Histogram<u64>> {
+    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    while !stop.load(Ordering::Relaxed) {
+        let stream = TcpStream::connect(target).await?;
+        stream.set_nodelay(true)?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        while !stop.load(Ordering::Relaxed) {
+            let started = Instant::now();
+            let ok = match sender.send_request(request()).await {
+                Ok(response) => {
+                    let status = response.status();
+                    response.into_body().collect().await.is_ok() && status == StatusCode::OK
+                }
+                Err(_) => false,
+            };
+            if measuring.load(Ordering::Relaxed) {
+                done.fetch_add(1, Ordering::Relaxed);
+                latency.record(started.elapsed().as_micros().max(1) as u64)?;
+                if !ok {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            if !ok || sender.ready().await.is_err() {
+                break; // a fresh connection
+            }
+        }
+    }
+    Ok(latency)
+}
+
+async fn wait_for_ok(target: SocketAddr, path: &str) -> anyhow::Result<()> {
+    let url = format!("http://{target}{path}");
+    let http = lizards_shared::http::client();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(response) = http.get(&url).send().await
+            && response.status().is_success()
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{url} did not answer 200 within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// nginx as a plain reverse proxy to the provider: one worker per core,
+/// keep-alive upstream connections, no access log (as the benchmark runs
+/// Lizards with warnings only).
+struct Nginx {
+    addr: SocketAddr,
+    child: tokio::process::Child,
+    binary: String,
+    conf: std::path::PathBuf,
+    dir: std::path::PathBuf,
+}
+
+impl Nginx {
+    async fn start(binary: &str, upstream: SocketAddr, dir: &std::path::Path) -> anyhow::Result<Nginx> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let conf = dir.join("nginx.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "daemon off;\nworker_processes auto;\npid {dir}/nginx.pid;\nerror_log stderr warn;\n\
+                 events {{ worker_connections 4096; }}\n\
+                 http {{\n  access_log off;\n  client_body_temp_path {dir};\n  proxy_temp_path {dir};\n\
+                 upstream provider {{ server {upstream}; keepalive 128; }}\n\
+                 server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://provider;\n\
+                 proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n      proxy_set_header Host $host;\n\
+                 proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n    }}\n  }}\n}}\n",
+                dir = dir.display()
+            ),
+        )?;
+        let child = Command::new(binary)
+            .arg("-c")
+            .arg(&conf)
+            .arg("-p")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {binary}"))?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut nginx = Nginx { addr, child, conf, dir: dir.to_path_buf(), binary: binary.to_string() };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(addr).await.is_err() {
+            if let Some(status) = nginx.child.try_wait()? {
+                bail!("nginx exited: {status}");
+            }
+            if Instant::now() > deadline {
+                nginx.stop().await;
+                bail!("nginx did not listen on {addr}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(nginx)
+    }
+
+    /// Fast shutdown through the master (`-s stop`), so no worker outlives it.
+    async fn stop(mut self) {
+        let mut stop = Command::new(&self.binary);
+        stop.arg("-c").arg(&self.conf).arg("-p").arg(&self.dir).args(["-s", "stop"]);
+        let _ = stop.status().await;
+        if tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await.is_err() {
+            let _ = self.child.kill().await;
+        }
+    }
+}
