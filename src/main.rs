@@ -13,6 +13,12 @@ use lizards_shared::{config::Config, shutdown, telemetry};
 /// backends and synthetic prices; the web UI is at http://localhost:8080.
 /// Every setting below can be given as a flag or as the environment
 /// variable shown.
+/// mimalloc: the proxy and fan-out paths allocate small short-lived
+/// buffers per request and frame, where glibc's malloc showed up at ~10 %
+/// of CPU (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "lizards", version, max_term_width = 110)]
 struct Cli {

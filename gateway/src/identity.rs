@@ -40,17 +40,15 @@ pub fn identify(
     upgrade: bool,
     ip: IpAddr,
     check_token: bool,
-) -> Result<Identity, Response> {
+) -> Result<Identity, JwtError> {
     let Some(token) = token(headers, uri, upgrade).filter(|_| check_token) else {
         return Ok(Identity { ip, user: None });
     };
-    match jwt.verify(token) {
-        Ok(claims) => Ok(Identity { ip, user: Some(claims.sub) }),
-        Err(error) => Err(unauthorized(&error)),
-    }
+    Ok(Identity { ip, user: Some(jwt.verify(token)?.sub) })
 }
 
-fn unauthorized(error: &JwtError) -> Response {
+/// 401 for a token that did not verify.
+pub fn unauthorized(error: &JwtError) -> Response {
     let mut response = Problem::new(StatusCode::UNAUTHORIZED, "Unauthorized").detail(error.to_string()).into_response();
     response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer error=\"invalid_token\""));
     response

@@ -46,7 +46,7 @@ pub enum GatewayError {
 
 pub struct GatewayState {
     pub upstreams: Arc<Upstreams>,
-    pub http: reqwest::Client,
+    pub http: proxy::HttpClient,
     pub metrics: metrics::Metrics,
     pub jwt: Jwt,
     pub limiter: Option<RateLimiter>,
@@ -98,7 +98,7 @@ pub async fn build(config: Config, store: Arc<dyn Cache>, shutdown: Shutdown) ->
     let metrics = metrics::Metrics::new(&registry);
     let state = Arc::new(GatewayState {
         upstreams: upstreams.clone(),
-        http: lizards_shared::http::client(),
+        http: proxy::http_client(),
         jwt: Jwt::from_config(&config.common).map_err(GatewayError::JwtSecret)?,
         limiter: RateLimiter::new(&config.gateway, store.clone(), metrics.clone()),
         cache: ResponseCache::new(&config.gateway, store, metrics.clone()),

@@ -18,6 +18,11 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use futures::{SinkExt, StreamExt};
+use http_body_util::BodyExt;
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
 use lizards_shared::problem::Problem;
 use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest, protocol::WebSocketConfig};
 
@@ -138,7 +143,8 @@ async fn admit<'a>(
     uri: &Uri,
 ) -> Result<(Identity, Option<Counted<'a>>), Response> {
     let check_token = route.prefix != "/auth";
-    let identity = identity::identify(&state.jwt, headers, uri, upgrade, client.ip(), check_token)?;
+    let identity = identity::identify(&state.jwt, headers, uri, upgrade, client.ip(), check_token)
+        .map_err(|error| identity::unauthorized(&error))?;
     let counted = match &state.limiter {
         Some(limiter) => limiter.check(route.prefix, upgrade, &identity).await?,
         None => None,
@@ -150,67 +156,77 @@ fn no_instance(service: &str) -> Response {
     Problem::unavailable(format!("no healthy instance of '{service}' is registered")).into_response()
 }
 
+/// The client the gateway reaches upstreams with: plain HTTP/1.1 over a
+/// keep-alive pool, sockets without Nagle's delay.
+pub type HttpClient = Client<HttpConnector, Body>;
+
+pub fn http_client() -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(3)));
+    Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(30)).build(connector)
+}
+
 /// One request on its way to an upstream.
 struct Outgoing {
     method: Method,
     path_and_query: String,
     headers: HeaderMap,
-    body: Option<reqwest::Body>,
+    body: Option<Body>,
     timeout: Duration,
 }
 
-/// Sends `outgoing` to an instance of the route's service. After a
-/// connection failure the instance is ejected and an idempotent request
-/// is tried once more on another one.
-async fn send(
-    state: &GatewayState,
-    route: &Route,
-    mut outgoing: Outgoing,
-) -> Result<(reqwest::Response, Picked), Response> {
+type Upstreamed = hyper::Response<hyper::body::Incoming>;
+
+/// Sends `outgoing` to an instance of the route's service. After a failure
+/// the instance is ejected and an idempotent request is tried once more on
+/// another one; a request that outlives the route's timeout gets 504.
+async fn send(state: &GatewayState, route: &Route, mut outgoing: Outgoing) -> Result<(Upstreamed, Picked), Response> {
     let idempotent = matches!(outgoing.method, Method::GET | Method::HEAD | Method::OPTIONS);
     let mut tried: Vec<String> = Vec::new();
     loop {
         let Some(picked) = state.upstreams.pick(route.service, &tried).await else {
             return Err(no_instance(route.service));
         };
-        let url = format!("http://{}{}", picked.authority, outgoing.path_and_query);
-        let mut upstream = state
-            .http
-            .request(outgoing.method.clone(), url)
-            .headers(outgoing.headers.clone())
-            .timeout(outgoing.timeout);
-        // Idempotent requests carry no body worth resending; others are
-        // streamed once and never retried.
-        if !idempotent && let Some(body) = outgoing.body.take() {
-            upstream = upstream.body(body);
+        // Idempotent requests carry no body worth resending and may be
+        // retried; others are streamed once and never retried.
+        let (body, headers) = if idempotent {
+            (Body::empty(), outgoing.headers.clone())
+        } else {
+            (outgoing.body.take().unwrap_or_default(), std::mem::take(&mut outgoing.headers))
+        };
+        let mut request = hyper::Request::new(body);
+        *request.method_mut() = outgoing.method.clone();
+        *request.headers_mut() = headers;
+        match format!("http://{}{}", picked.authority, outgoing.path_and_query).parse() {
+            Ok(uri) => *request.uri_mut() = uri,
+            Err(_) => return Err(Problem::bad_request("the request target cannot be forwarded").into_response()),
         }
         let started = Instant::now();
-        match upstream.send().await {
-            Ok(response) => {
-                state
-                    .metrics
-                    .upstream_duration
-                    .with_label_values(&[route.prefix])
-                    .observe(started.elapsed().as_secs_f64());
+        let error = match tokio::time::timeout(outgoing.timeout, state.http.request(request)).await {
+            Ok(Ok(response)) => {
+                let elapsed = started.elapsed().as_secs_f64();
+                state.metrics.upstream_duration.with_label_values(&[route.prefix]).observe(elapsed);
                 return Ok((response, picked));
             }
-            Err(error) => {
-                let kind = if error.is_timeout() { "timeout" } else { "connect" };
-                state.metrics.upstream_errors.with_label_values(&[route.prefix, kind]).inc();
-                tracing::warn!(%error, instance = %picked.authority, "upstream request failed");
-                if error.is_timeout() {
-                    return Err(Problem::new(StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout")
-                        .detail(format!("'{}' did not answer within {:?}", route.service, outgoing.timeout))
-                        .into_response());
-                }
-                state.upstreams.eject(&picked.authority);
-                tried.push(picked.authority.clone());
-                if !idempotent || tried.len() > 1 {
-                    return Err(Problem::new(StatusCode::BAD_GATEWAY, "Bad Gateway")
-                        .detail(format!("'{}' is unreachable", route.service))
-                        .into_response());
-                }
+            Ok(Err(error)) => error,
+            Err(_) => {
+                state.metrics.upstream_errors.with_label_values(&[route.prefix, "timeout"]).inc();
+                tracing::warn!(instance = %picked.authority, timeout = ?outgoing.timeout, "upstream timed out");
+                return Err(Problem::new(StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout")
+                    .detail(format!("'{}' did not answer within {:?}", route.service, outgoing.timeout))
+                    .into_response());
             }
+        };
+        let kind = if error.is_connect() { "connect" } else { "broken" };
+        state.metrics.upstream_errors.with_label_values(&[route.prefix, kind]).inc();
+        tracing::warn!(%error, instance = %picked.authority, "upstream request failed");
+        state.upstreams.eject(&picked.authority);
+        tried.push(picked.authority.clone());
+        if !idempotent || tried.len() > 1 {
+            return Err(Problem::new(StatusCode::BAD_GATEWAY, "Bad Gateway")
+                .detail(format!("'{}' is unreachable", route.service))
+                .into_response());
         }
     }
 }
@@ -229,7 +245,7 @@ async fn rest(
         headers: forward_headers(&parts.headers, client),
         timeout: state.timeout(parts.uri.path()),
         path_and_query,
-        body: Some(reqwest::Body::wrap_stream(body.into_data_stream())),
+        body: Some(body),
     };
     let plan = match &state.cache {
         Some(cache) if parts.method == Method::GET => {
@@ -255,8 +271,9 @@ async fn rest(
     let fetch = {
         let state = state.clone();
         async move {
+            let timeout = outgoing.timeout;
             match send(&state, route, outgoing).await {
-                Ok((response, _picked)) => buffered(response).await,
+                Ok((response, _picked)) => buffered(response, timeout).await,
                 Err(refused) => Entry::from_response(refused).await,
             }
         }
@@ -264,39 +281,39 @@ async fn rest(
     cache.serve(route.prefix, plan, fetch).await.into_response()
 }
 
-/// End-to-end headers of an upstream response.
-fn relayed_headers(upstream: &reqwest::Response) -> HeaderMap {
-    let mut headers = HeaderMap::with_capacity(upstream.headers().len());
-    for (name, value) in upstream.headers() {
-        if !hop_by_hop(name) && name != header::CONTENT_LENGTH {
-            headers.append(name.clone(), value.clone());
-        }
+/// Keeps the end-to-end headers of an upstream response.
+fn end_to_end(headers: &mut HeaderMap) {
+    let hop: Vec<HeaderName> = headers.keys().filter(|name| hop_by_hop(name)).cloned().collect();
+    for name in hop {
+        headers.remove(name);
     }
-    headers
 }
 
 /// Streams an upstream response through.
-fn relay(upstream: reqwest::Response) -> Response {
-    let mut response = Response::new(Body::empty());
-    *response.status_mut() = upstream.status();
-    *response.headers_mut() = relayed_headers(&upstream);
-    *response.body_mut() = Body::from_stream(upstream.bytes_stream());
-    response
+fn relay(upstream: Upstreamed) -> Response {
+    let (mut parts, body) = upstream.into_parts();
+    end_to_end(&mut parts.headers);
+    Response::from_parts(parts, Body::new(body))
 }
 
 /// Reads a whole upstream response, for the cache.
-async fn buffered(upstream: reqwest::Response) -> Entry {
-    let status = upstream.status();
-    let headers = relayed_headers(&upstream);
-    match upstream.bytes().await {
-        Ok(body) => Entry { status, headers, body, stored_at: None, hit: false },
-        Err(error) => {
-            let refused = Problem::new(StatusCode::BAD_GATEWAY, "Bad Gateway")
-                .detail(format!("the upstream response broke off: {error}"))
-                .into_response();
-            Entry::from_response(refused).await
+async fn buffered(upstream: Upstreamed, timeout: Duration) -> Entry {
+    let (mut parts, body) = upstream.into_parts();
+    end_to_end(&mut parts.headers);
+    let problem = match tokio::time::timeout(timeout, body.collect()).await {
+        Ok(Ok(body)) => {
+            return Entry {
+                status: parts.status,
+                headers: parts.headers,
+                body: body.to_bytes(),
+                stored_at: None,
+                hit: false,
+            };
         }
-    }
+        Ok(Err(error)) => format!("the upstream response broke off: {error}"),
+        Err(_) => format!("the upstream response took longer than {timeout:?}"),
+    };
+    Entry::from_response(Problem::new(StatusCode::BAD_GATEWAY, "Bad Gateway").detail(problem).into_response()).await
 }
 
 async fn websocket(state: &GatewayState, route: &Route, client: SocketAddr, request: Request) -> Response {

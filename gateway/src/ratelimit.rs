@@ -4,11 +4,19 @@
 //! (draft-ietf-httpapi-ratelimit-headers); a limited request gets 429 with
 //! `Retry-After`. When the store fails the request goes through (fail
 //! open), with a warning when that starts and a metric for every one.
+//!
+//! A busy key takes its slots from the store in batches (leases) instead of
+//! one round trip per request: a batch doubles each time the previous one
+//! was used up within [`LEASE_FOR`], shrinks to what was used when it was
+//! not, and is never more than 1/[`BATCH_SHARE`] of what the store still
+//! has, so near the limit every slot is asked for singly and the gateways
+//! together admit the policy's count (docs/decisions.md).
 
 use std::{
+    collections::HashMap,
     sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU32, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -37,8 +45,37 @@ pub struct Counted<'a> {
     throttle: Throttle,
 }
 
+/// Longest a leased slot may wait for its request: a slot is spent within
+/// a second of the store counting it, so leases never add up to a burst.
+const LEASE_FOR: Duration = Duration::from_secs(1);
+/// Largest batch, and its share of the slots the store still has.
+const MAX_BATCH: u32 = 64;
+const BATCH_SHARE: u32 = 8;
+/// Checks between sweeps of expired leases.
+const SWEEP_EVERY: u32 = 4096;
+
+/// Slots of one key this gateway has taken from the store ahead of use.
+struct Lease {
+    slots: u32,
+    /// The batch it was taken in, and the store's count after it.
+    batch: u32,
+    remaining: u32,
+    reset_at: Instant,
+    expires: Instant,
+}
+
+impl Lease {
+    /// The batch to ask for next, from how this one went.
+    fn next_batch(&self, now: Instant) -> u32 {
+        let grown = if self.slots == 0 && now < self.expires { self.batch * 2 } else { self.batch - self.slots };
+        grown.min(self.remaining / BATCH_SHARE).clamp(1, MAX_BATCH)
+    }
+}
+
 pub struct RateLimiter {
     store: Arc<dyn Cache>,
+    leases: Mutex<HashMap<String, Lease>>,
+    checks: AtomicU32,
     anonymous: Policy,
     user: Policy,
     auth: Policy,
@@ -58,6 +95,8 @@ impl RateLimiter {
     pub fn new(config: &GatewayConfig, store: Arc<dyn Cache>, metrics: Metrics) -> Option<RateLimiter> {
         config.rate_limit.then(|| RateLimiter {
             store,
+            leases: Mutex::default(),
+            checks: AtomicU32::new(0),
             anonymous: Policy { name: "default", quota: config.rate_limit_anonymous },
             user: Policy { name: "user", quota: config.rate_limit_user },
             auth: Policy { name: "auth", quota: config.rate_limit_auth },
@@ -91,7 +130,7 @@ impl RateLimiter {
     ) -> Result<Option<Counted<'_>>, Response> {
         let (policy, key) = self.policy(route_prefix, upgrade, identity);
         let started = Instant::now();
-        let result = self.store.throttle(&key, policy.quota).await;
+        let result = self.take(&key, policy.quota).await;
         self.metrics.ratelimit_check.observe(started.elapsed().as_secs_f64());
         let throttle = match result {
             Ok(throttle) => {
@@ -125,6 +164,61 @@ impl RateLimiter {
         counted.annotate(response.headers_mut());
         response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
         Err(response)
+    }
+}
+
+impl RateLimiter {
+    /// One slot for `key`: from this gateway's lease, else from the store
+    /// (with a batch for the lease when the key is busy).
+    async fn take(&self, key: &str, quota: Quota) -> Result<Throttle, lizards_shared::cache::CacheError> {
+        let now = Instant::now();
+        let batch = {
+            let mut leases = self.leases.lock().expect("leases lock");
+            if self.checks.fetch_add(1, Ordering::Relaxed).is_multiple_of(SWEEP_EVERY) {
+                leases.retain(|_, lease| lease.expires > now);
+            }
+            match leases.get_mut(key) {
+                Some(lease) if lease.slots > 0 && now < lease.expires => {
+                    lease.slots -= 1;
+                    return Ok(Throttle {
+                        allowed: true,
+                        remaining: lease.remaining + lease.slots,
+                        reset_after: lease.reset_at.saturating_duration_since(now),
+                        retry_after: Duration::ZERO,
+                    });
+                }
+                Some(lease) => lease.next_batch(now),
+                None => 1,
+            }
+        };
+        let mut throttle = self.store.throttle(key, quota, batch).await?;
+        let mut batch = batch;
+        if !throttle.allowed && batch > 1 {
+            batch = 1;
+            throttle = self.store.throttle(key, quota, 1).await?;
+        }
+        if throttle.allowed {
+            // Concurrent takers of one key add to one lease: no slot counted
+            // by the store is dropped while it is still valid.
+            let mut leases = self.leases.lock().expect("leases lock");
+            let lease = leases.entry(key.to_string()).or_insert(Lease {
+                slots: 0,
+                batch,
+                remaining: 0,
+                reset_at: now,
+                expires: now,
+            });
+            if lease.expires <= now {
+                lease.slots = 0;
+            }
+            lease.slots += batch - 1;
+            lease.batch = batch;
+            lease.remaining = throttle.remaining;
+            lease.reset_at = now + throttle.reset_after;
+            lease.expires = now + LEASE_FOR;
+            throttle.remaining += lease.slots;
+        }
+        Ok(throttle)
     }
 }
 
@@ -176,6 +270,37 @@ mod tests {
         assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(limited.headers()[header::RETRY_AFTER], "30");
         assert_eq!(limited.headers()["ratelimit"], "\"default\";r=0;t=60");
+    }
+
+    #[tokio::test]
+    async fn a_busy_key_takes_batches_that_shrink_near_the_limit() {
+        let store = Arc::new(MemoryCache::new());
+        let mut config = lizards_shared::config::Config::defaults().gateway;
+        config.rate_limit_anonymous = "1000/1h".parse().unwrap();
+        let limiter = RateLimiter::new(&config, store.clone(), Metrics::new(&metrics_registry("gateway"))).unwrap();
+        let mut admitted = 0;
+        for _ in 0..1500 {
+            if limiter.check("/quotes", false, &anonymous()).await.is_ok() {
+                admitted += 1;
+            }
+        }
+        assert_eq!(admitted, 1000, "every slot is used, none twice");
+        let batch = limiter.leases.lock().unwrap().values().map(|lease| lease.batch).max().unwrap();
+        assert_eq!(batch, 1, "the last slots were asked for one by one");
+    }
+
+    #[test]
+    fn lease_batches_grow_when_used_up_and_shrink_to_what_was_used() {
+        let now = Instant::now();
+        let lease = |slots, remaining, expires| Lease { slots, batch: 8, remaining, reset_at: now, expires };
+        let live = now + Duration::from_secs(1);
+        assert_eq!(lease(0, 10_000, live).next_batch(now), 16, "used up in time: doubles");
+        assert_eq!(lease(0, 10_000, now).next_batch(now), 8, "used up, but slowly: stays");
+        assert_eq!(lease(5, 10_000, now).next_batch(now), 3, "expired with 5 left: what was used");
+        assert_eq!(lease(0, 40, live).next_batch(now), 5, "at most an eighth of what is left");
+        assert_eq!(lease(0, 3, live).next_batch(now), 1, "near the limit, one at a time");
+        let big = Lease { batch: 64, ..lease(0, 1_000_000, live) };
+        assert_eq!(big.next_batch(now), MAX_BATCH);
     }
 
     #[test]

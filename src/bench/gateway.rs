@@ -74,13 +74,17 @@ impl GatewayBench {
         let shutdown = Shutdown::new();
         let mut config = config.ephemeral(dir.path());
         // Every request is counted against a limit it never reaches.
-        config.gateway.rate_limit_anonymous = Quota::new(u32::MAX, Duration::from_secs(60));
+        config.gateway.rate_limit_anonymous = Quota::new(1_000_000_000, Duration::from_secs(3600));
         config.gateway.cache_ttls = "/quotes/*=60s".parse()?;
         let store_kind = if config.common.redis_url.is_some() { "Redis" } else { "in-process" };
         let platform = platform::start(config.clone(), Target::All, shutdown.clone()).await?;
         let provider = platform.provider.context("provider started")?;
-        let gateway = platform.gateway.context("gateway started")?;
+        let registry = platform.registry.context("registry started")?;
         wait_for_ok(provider, &self.path).await?;
+        // A gateway process of its own, as nginx has: neither shares the
+        // load generator's and the provider's threads.
+        let gateway_process = GatewayProcess::start(registry, &config, dir.path()).await?;
+        let gateway = gateway_process.addr;
         wait_for_ok(gateway, &self.path).await?;
         println!(
             "bench gateway: GET {} over {} keep-alive connections, warm-up {:?}, {:?} per target, rate-limit store {store_kind}",
@@ -103,6 +107,7 @@ impl GatewayBench {
         let proxied = self.measure("gateway, rate-limited, cache bypassed", gateway, no_store).await?;
         let hits = self.measure("gateway, rate-limited, cache hits", gateway, None).await?;
         let check = self.rate_limit_check(&config).await?;
+        gateway_process.stop().await;
         shutdown.cancel();
         platform.stopped().await;
 
@@ -183,12 +188,12 @@ impl GatewayBench {
             Some(url) => Arc::new(RedisCache::connect(url, "lizards-bench").await?),
             None => Arc::new(MemoryCache::new()),
         };
-        let quota = Quota::new(u32::MAX, Duration::from_secs(60));
+        let quota = Quota::new(1_000_000_000, Duration::from_secs(3600));
         let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
         for i in 0..self.checks {
             let key = format!("bench:{}", i % 1024);
             let started = Instant::now();
-            store.throttle(&key, quota).await?;
+            store.throttle(&key, quota, 1).await?;
             histogram.record(started.elapsed().as_micros().max(1) as u64)?;
         }
         Ok(histogram)
@@ -260,6 +265,46 @@ async fn wait_for_ok(target: SocketAddr, path: &str) -> anyhow::Result<()> {
     }
 }
 
+/// Binds and releases a loopback port for a child process to listen on.
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// `lizards --target gateway` as a child process, with the benchmark's
+/// limits and cache rules.
+struct GatewayProcess {
+    addr: SocketAddr,
+    child: tokio::process::Child,
+}
+
+impl GatewayProcess {
+    async fn start(registry: SocketAddr, config: &Config, dir: &std::path::Path) -> anyhow::Result<GatewayProcess> {
+        let port = free_port()?;
+        let mut command = Command::new(std::env::current_exe()?);
+        command
+            .args(["--target", "gateway"])
+            .env("BIND_HOST", "127.0.0.1")
+            .env("GATEWAY_PORT", port.to_string())
+            .env("REGISTRY_URL", format!("http://{registry}"))
+            .env("DATA_DIR", dir)
+            .env("RATE_LIMIT_ANONYMOUS", config.gateway.rate_limit_anonymous.to_string())
+            .env("CACHE_TTLS", "/quotes/*=60s")
+            .env("RUST_LOG", "warn")
+            .env_remove("REDIS_URL")
+            .stdout(Stdio::null())
+            .kill_on_drop(true);
+        if let Some(url) = &config.common.redis_url {
+            command.env("REDIS_URL", url);
+        }
+        let child = command.spawn().context("starting the gateway process")?;
+        Ok(GatewayProcess { addr: SocketAddr::from(([127, 0, 0, 1], port)), child })
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
 /// nginx as a plain reverse proxy to the provider: one worker per core,
 /// keep-alive upstream connections, no access log (as the benchmark runs
 /// Lizards with warnings only).
@@ -273,7 +318,7 @@ struct Nginx {
 
 impl Nginx {
     async fn start(binary: &str, upstream: SocketAddr, dir: &std::path::Path) -> anyhow::Result<Nginx> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = free_port()?;
         let conf = dir.join("nginx.conf");
         std::fs::write(
             &conf,

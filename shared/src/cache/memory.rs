@@ -54,11 +54,11 @@ fn live(expires: &Option<Instant>, now: Instant) -> bool {
 /// One GCRA step at `now` (microseconds) on the key's stored arrival time:
 /// the outcome, and the arrival time to store when the request is allowed.
 /// The Redis adapter's script is the same arithmetic.
-fn gcra(stored: Option<u64>, now: u64, quota: Quota) -> (Throttle, Option<u64>) {
+fn gcra(stored: Option<u64>, now: u64, quota: Quota, cost: u32) -> (Throttle, Option<u64>) {
     let interval = quota.interval_micros();
     let window = interval * u64::from(quota.limit.max(1));
     let tat = stored.unwrap_or(now).max(now);
-    let new_tat = tat + interval;
+    let new_tat = tat.saturating_add(interval.saturating_mul(u64::from(cost.max(1))));
     // Saturating: the in-process clock starts at zero, before a first window.
     let allow_at = new_tat.saturating_sub(window);
     if now < allow_at {
@@ -109,14 +109,14 @@ impl Cache for MemoryCache {
         Ok(())
     }
 
-    async fn throttle(&self, key: &str, quota: Quota) -> Result<Throttle, CacheError> {
+    async fn throttle(&self, key: &str, quota: Quota, cost: u32) -> Result<Throttle, CacheError> {
         let mut state = self.state.lock().expect("cache lock");
         let now = self.now_micros();
         state.throttles += 1;
         if state.throttles.is_multiple_of(SWEEP_EVERY) {
             state.arrivals.retain(|_, tat| *tat > now);
         }
-        let (throttle, new_tat) = gcra(state.arrivals.get(key).copied(), now, quota);
+        let (throttle, new_tat) = gcra(state.arrivals.get(key).copied(), now, quota, cost);
         if let Some(new_tat) = new_tat {
             state.arrivals.insert(key.to_string(), new_tat);
         }
@@ -141,7 +141,7 @@ mod tests {
         times
             .iter()
             .map(|&at| {
-                let (throttle, new_tat) = gcra(stored, at * MS, quota());
+                let (throttle, new_tat) = gcra(stored, at * MS, quota(), 1);
                 stored = new_tat.or(stored);
                 throttle
             })

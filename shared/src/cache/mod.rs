@@ -34,8 +34,10 @@ pub trait Cache: Send + Sync + 'static {
     /// Returns whether the key existed.
     async fn delete(&self, key: &str) -> Result<bool, CacheError>;
     async fn ping(&self) -> Result<(), CacheError>;
-    /// Counts one request against `quota` under `key` (GCRA, atomic across every client of the same store).
-    async fn throttle(&self, key: &str, quota: Quota) -> Result<Throttle, CacheError>;
+    /// Counts `cost` requests at once (all or none) against `quota` under
+    /// `key` (GCRA, atomic across every client of the same store). A cost
+    /// above one lets a caller take a batch of slots in one round trip.
+    async fn throttle(&self, key: &str, quota: Quota, cost: u32) -> Result<Throttle, CacheError>;
 }
 
 /// Longest quota window: keeps the stores' microsecond timestamps exact

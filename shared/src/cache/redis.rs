@@ -125,7 +125,7 @@ local tat = tonumber(redis.call('GET', KEYS[1]))
 if tat == nil or tat < now then
   tat = now
 end
-local new_tat = tat + interval
+local new_tat = tat + interval * tonumber(ARGV[3])
 local allow_at = new_tat - window
 if now < allow_at then
   return {0, 0, tat - now, allow_at - now}
@@ -171,10 +171,10 @@ impl Cache for RedisCache {
         Ok(())
     }
 
-    async fn throttle(&self, key: &str, quota: Quota) -> Result<Throttle, CacheError> {
+    async fn throttle(&self, key: &str, quota: Quota, cost: u32) -> Result<Throttle, CacheError> {
         let mut connection = self.connection.clone();
         let mut invocation = GCRA.key(self.key(key));
-        invocation.arg(quota.interval_micros()).arg(quota.limit.max(1));
+        invocation.arg(quota.interval_micros()).arg(quota.limit.max(1)).arg(cost.max(1));
         let (allowed, remaining, reset_after, retry_after): (u8, u32, u64, u64) =
             bounded(invocation.invoke_async(&mut connection)).await?;
         Ok(Throttle {

@@ -24,6 +24,7 @@ pub async fn run_all(cache: &dyn Cache) {
     a_burst_of_limit_is_allowed_then_the_next_is_denied(cache).await;
     slots_come_back_one_interval_apart(cache).await;
     throttled_keys_are_independent(cache).await;
+    a_cost_takes_that_many_slots_all_or_none(cache).await;
     concurrent_requests_on_one_key_allow_exactly_the_limit(cache).await;
 }
 
@@ -90,7 +91,21 @@ pub async fn delete_reports_whether_the_key_existed(cache: &dyn Cache) {
 }
 
 async fn throttle(cache: &dyn Cache, key: &str, quota: Quota) -> Throttle {
-    cache.throttle(key, quota).await.expect("throttle answers")
+    cache.throttle(key, quota, 1).await.expect("throttle answers")
+}
+
+pub async fn a_cost_takes_that_many_slots_all_or_none(cache: &dyn Cache) {
+    let quota = Quota::new(10, Duration::from_secs(3600));
+    let key = &unique("contract.throttle");
+    let take = |cost| async move { cache.throttle(key, quota, cost).await.expect("throttle answers") };
+    let four = take(4).await;
+    assert!(four.allowed && four.remaining == 6, "{four:?}");
+    let seven = take(7).await;
+    assert!(!seven.allowed, "7 of the 6 left: {seven:?}");
+    let six = take(6).await;
+    assert!(six.allowed && six.remaining == 0, "a denied batch took nothing: {six:?}");
+    assert!(!take(1).await.allowed);
+    assert!(!cache.throttle(&unique("contract.throttle"), quota, 11).await.unwrap().allowed, "over the limit");
 }
 
 /// How far a duration the store reports may trail the ideal one: the time
@@ -366,7 +381,7 @@ mod redis {
         for _ in 0..3 {
             clients.push(RedisCache::connect(&fresh.url, &fresh.prefix).await.expect("connects"));
         }
-        let calls = clients.iter().flat_map(|client| (0..40).map(move |_| client.throttle("shared-quota", quota)));
+        let calls = clients.iter().flat_map(|client| (0..40).map(move |_| client.throttle("shared-quota", quota, 1)));
         let outcomes = join_all(calls).await;
         let allowed = outcomes.into_iter().map(|o| o.expect("throttle answers")).filter(|t| t.allowed).count();
         assert_eq!(allowed, 30, "allowed of 120 requests from three clients on a 30/1h quota");
@@ -475,7 +490,7 @@ mod redis {
         let result = cache.ping().await;
         results.push(("ping", result, started.elapsed()));
         let started = Instant::now();
-        let result = cache.throttle("quota", Quota::new(1, Duration::from_secs(1))).await.map(drop);
+        let result = cache.throttle("quota", Quota::new(1, Duration::from_secs(1)), 1).await.map(drop);
         results.push(("throttle", result, started.elapsed()));
         results
     }
