@@ -183,7 +183,7 @@ type Upstreamed = hyper::Response<hyper::body::Incoming>;
 /// another one; a request that outlives the route's timeout gets 504.
 async fn send(state: &GatewayState, route: &Route, mut outgoing: Outgoing) -> Result<(Upstreamed, Picked), Response> {
     let idempotent = matches!(outgoing.method, Method::GET | Method::HEAD | Method::OPTIONS);
-    let mut tried: Vec<String> = Vec::new();
+    let mut tried: Vec<Arc<str>> = Vec::new();
     loop {
         let Some(picked) = state.upstreams.pick(route.service, &tried).await else {
             return Err(no_instance(route.service));

@@ -24,18 +24,16 @@ use crate::routes::ROUTES;
 /// How long a failed instance is skipped.
 const EJECT_FOR: Duration = Duration::from_secs(10);
 
-/// One known instance and the requests (or bridged WebSockets) it is
-/// serving through this gateway right now.
+/// One known instance (`host:port`) and the requests (or bridged
+/// WebSockets) it is serving through this gateway right now.
 struct Slot {
-    instance: Instance,
-    authority: String,
+    authority: Arc<str>,
     in_flight: Arc<AtomicUsize>,
 }
 
 /// An instance chosen for one request; counts as in flight until dropped.
 pub struct Picked {
-    pub instance: Instance,
-    pub authority: String,
+    pub authority: Arc<str>,
     in_flight: Arc<AtomicUsize>,
 }
 
@@ -80,12 +78,12 @@ impl Upstreams {
             .into_iter()
             .filter(Instance::is_healthy)
             .map(|instance| {
-                let authority = instance.authority();
+                let authority: Arc<str> = instance.authority().into();
                 let in_flight = previous
                     .iter()
                     .find(|slot| slot.authority == authority)
                     .map_or_else(Default::default, |slot| slot.in_flight.clone());
-                Slot { instance, authority, in_flight }
+                Slot { authority, in_flight }
             })
             .collect();
         services.insert(service.to_string(), slots);
@@ -114,7 +112,7 @@ impl Upstreams {
 
     /// An instance of `service` other than those in `exclude`, skipping
     /// ejected ones while any other is left.
-    pub async fn pick(&self, service: &str, exclude: &[String]) -> Option<Picked> {
+    pub async fn pick(&self, service: &str, exclude: &[Arc<str>]) -> Option<Picked> {
         if !self.known(service) {
             self.refresh(service).await;
         }
@@ -127,7 +125,7 @@ impl Upstreams {
             candidates
                 .iter()
                 .copied()
-                .filter(|slot| ejected.get(&slot.authority).is_none_or(|until| *until <= now))
+                .filter(|slot| ejected.get(&*slot.authority).is_none_or(|until| *until <= now))
                 .collect()
         };
         // With every candidate ejected, trying one beats refusing outright
@@ -135,11 +133,7 @@ impl Upstreams {
         let usable = if healthy.is_empty() { candidates } else { healthy };
         let slot = self.choose(&usable)?;
         slot.in_flight.fetch_add(1, Ordering::Relaxed);
-        Some(Picked {
-            instance: slot.instance.clone(),
-            authority: slot.authority.clone(),
-            in_flight: slot.in_flight.clone(),
-        })
+        Some(Picked { authority: slot.authority.clone(), in_flight: slot.in_flight.clone() })
     }
 
     fn choose<'a>(&self, usable: &[&'a Slot]) -> Option<&'a Slot> {

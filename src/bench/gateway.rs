@@ -37,11 +37,14 @@ pub struct GatewayBench {
     /// Concurrent keep-alive connections of the load generator.
     #[arg(long, default_value_t = 32)]
     connections: usize,
-    /// Measured time per target.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    /// Measured time per target and round.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     duration: Duration,
+    /// Rounds over every target; figures are medians over the rounds.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Unmeasured load before each measurement.
-    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     warmup: Duration,
     /// Path every request asks for.
     #[arg(long, default_value = "/quotes/AAPL")]
@@ -87,39 +90,66 @@ impl GatewayBench {
         let gateway = gateway_process.addr;
         wait_for_ok(gateway, &self.path).await?;
         println!(
-            "bench gateway: GET {} over {} keep-alive connections, warm-up {:?}, {:?} per target, rate-limit store {store_kind}",
-            self.path, self.connections, self.warmup, self.duration
+            "bench gateway: GET {} over {} keep-alive connections, {} rounds of warm-up {:?} + {:?} per target, rate-limit store {store_kind}",
+            self.path, self.connections, self.rounds, self.warmup, self.duration
         );
 
-        let no_store = Some("no-store");
-        let direct = self.measure("provider direct", provider, no_store).await?;
         let nginx = match Nginx::start(&self.nginx, provider, dir.path()).await {
-            Ok(nginx) => {
-                let measured = self.measure("nginx proxy_pass", nginx.addr, no_store).await?;
-                nginx.stop().await;
-                Some(measured)
-            }
+            Ok(nginx) => Some(nginx),
             Err(error) => {
                 println!("nginx proxy_pass: skipped ({error:#})");
                 None
             }
         };
-        let proxied = self.measure("gateway, rate-limited, cache bypassed", gateway, no_store).await?;
-        let hits = self.measure("gateway, rate-limited, cache hits", gateway, None).await?;
+        let no_store = Some("no-store");
+        let mut targets = vec![("provider direct", provider, no_store)];
+        if let Some(nginx) = &nginx {
+            targets.push(("nginx proxy_pass", nginx.addr, no_store));
+        }
+        targets.push(("gateway, rate-limited, cache bypassed", gateway, no_store));
+        targets.push(("gateway, rate-limited, cache hits", gateway, None));
+        // Rounds interleave the targets, so that a slower spell of this
+        // shared machine weighs on all of them alike; ratios are taken
+        // within a round.
+        let mut rounds: Vec<Vec<f64>> = Vec::new();
+        let mut latency: Vec<Histogram<u64>> = Vec::new();
+        for round in 1..=self.rounds {
+            println!("round {round}:");
+            let mut rates = Vec::new();
+            for (i, (name, addr, cache_control)) in targets.iter().enumerate() {
+                let measured = self.measure(name, *addr, *cache_control).await?;
+                rates.push(measured.requests_per_s);
+                match latency.get_mut(i) {
+                    Some(histogram) => histogram.add(&measured.latency)?,
+                    None => latency.push(measured.latency),
+                }
+            }
+            rounds.push(rates);
+        }
+        if let Some(nginx) = nginx {
+            nginx.stop().await;
+        }
         let check = self.rate_limit_check(&config).await?;
         gateway_process.stop().await;
         shutdown.cancel();
         platform.stopped().await;
 
-        let ratio = |t: &Throughput, of: &Throughput| t.requests_per_s / of.requests_per_s;
-        if let Some(nginx) = &nginx {
-            println!("gateway / nginx: {:.2}×", ratio(&proxied, nginx));
+        println!("median of {} rounds:", self.rounds);
+        let mut summary = serde_json::Map::new();
+        for (i, (name, ..)) in targets.iter().enumerate() {
+            let rate = median(rounds.iter().map(|r| r[i]).collect());
+            let ms = |q: f64| latency[i].value_at_quantile(q) as f64 / 1000.0;
+            println!("{name:<40} {rate:>9.0} req/s   p50 {:.2} ms  p99 {:.2} ms", ms(0.5), ms(0.99));
+            summary.insert(name.to_string(), serde_json::json!({"rps": rate.round(), "p99_ms": ms(0.99)}));
         }
-        println!(
-            "gateway / direct: {:.2}×; cache hits / direct: {:.2}×",
-            ratio(&proxied, &direct),
-            ratio(&hits, &direct)
-        );
+        let ratio = |of: usize, to: usize| median(rounds.iter().map(|r| r[of] / r[to]).collect());
+        let n = targets.len();
+        if n == 4 {
+            let gateway_to_nginx = ratio(2, 1);
+            println!("gateway / nginx: {gateway_to_nginx:.2}× (median of the rounds' ratios)");
+            summary.insert("gateway_to_nginx".into(), serde_json::json!((gateway_to_nginx * 100.0).round() / 100.0));
+        }
+        println!("gateway / direct: {:.2}×; cache hits / direct: {:.2}×", ratio(n - 2, 0), ratio(n - 1, 0));
         let us = |q: f64| check.value_at_quantile(q) as f64;
         println!(
             "rate-limit check ({store_kind}, {} sequential): p50 {:.0} µs  p99 {:.0} µs  max {:.0} µs",
@@ -128,15 +158,9 @@ impl GatewayBench {
             us(0.99),
             check.max() as f64
         );
-        println!(
-            "{}",
-            serde_json::json!({
-                "bench": "gateway", "connections": self.connections, "seconds": self.duration.as_secs_f64(),
-                "direct_rps": direct.requests_per_s.round(), "nginx_rps": nginx.as_ref().map(|n| n.requests_per_s.round()),
-                "gateway_rps": proxied.requests_per_s.round(), "cache_hit_rps": hits.requests_per_s.round(),
-                "gateway_p99_ms": proxied.ms(0.99), "ratelimit_check_p99_us": us(0.99), "store": store_kind,
-            })
-        );
+        summary.insert("ratelimit_check_p99_us".into(), serde_json::json!(us(0.99)));
+        summary.insert("store".into(), serde_json::json!(store_kind));
+        println!("{}", serde_json::json!({"bench": "gateway", "connections": self.connections, "results": summary}));
         Ok(())
     }
 
@@ -170,7 +194,7 @@ impl GatewayBench {
             latency,
         };
         println!(
-            "{name:<40} {:>9.0} req/s   p50 {:.2} ms  p99 {:.2} ms   errors {}",
+            "  {name:<38} {:>9.0} req/s   p50 {:.2} ms  p99 {:.2} ms   errors {}",
             measured.requests_per_s,
             measured.ms(0.5),
             measured.ms(0.99),
@@ -263,6 +287,11 @@ async fn wait_for_ok(target: SocketAddr, path: &str) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 /// Binds and releases a loopback port for a child process to listen on.

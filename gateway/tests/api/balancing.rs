@@ -111,6 +111,24 @@ async fn killed_instance_is_skipped_after_its_first_failure() {
 }
 
 #[tokio::test]
+async fn a_registry_outage_keeps_the_last_known_instances() {
+    let registry = spawn_registry().await;
+    let upstream = spawn_upstream(&registry, None).await;
+    let gateway = spawn_gateway(&registry, SharedStore::new().connect().await, |_| {}).await;
+    gateway.wait_for_upstreams(1).await;
+
+    registry.stop();
+    eventually("the registry is gone", || async { registry.client.instances("provider").await.is_err() }).await;
+    // Several refresh periods (100 ms) pass without the registry.
+    let before = upstream.requests();
+    for _ in 0..10 {
+        assert_eq!(gateway.get("/alerts/while-registry-down").await.status(), StatusCode::OK);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(upstream.requests() - before, 10, "still routed to the instance last listed");
+}
+
+#[tokio::test]
 async fn routes_have_their_own_upstream_timeouts() {
     let registry = spawn_registry().await;
     let _upstream = spawn_upstream(&registry, None).await;

@@ -77,6 +77,25 @@ async fn missing_service_is_503_problem_and_registry_writes_are_refused() {
 }
 
 #[tokio::test]
+async fn large_bodies_stream_through_and_unknown_paths_are_404_problems() {
+    let registry = spawn_registry().await;
+    let _upstream = spawn_upstream(&registry, None).await;
+    let gateway = spawn_gateway(&registry, SharedStore::new().connect().await, |_| {}).await;
+
+    let body = vec![b'x'; 1024 * 1024];
+    let response = gateway.request(Method::POST, "/portfolio/orders").body(body).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let echoed: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(echoed["body_bytes"], 1024 * 1024, "the upstream got the whole body; its limits apply");
+
+    let unknown = gateway.get("/no/such/thing").await;
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    assert_eq!(unknown.headers()[header::CONTENT_TYPE], "application/problem+json");
+    let traversal = gateway.get("/quotes/..%2F..%2Fetc%2Fpasswd").await;
+    assert_ne!(traversal.status(), StatusCode::INTERNAL_SERVER_ERROR);
+}
+
+#[tokio::test]
 async fn metrics_cover_routes_cache_limits_and_upstreams() {
     let registry = spawn_registry().await;
     let _upstream = spawn_upstream(&registry, None).await;

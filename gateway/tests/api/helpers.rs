@@ -95,8 +95,15 @@ impl SharedStore {
 pub struct TestRegistry {
     pub url: String,
     pub client: RegistryClient,
-    _shutdown: Shutdown,
+    shutdown: Shutdown,
     _dir: tempfile::TempDir,
+}
+
+impl TestRegistry {
+    /// Stops the registry (its port then refuses connections).
+    pub fn stop(&self) {
+        self.shutdown.cancel();
+    }
 }
 
 pub async fn spawn_registry() -> TestRegistry {
@@ -107,7 +114,7 @@ pub async fn spawn_registry() -> TestRegistry {
     let shutdown = Shutdown::new();
     let (addr, _task) = lizards_registry::build(config, shutdown.clone()).await.expect("registry starts").spawn();
     let url = format!("http://{addr}");
-    TestRegistry { client: RegistryClient::new(&url, None), url, _shutdown: shutdown, _dir: dir }
+    TestRegistry { client: RegistryClient::new(&url, None), url, shutdown, _dir: dir }
 }
 
 /// A fake `provider` instance: answers every path with a JSON document
@@ -148,7 +155,12 @@ impl Upstream {
     }
 }
 
-async fn answer(State(state): State<Arc<UpstreamState>>, headers: HeaderMap, uri: axum::http::Uri) -> Response {
+async fn answer(
+    State(state): State<Arc<UpstreamState>>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    body: axum::body::Bytes,
+) -> Response {
     let n = state.requests.fetch_add(1, Ordering::SeqCst) + 1;
     *state.last_headers.lock().unwrap() = headers;
     if uri.path().ends_with("/missing") {
@@ -158,7 +170,7 @@ async fn answer(State(state): State<Arc<UpstreamState>>, headers: HeaderMap, uri
     if delay > 0 || uri.path().ends_with("/SLOW") {
         sleep(Duration::from_millis(delay.max(1000) as u64)).await;
     }
-    let mut response = axum::Json(json!({"path": uri.path(), "n": n, "port": state.port})).into_response();
+    let mut response = axum::Json(json!({"path": uri.path(), "n": n, "port": state.port, "body_bytes": body.len()})).into_response();
     response.headers_mut().insert("x-upstream-port", HeaderValue::from(state.port));
     if uri.path().ends_with("/PRIVATE") {
         response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=60"));

@@ -1,0 +1,20 @@
+//! Smoke runs of `lizards bench`: each benchmark starts, measures with small
+//! numbers, prints its figures and exits by itself. Speed is not checked
+//! here (docs/benchmarks.md has the measured runs).
+
+use std::process::Command;
+
+#[test]
+fn bench_gateway_prints_its_figures_and_exits() {
+    let output = Command::new(env!("CARGO_BIN_EXE_lizards"))
+        .args(["bench", "gateway", "--rounds", "1", "--duration", "300ms", "--warmup", "100ms"])
+        .args(["--connections", "2", "--checks", "20"])
+        .output()
+        .expect("the benchmark runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "exit {}\n{stdout}\n{}", output.status, String::from_utf8_lossy(&output.stderr));
+    for line in ["provider direct", "gateway, rate-limited, cache bypassed", "cache hits", "rate-limit check"] {
+        assert!(stdout.contains(line), "'{line}' missing from:\n{stdout}");
+    }
+    assert!(stdout.contains("\"bench\":\"gateway\""), "the JSON summary line:\n{stdout}");
+}
