@@ -330,3 +330,58 @@ impl IntoResponse for Entry {
         response
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(cache_control: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_str(cache_control).unwrap());
+        headers
+    }
+
+    fn plan(per_user: bool) -> Plan {
+        Plan { key: "k".into(), ttl: Duration::from_secs(10), read: Some(Duration::from_secs(10)), per_user }
+    }
+
+    fn entry(status: StatusCode, headers: HeaderMap) -> Entry {
+        Entry { status, headers, body: Bytes::from_static(b"{}"), stored_at: None, hit: false }
+    }
+
+    #[test]
+    fn directives_are_parsed_case_insensitively_and_s_maxage_wins() {
+        let parsed = directives(&headers("No-Store, max-age=5, S-MAXAGE=\"7\", private"));
+        assert_eq!(parsed, Directives { no_store: true, no_cache: false, private: true, max_age: Some(7) });
+        assert_eq!(directives(&headers("max-age=abc")).max_age, None);
+        assert_eq!(directives(&HeaderMap::new()), Directives::default());
+    }
+
+    #[test]
+    fn only_plain_200s_are_stored_for_at_most_their_max_age() {
+        assert_eq!(storable(&entry(StatusCode::OK, HeaderMap::new()), &plan(false)), Some(Duration::from_secs(10)));
+        assert_eq!(storable(&entry(StatusCode::OK, headers("max-age=3")), &plan(false)), Some(Duration::from_secs(3)));
+        assert_eq!(storable(&entry(StatusCode::OK, headers("max-age=0")), &plan(false)), None);
+        assert_eq!(storable(&entry(StatusCode::NOT_FOUND, HeaderMap::new()), &plan(false)), None);
+        assert_eq!(storable(&entry(StatusCode::OK, headers("no-store")), &plan(true)), None);
+        assert_eq!(storable(&entry(StatusCode::OK, headers("private")), &plan(false)), None);
+        assert!(storable(&entry(StatusCode::OK, headers("private")), &plan(true)).is_some());
+        let mut cookie = HeaderMap::new();
+        cookie.insert(header::SET_COOKIE, HeaderValue::from_static("a=b"));
+        assert_eq!(storable(&entry(StatusCode::OK, cookie), &plan(true)), None);
+    }
+
+    #[test]
+    fn stored_form_round_trips() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let original = Entry { body: Bytes::from_static(b"{\"a\":\n1}"), ..entry(StatusCode::OK, headers) };
+        let stored_at = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        let decoded = decode(&encode(&original, stored_at)).expect("decodes");
+        assert_eq!((decoded.status, decoded.body.clone()), (original.status, original.body.clone()));
+        assert_eq!(decoded.headers, original.headers);
+        assert_eq!(decoded.stored_at, Some(stored_at));
+        assert!(decoded.hit);
+        assert!(decode(&Bytes::from_static(b"garbage")).is_none());
+    }
+}

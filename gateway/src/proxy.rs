@@ -143,13 +143,24 @@ async fn admit<'a>(
     uri: &Uri,
 ) -> Result<(Identity, Option<Counted<'a>>), Response> {
     let check_token = route.prefix != "/auth";
-    let identity = identity::identify(&state.jwt, headers, uri, upgrade, client.ip(), check_token)
-        .map_err(|error| identity::unauthorized(&error))?;
+    let identity = identity::identify(&state.jwt, headers, uri, upgrade, client.ip(), check_token);
+    // A request with a bad token counts against its IP like any anonymous
+    // one, so a flood of forged tokens is limited too.
+    let anonymous = Identity { ip: client.ip(), user: None };
     let counted = match &state.limiter {
-        Some(limiter) => limiter.check(route.prefix, upgrade, &identity).await?,
+        Some(limiter) => limiter.check(route.prefix, upgrade, identity.as_ref().unwrap_or(&anonymous)).await?,
         None => None,
     };
-    Ok((identity, counted))
+    match identity {
+        Ok(identity) => Ok((identity, counted)),
+        Err(error) => {
+            let mut refused = identity::unauthorized(&error);
+            if let Some(counted) = counted {
+                counted.annotate(refused.headers_mut());
+            }
+            Err(refused)
+        }
+    }
 }
 
 fn no_instance(service: &str) -> Response {

@@ -170,7 +170,8 @@ async fn answer(
     if delay > 0 || uri.path().ends_with("/SLOW") {
         sleep(Duration::from_millis(delay.max(1000) as u64)).await;
     }
-    let mut response = axum::Json(json!({"path": uri.path(), "n": n, "port": state.port, "body_bytes": body.len()})).into_response();
+    let mut response =
+        axum::Json(json!({"path": uri.path(), "n": n, "port": state.port, "body_bytes": body.len()})).into_response();
     response.headers_mut().insert("x-upstream-port", HeaderValue::from(state.port));
     if uri.path().ends_with("/PRIVATE") {
         response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("private, max-age=60"));

@@ -93,6 +93,7 @@ async fn each_user_has_a_quota_of_their_own_and_bad_tokens_are_401() {
     let expired = expired_token("alice");
     let response = gateway.request(Method::GET, "/alerts/mine").bearer_auth(&expired).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "expired token");
+    assert_eq!(response.headers()["ratelimit-policy"], "\"default\";q=100000;w=60", "counted against the IP");
     let login = gateway.request(Method::POST, "/auth/login").bearer_auth(&expired).send().await.unwrap();
     assert_eq!(login.status(), StatusCode::OK, "a stale token does not stop a new login");
 }
