@@ -10,17 +10,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
-/// The URL of the test Redis: required in CI (`CI` set), where
-/// `scripts/services.sh` starts it; without it elsewhere the test is skipped.
 fn real_url() -> Option<String> {
-    match std::env::var("REDIS_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var_os("CI").is_some() => panic!("REDIS_URL is not set in CI: run scripts/services.sh"),
-        _ => {
-            eprintln!("REDIS_URL not set: skipping the shared-state registry test");
-            None
-        }
-    }
+    lizards_testkit::real_url("REDIS_URL")
 }
 
 /// One registry process on the shared Redis prefix.

@@ -5,7 +5,6 @@
 //! gateway survive a Redis outage.
 
 use std::{
-    future::Future,
     net::SocketAddr,
     sync::{
         Arc, Mutex,
@@ -32,41 +31,16 @@ use serde_json::{Value, json};
 use tokio::{
     net::{TcpListener, TcpStream},
     task::JoinSet,
-    time::{Instant, sleep, timeout},
+    time::{sleep, timeout},
 };
 
 pub const JWT_SECRET: &str = "gateway-tests-secret";
 
-/// How long any single expected event may take, even on a busy CI machine.
-pub const DEADLINE: Duration = Duration::from_secs(10);
-
-/// Polls `condition` until it holds, failing the test after [`DEADLINE`].
-pub async fn eventually<F, Fut>(what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let started = Instant::now();
-    while !condition().await {
-        assert!(started.elapsed() < DEADLINE, "timed out after {DEADLINE:?} waiting until {what}");
-        sleep(Duration::from_millis(20)).await;
-    }
-}
-
-pub fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
-}
+pub use lizards_testkit::{eventually, unique};
 
 /// Redis URL for the real-server runs; missing in CI fails the test.
 pub fn redis_url() -> Option<String> {
-    match std::env::var("REDIS_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var_os("CI").is_some() => panic!("REDIS_URL is not set in CI: run scripts/services.sh"),
-        _ => {
-            eprintln!("REDIS_URL not set: gateways share an in-process store instead of Redis");
-            None
-        }
-    }
+    lizards_testkit::real_url("REDIS_URL")
 }
 
 /// A store several gateways can share: Redis under a fresh key prefix, or

@@ -3,7 +3,6 @@
 //! fresh state (zero2prod's `spawn_app`).
 
 use std::{
-    future::Future,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -28,13 +27,9 @@ use lizards_shared::{
 };
 use prometheus::Registry;
 use serde_json::json;
-use tokio::{
-    task::JoinHandle,
-    time::{Instant, sleep, timeout},
-};
+use tokio::task::JoinHandle;
 
-/// How long any single expected event may take, even on a busy machine.
-pub const DEADLINE: Duration = Duration::from_secs(10);
+pub use lizards_testkit::{eventually, within};
 
 /// The source id of hand-made records.
 pub const SOURCE: &str = "test";
@@ -47,27 +42,6 @@ const OBSERVER: &str = "test.observer";
 
 /// Routing key of the fence message: see [`PipelineHarness::published_before_fence`].
 const FENCE_KEY: &str = "quote.FENCE";
-
-/// Awaits `future`, failing the test if it takes longer than [`DEADLINE`].
-pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
-    match timeout(DEADLINE, future).await {
-        Ok(value) => value,
-        Err(_) => panic!("timed out after {DEADLINE:?} waiting for {what}"),
-    }
-}
-
-/// Polls `condition` until it holds, failing the test after [`DEADLINE`].
-pub async fn eventually<F, Fut>(what: &str, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let started = Instant::now();
-    while !condition().await {
-        assert!(started.elapsed() < DEADLINE, "timed out after {DEADLINE:?} waiting until {what}");
-        sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// A record from [`SOURCE`] observed now.
 pub fn record(symbol: &str, price: f64) -> RawRecord {

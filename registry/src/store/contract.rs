@@ -107,18 +107,8 @@ mod redis {
     use super::*;
     use crate::store::{RedisRegistryStore, StoreError};
 
-    /// The URL of the Redis to run against: required in CI (`CI` set),
-    /// where `scripts/services.sh` starts it; without it elsewhere the
-    /// Redis runs are skipped.
     fn real_url() -> Option<String> {
-        match std::env::var("REDIS_URL") {
-            Ok(url) if !url.is_empty() => Some(url),
-            _ if std::env::var_os("CI").is_some() => panic!("REDIS_URL is not set in CI: run scripts/services.sh"),
-            _ => {
-                eprintln!("REDIS_URL not set: skipping the Redis registry store run");
-                None
-            }
-        }
+        lizards_testkit::real_url("REDIS_URL")
     }
 
     /// A fresh key prefix on the test Redis, as replicas sharing it see it.

@@ -2,13 +2,12 @@
 //! HTTP, like a service would.
 
 use std::{
-    future::Future,
     net::SocketAddr,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use axum::{Router, http::StatusCode, routing::get};
@@ -161,18 +160,7 @@ pub fn seed_body() -> Value {
     json!({"name": "Service A", "ip_address": "10.0.1.7", "port_number": "8042", "protocol": "TCP"})
 }
 
-/// Polls `condition` until it holds, failing the test after `deadline`.
-pub async fn eventually<F, Fut>(what: &str, deadline: Duration, mut condition: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let started = Instant::now();
-    while !condition().await {
-        assert!(started.elapsed() < deadline, "timed out after {deadline:?} waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+pub use lizards_testkit::eventually_within as eventually;
 
 /// A tiny upstream whose `GET /health` answers 200 while `healthy` holds,
 /// 500 otherwise.
