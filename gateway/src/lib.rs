@@ -16,7 +16,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{
     Router,
-    http::{HeaderName, HeaderValue, Method, header},
+    http::{HeaderName, HeaderValue, Method},
 };
 use lizards_shared::{
     cache::Cache,
@@ -75,16 +75,11 @@ fn cors(origins: &[String]) -> Result<CorsLayer, GatewayError> {
         AllowOrigin::list(list)
     };
     let exposed = ["ratelimit", "ratelimit-policy", "retry-after", "x-cache", "age", "x-request-id"];
-    let allowed = ["idempotency-key", "x-request-id"];
+    let allowed = ["authorization", "content-type", "cache-control", "idempotency-key", "x-request-id"];
     Ok(CorsLayer::new()
         .allow_origin(allow_origin)
         .allow_methods([Method::GET, Method::HEAD, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
-        .allow_headers(
-            [header::AUTHORIZATION, header::CONTENT_TYPE, header::CACHE_CONTROL]
-                .into_iter()
-                .chain(allowed.map(HeaderName::from_static))
-                .collect::<Vec<_>>(),
-        )
+        .allow_headers(allowed.map(HeaderName::from_static))
         .expose_headers(exposed.map(HeaderName::from_static))
         .max_age(Duration::from_secs(600)))
 }
