@@ -2,6 +2,7 @@
 //! the store → validate → publish pipeline and serves `GET /sources`.
 
 pub mod api;
+pub mod breaker;
 pub mod metrics;
 pub mod pipeline;
 pub mod sources;
