@@ -1,6 +1,9 @@
 //! What every Lizards test suite needs (dev-dependency only): waits bounded
 //! by a deadline instead of sleeps, unique names so suites can share one
-//! real server, and the URL of a real server that CI must provide.
+//! real server, the URL of a real server that CI must provide, and a
+//! WebSocket client speaking Lizards' frames.
+
+pub mod ws;
 
 use std::{future::Future, time::Duration};
 

@@ -7,9 +7,9 @@ use lizards::platform::{self, Platform, Target};
 use lizards_shared::{config::Config, shutdown::Shutdown};
 use serde_json::Value;
 
-pub use crate::ws::Client;
+pub use lizards_testkit::ws::Client;
 
-pub use crate::ws::WAIT;
+pub use lizards_testkit::DEADLINE as WAIT;
 
 pub struct App {
     pub gateway: SocketAddr,

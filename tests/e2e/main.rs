@@ -1,8 +1,6 @@
 //! The whole platform end to end, through the gateway, as a client sees it.
 
 mod helpers;
-#[path = "../common/ws.rs"]
-mod ws;
 
 use std::time::Instant;
 
@@ -142,7 +140,7 @@ async fn shutdown_closes_proxied_websockets_with_1001() {
     client.send(json!({"type": "ping"})).await;
     client.recv_until(|f| f["type"] == "pong").await;
     app.shutdown.cancel();
-    let close = client.expect_close().await;
+    let close = client.expect_close(helpers::WAIT).await;
     assert_eq!(u16::from(close.code), 1001);
     app.stop().await;
 }

@@ -26,7 +26,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
-pub use crate::ws::Client;
+pub use lizards_testkit::ws::Client;
 
 /// One fault test at a time: they restart shared servers.
 pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

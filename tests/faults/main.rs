@@ -3,8 +3,6 @@
 //! come back, readiness follows the dependencies.
 
 mod helpers;
-#[path = "../common/ws.rs"]
-mod ws;
 
 use std::time::Duration;
 

@@ -10,7 +10,6 @@ use std::{
 };
 
 use chrono::{DateTime, SubsecRound, Utc};
-use futures::{SinkExt, StreamExt};
 use lizards_provider::Backends;
 use lizards_shared::{
     Quote, Symbol,
@@ -20,12 +19,8 @@ use lizards_shared::{
     shutdown::Shutdown,
     store::{QuoteStore, SqliteStore},
 };
-use serde_json::Value;
-use tokio::{net::TcpStream, task::JoinHandle};
-use tokio_tungstenite::{
-    MaybeTlsStream, WebSocketStream,
-    tungstenite::{Message, protocol::CloseFrame},
-};
+pub use lizards_testkit::ws::{Client, is_update_for};
+use tokio::task::JoinHandle;
 
 pub const WAIT: Duration = Duration::from_secs(5);
 
@@ -104,9 +99,7 @@ impl TestProvider {
     }
 
     pub async fn ws_path(&self, path: &str) -> Client {
-        let (ws, _) =
-            tokio_tungstenite::connect_async(format!("ws://{}{path}", self.addr)).await.expect("WebSocket connects");
-        Client { ws }
+        Client::connect_waiting(&format!("ws://{}{path}", self.addr), WAIT).await
     }
 
     /// A counter or gauge from `/metrics` (summed over label sets).
@@ -136,78 +129,10 @@ impl TestProvider {
 }
 
 /// Polls `condition` until it holds, failing after a deadline.
-pub async fn wait_for<F, Fut>(mut condition: F)
+pub async fn wait_for<F, Fut>(condition: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + WAIT * 2;
-    while !condition().await {
-        assert!(tokio::time::Instant::now() < deadline, "condition not met in time");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-pub struct Client {
-    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
-}
-
-impl Client {
-    pub async fn send(&mut self, frame: Value) {
-        self.send_text(&frame.to_string()).await;
-    }
-
-    pub async fn send_text(&mut self, text: &str) {
-        self.ws.send(Message::Text(text.into())).await.expect("sent");
-    }
-
-    /// The next JSON text frame.
-    pub async fn recv(&mut self) -> Value {
-        loop {
-            let message = tokio::time::timeout(WAIT, self.ws.next()).await.expect("a frame in time");
-            match message.expect("connection open").expect("valid frame") {
-                Message::Text(text) => return serde_json::from_str(text.as_str()).expect("JSON frame"),
-                Message::Close(frame) => panic!("closed unexpectedly: {frame:?}"),
-                _ => continue,
-            }
-        }
-    }
-
-    /// Skips frames until one matches.
-    pub async fn recv_until(&mut self, matches: impl Fn(&Value) -> bool) -> Value {
-        loop {
-            let frame = self.recv().await;
-            if matches(&frame) {
-                return frame;
-            }
-        }
-    }
-
-    /// The error frame with this message prefix (other frames skipped).
-    pub async fn expect_error(&mut self, prefix: &str) -> Value {
-        self.recv_until(|f| f["type"] == "error" && f["message"].as_str().is_some_and(|m| m.starts_with(prefix))).await
-    }
-
-    /// Ping round trip: proves the connection is still usable.
-    pub async fn assert_usable(&mut self) {
-        self.send(serde_json::json!({"type":"ping"})).await;
-        self.recv_until(|f| f["type"] == "pong").await;
-    }
-
-    /// Waits for the server's close frame.
-    pub async fn expect_close(&mut self) -> CloseFrame {
-        let deadline = WAIT * 4;
-        loop {
-            let message = tokio::time::timeout(deadline, self.ws.next()).await.expect("closed in time");
-            match message {
-                Some(Ok(Message::Close(Some(frame)))) => return frame,
-                Some(Ok(Message::Close(None))) | None | Some(Err(_)) => panic!("closed without a close frame"),
-                Some(Ok(_)) => continue,
-            }
-        }
-    }
-}
-
-pub fn is_update_for(frame: &Value, symbol: &str) -> bool {
-    frame["type"] == "price_update" && frame["data"].get(symbol).is_some()
+    lizards_testkit::eventually_within("the condition", WAIT * 2, condition).await;
 }

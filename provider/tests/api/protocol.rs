@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::helpers::{is_update_for, spawn, spawn_with};
+use crate::helpers::{WAIT, is_update_for, spawn, spawn_with};
 
 #[tokio::test]
 async fn invalid_json_gets_an_error_frame_and_the_connection_stays_usable() {
@@ -123,7 +123,7 @@ async fn ten_errors_within_the_window_close_the_connection_with_1008() {
     }
     client.assert_usable().await;
     client.send_text("nope").await;
-    let close = client.expect_close().await;
+    let close = client.expect_close(WAIT * 4).await;
     assert_eq!(u16::from(close.code), 1008);
     assert_eq!(close.reason.as_str(), "too many invalid messages");
 }

@@ -8,7 +8,7 @@ use serde_json::json;
 use tokio::net::TcpSocket;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::helpers::{Client, is_update_for, quote, spawn, spawn_with, wait_for};
+use crate::helpers::{Client, WAIT, is_update_for, quote, spawn, spawn_with, wait_for};
 
 #[tokio::test]
 async fn subscribe_acknowledges_then_snapshots_then_streams_in_the_seed_format() {
@@ -90,7 +90,7 @@ async fn a_client_that_never_reads_is_conflated_and_closed_after_the_slow_timeou
 async fn a_silent_connection_is_closed_after_the_idle_timeout() {
     let provider = spawn_with(|c| c.provider.ws_idle_timeout = Duration::from_millis(300)).await;
     let mut client = provider.ws().await;
-    let close = client.expect_close().await;
+    let close = client.expect_close(WAIT * 4).await;
     assert_eq!(u16::from(close.code), 1000);
     assert_eq!(close.reason.as_str(), "idle timeout");
 }
@@ -147,7 +147,7 @@ async fn shutdown_closes_a_busy_connection_with_1001() {
     let stop = stream(&provider, "AAPL");
     client.recv_until(|f| is_update_for(f, "AAPL")).await;
     provider.shutdown();
-    assert_eq!(u16::from(client.expect_close().await.code), 1001);
+    assert_eq!(u16::from(client.expect_close(WAIT * 4).await.code), 1001);
     stop.cancel();
 }
 
@@ -157,7 +157,7 @@ async fn shutdown_closes_connections_with_1001() {
     let mut client = provider.ws().await;
     client.assert_usable().await;
     provider.shutdown();
-    let close = client.expect_close().await;
+    let close = client.expect_close(WAIT * 4).await;
     assert_eq!(u16::from(close.code), 1001);
     provider.stop().await;
 }
