@@ -266,12 +266,13 @@ async fn rest(
     };
     let (cache, plan) = match plan {
         Some((cache, Ok(plan))) => (cache, plan),
-        Some((cache, Err(Bypass))) => {
+        uncached => {
             let mut response = send(state, route, outgoing).await.map_or_else(|refused| refused, |(r, _)| relay(r));
-            cache.bypassed(route.prefix, &mut response);
+            if let Some((cache, Err(Bypass))) = uncached {
+                cache.bypassed(route.prefix, &mut response);
+            }
             return response;
         }
-        None => return send(state, route, outgoing).await.map_or_else(|refused| refused, |(r, _)| relay(r)),
     };
     if identity.user.is_none() {
         // A shared entry must not depend on who happened to fetch it.
