@@ -29,6 +29,8 @@ struct State {
     /// `get` does not see these keys.
     arrivals: HashMap<String, u64>,
     throttles: u32,
+    /// Lease holder and expiry per lease key.
+    leases: HashMap<String, (String, Instant)>,
 }
 
 impl MemoryCache {
@@ -121,6 +123,24 @@ impl Cache for MemoryCache {
             state.arrivals.insert(key.to_string(), new_tat);
         }
         Ok(throttle)
+    }
+
+    async fn lease(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, CacheError> {
+        let mut state = self.state.lock().expect("cache lock");
+        let now = Instant::now();
+        let free = state.leases.get(key).is_none_or(|(holder, until)| holder == owner || *until <= now);
+        if free {
+            state.leases.insert(key.to_string(), (owner.to_string(), now + ttl));
+        }
+        Ok(free)
+    }
+
+    async fn release(&self, key: &str, owner: &str) -> Result<(), CacheError> {
+        let mut state = self.state.lock().expect("cache lock");
+        if state.leases.get(key).is_some_and(|(holder, _)| holder == owner) {
+            state.leases.remove(key);
+        }
+        Ok(())
     }
 }
 

@@ -38,6 +38,14 @@ pub trait Cache: Send + Sync + 'static {
     /// `key` (GCRA, atomic across every client of the same store). A cost
     /// above one lets a caller take a batch of slots in one round trip.
     async fn throttle(&self, key: &str, quota: Quota, cost: u32) -> Result<Throttle, CacheError>;
+    /// Takes the lease `key` for `owner` until `ttl` from now, or extends it
+    /// when `owner` already holds it; `false` while another owner holds it.
+    /// Atomic across every client of the same store (one poller per source
+    /// across ingestion instances). Leases live in a namespace of their own.
+    async fn lease(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, CacheError>;
+    /// Gives the lease up if `owner` holds it, so another owner can take it
+    /// at once instead of after its expiry.
+    async fn release(&self, key: &str, owner: &str) -> Result<(), CacheError>;
 }
 
 /// Longest quota window: keeps the stores' microsecond timestamps exact

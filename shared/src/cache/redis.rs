@@ -93,6 +93,10 @@ impl RedisCache {
         Ok(RedisCache { connection, key_prefix: key_prefix.to_string() })
     }
 
+    fn lease_key(&self, key: &str) -> String {
+        self.key(&format!("lease:{key}"))
+    }
+
     fn key(&self, key: &str) -> String {
         if self.key_prefix.is_empty() { key.to_string() } else { format!("{}:{key}", self.key_prefix) }
     }
@@ -105,8 +109,11 @@ const MAX_TTL_MILLIS: u64 = 100 * 365 * 86_400 * 1000;
 /// `PX` takes whole milliseconds, at least one: a shorter TTL still
 /// expires (almost) at once instead of being refused by Redis.
 fn expiry(ttl: Duration) -> SetExpiry {
-    let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).clamp(1, MAX_TTL_MILLIS);
-    SetExpiry::PX(millis)
+    SetExpiry::PX(ttl_millis(ttl))
+}
+
+fn ttl_millis(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).clamp(1, MAX_TTL_MILLIS)
 }
 
 /// One GCRA step (see the module docs of [`super`]), atomic because Redis
@@ -138,6 +145,28 @@ return {1, math.floor((window - ahead) / interval), ahead, 0}
 /// Loaded into Redis on first use and then run by its hash (`EVALSHA`,
 /// reloading by itself if Redis lost its script cache).
 static GCRA: LazyLock<Script> = LazyLock::new(|| Script::new(GCRA_LUA));
+
+/// Takes or extends a lease atomically: KEYS[1] the lease, ARGV[1] the
+/// owner, ARGV[2] the TTL in ms. Returns 1 when `owner` holds it now.
+const LEASE_LUA: &str = r#"
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"#;
+
+/// Deletes a lease only if `owner` (ARGV[1]) holds it.
+const RELEASE_LUA: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+end
+return 0
+"#;
+
+static LEASE: LazyLock<Script> = LazyLock::new(|| Script::new(LEASE_LUA));
+static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE_LUA));
 
 #[async_trait]
 impl Cache for RedisCache {
@@ -183,6 +212,22 @@ impl Cache for RedisCache {
             reset_after: Duration::from_micros(reset_after),
             retry_after: Duration::from_micros(retry_after),
         })
+    }
+
+    async fn lease(&self, key: &str, owner: &str, ttl: Duration) -> Result<bool, CacheError> {
+        let mut connection = self.connection.clone();
+        let mut invocation = LEASE.key(self.lease_key(key));
+        invocation.arg(owner).arg(ttl_millis(ttl));
+        let held: u8 = bounded(invocation.invoke_async(&mut connection)).await?;
+        Ok(held == 1)
+    }
+
+    async fn release(&self, key: &str, owner: &str) -> Result<(), CacheError> {
+        let mut connection = self.connection.clone();
+        let mut invocation = RELEASE.key(self.lease_key(key));
+        invocation.arg(owner);
+        let _: u8 = bounded(invocation.invoke_async(&mut connection)).await?;
+        Ok(())
     }
 }
 

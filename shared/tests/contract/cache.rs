@@ -26,6 +26,9 @@ pub async fn run_all(cache: &dyn Cache) {
     throttled_keys_are_independent(cache).await;
     a_cost_takes_that_many_slots_all_or_none(cache).await;
     concurrent_requests_on_one_key_allow_exactly_the_limit(cache).await;
+    a_lease_has_one_holder_until_it_lapses(cache).await;
+    a_released_lease_can_be_taken_at_once(cache).await;
+    concurrent_lease_takers_get_one_holder(cache).await;
 }
 
 async fn set(cache: &dyn Cache, key: &str, value: &'static str, ttl: Option<Duration>) {
@@ -190,8 +193,56 @@ pub async fn concurrent_requests_on_one_key_allow_exactly_the_limit(cache: &dyn 
     assert!(outcomes.iter().filter(|t| !t.allowed).all(|t| t.remaining == 0 && !t.retry_after.is_zero()));
 }
 
+pub async fn a_lease_has_one_holder_until_it_lapses(cache: &dyn Cache) {
+    let key = unique("contract.lease");
+    assert!(cache.lease(&key, "a", SHORT_TTL).await.expect("lease answers"), "a free lease is taken");
+    assert!(!cache.lease(&key, "b", SHORT_TTL).await.expect("lease answers"), "a held lease is refused");
+    assert!(cache.lease(&key, "a", SHORT_TTL).await.expect("lease answers"), "the holder renews it");
+    assert!(get(cache, &key).await.is_none(), "leases do not show up as values");
+    eventually("the lease lapses and b takes it", || async {
+        cache.lease(&key, "b", SHORT_TTL).await.expect("lease answers")
+    })
+    .await;
+    assert!(!cache.lease(&key, "a", SHORT_TTL).await.expect("lease answers"), "a lost it");
+}
+
+pub async fn a_released_lease_can_be_taken_at_once(cache: &dyn Cache) {
+    let key = unique("contract.lease");
+    let long = Duration::from_secs(3600);
+    assert!(cache.lease(&key, "a", long).await.expect("lease answers"));
+    cache.release(&key, "b").await.expect("release answers");
+    assert!(!cache.lease(&key, "b", long).await.expect("lease answers"), "only the holder releases");
+    cache.release(&key, "a").await.expect("release answers");
+    assert!(cache.lease(&key, "b", long).await.expect("lease answers"), "released: b takes it");
+    cache.release(&key, "b").await.expect("release answers");
+}
+
+pub async fn concurrent_lease_takers_get_one_holder(cache: &dyn Cache) {
+    let key = unique("contract.lease");
+    let owners: Vec<String> = (0..20).map(|i| format!("owner-{i}")).collect();
+    let long = Duration::from_secs(3600);
+    let taken = join_all(owners.iter().map(|owner| cache.lease(&key, owner, long))).await;
+    let holders = taken.into_iter().filter(|t| *t.as_ref().expect("lease answers")).count();
+    assert_eq!(holders, 1, "of 20 concurrent takers");
+}
+
 mod embedded {
     use super::*;
+
+    #[tokio::test]
+    async fn a_lease_has_one_holder_until_it_lapses() {
+        super::a_lease_has_one_holder_until_it_lapses(&MemoryCache::new()).await;
+    }
+
+    #[tokio::test]
+    async fn a_released_lease_can_be_taken_at_once() {
+        super::a_released_lease_can_be_taken_at_once(&MemoryCache::new()).await;
+    }
+
+    #[tokio::test]
+    async fn concurrent_lease_takers_get_one_holder() {
+        super::concurrent_lease_takers_get_one_holder(&MemoryCache::new()).await;
+    }
 
     #[tokio::test]
     async fn set_value_can_be_read_back() {
@@ -361,6 +412,27 @@ mod redis {
     async fn throttled_keys_are_independent() {
         let Some(fresh) = Fresh::connect().await else { return };
         super::throttled_keys_are_independent(&fresh.cache).await;
+        fresh.clean_up().await;
+    }
+
+    #[tokio::test]
+    async fn a_lease_has_one_holder_until_it_lapses() {
+        let Some(fresh) = Fresh::connect().await else { return };
+        super::a_lease_has_one_holder_until_it_lapses(&fresh.cache).await;
+        fresh.clean_up().await;
+    }
+
+    #[tokio::test]
+    async fn a_released_lease_can_be_taken_at_once() {
+        let Some(fresh) = Fresh::connect().await else { return };
+        super::a_released_lease_can_be_taken_at_once(&fresh.cache).await;
+        fresh.clean_up().await;
+    }
+
+    #[tokio::test]
+    async fn concurrent_lease_takers_get_one_holder() {
+        let Some(fresh) = Fresh::connect().await else { return };
+        super::concurrent_lease_takers_get_one_holder(&fresh.cache).await;
         fresh.clean_up().await;
     }
 
