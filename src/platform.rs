@@ -151,7 +151,13 @@ pub async fn start(mut config: Config, target: Target, shutdown: Shutdown) -> an
     }
     if all || target == Target::Ingestion {
         let started =
-            lizards_ingestion::build(config.clone(), backends.broker.clone(), backends.raw.clone(), shutdown.clone())
+            lizards_ingestion::build(
+                config.clone(),
+                backends.broker.clone(),
+                backends.raw.clone(),
+                backends.cache.clone(),
+                shutdown.clone(),
+            )
                 .await?;
         let (addr, task) = started.spawn();
         platform.ingestion = Some(addr);

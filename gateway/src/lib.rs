@@ -134,5 +134,5 @@ pub async fn build(config: Config, store: Arc<dyn Cache>, shutdown: Shutdown) ->
         let _ = tokio::join!(refresh, registered);
         tracing::info!("gateway stopped");
     };
-    Ok(Started { addr, serve: Box::pin(serve) })
+    Ok(Started { addr, grpc: None, serve: Box::pin(serve) })
 }

@@ -1,10 +1,17 @@
 //! Ingestion service: runs the enabled sources, pushes every record through
-//! the store → validate → publish pipeline and serves `GET /sources`.
+//! the store → validate → publish pipeline and serves `GET /sources`; quotes
+//! sent by clients come in through `POST /ingest` and the gRPC
+//! `dataprocessor.DataProcessor` (the same pipeline, see `ingest.rs`).
 
 pub mod api;
 pub mod breaker;
+pub mod demand;
+pub mod grpc;
+pub mod ingest;
+pub mod lookup;
 pub mod metrics;
 pub mod pipeline;
+pub mod poller;
 pub mod sources;
 pub mod validate;
 
@@ -12,7 +19,9 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use lizards_shared::{
+    Symbol,
     broker::{Broker, BrokerError, declare_topology},
+    cache::Cache,
     config::Config,
     discovery::{Registration, RegistryClient, keep_registered},
     rawstore::RawStore,
@@ -20,11 +29,13 @@ use lizards_shared::{
     shutdown::Shutdown,
     telemetry::{self, HttpMetrics, Readiness},
 };
-use tokio::sync::mpsc;
+use tokio::{net::TcpListener, sync::mpsc};
 
 use crate::{
+    demand::Demand,
+    lookup::Finder,
     pipeline::Pipeline,
-    sources::{RawRecord, Source, synthetic::Synthetic},
+    sources::{RawRecord, enabled},
 };
 
 pub const SERVICE_ID: &str = "ingestion";
@@ -38,31 +49,17 @@ pub enum IngestionError {
     Bind(#[from] std::io::Error),
     #[error("broker: {0}")]
     Broker(#[from] BrokerError),
-    #[error("unknown source '{0}' (known: synthetic)")]
-    UnknownSource(String),
-}
-
-fn sources(config: &Config) -> Result<Vec<Arc<dyn Source>>, IngestionError> {
-    let ing = &config.ingestion;
-    ing.sources
-        .iter()
-        .map(|name| match name.trim() {
-            sources::synthetic::ID => {
-                Ok(Arc::new(Synthetic::new(ing.synthetic_rate, ing.synthetic_seed, &ing.synthetic_symbols))
-                    as Arc<dyn Source>)
-            }
-            other => Err(IngestionError::UnknownSource(other.to_string())),
-        })
-        .collect()
+    #[error(transparent)]
+    Sources(#[from] sources::enabled::SourcesError),
 }
 
 pub async fn build(
     config: Config,
     broker: Arc<dyn Broker>,
     raw: Arc<dyn RawStore>,
+    cache: Arc<dyn Cache>,
     shutdown: Shutdown,
 ) -> Result<Started, IngestionError> {
-    let sources = Arc::new(sources(&config)?);
     declare_topology(broker.as_ref()).await?;
 
     let registry = telemetry::metrics_registry(SERVICE_ID);
@@ -70,10 +67,33 @@ pub async fn build(
     let pipeline = Arc::new(Pipeline::new(
         broker.clone(),
         raw.clone(),
-        metrics,
+        metrics.clone(),
         config.common.retention_days,
         config.ingestion.jump_flag_pct,
     ));
+    let ingest = ingest::Ingest::new(pipeline.clone(), metrics.clone());
+
+    let always_on = config.ingestion.always_on_symbols.iter().filter_map(|s| Symbol::parse(s).ok()).collect();
+    let demand = Arc::new(
+        Demand::new(always_on, config.ingestion.demand_grace)
+            .with_gauges(metrics.demand_symbols.clone(), metrics.demand_instances.clone()),
+    );
+    demand::listen(broker.clone(), demand.clone(), shutdown.clone()).await?;
+    let shared = enabled::Shared {
+        cache,
+        demand: demand.clone(),
+        pipeline: pipeline.clone(),
+        metrics,
+        owner: format!("ingestion-{}", uuid::Uuid::new_v4()),
+    };
+    let sources = Arc::new(enabled::enabled(&config, &shared)?);
+    let (tx, rx) = mpsc::channel(RECORD_BUFFER);
+    let finder = Finder {
+        sources: sources.clone(),
+        demand,
+        records: tx.clone(),
+        timeout: config.common.symbol_lookup_timeout,
+    };
 
     let readiness: Readiness = Arc::new(move || {
         let (broker, raw) = (broker.clone(), raw.clone());
@@ -82,14 +102,21 @@ pub async fn build(
             raw.ping().await.map_err(|e| e.to_string())
         })
     });
-    let router = api::routes(api::ApiState { sources: sources.clone() })
+    let router = api::routes(api::ApiState {
+        sources: sources.clone(),
+        disabled: Arc::new(enabled::disabled(&config)),
+        finder,
+        ingest: ingest.clone(),
+    })
         .merge(telemetry::ops_routes(registry.clone(), readiness));
     let router = telemetry::http_layers(router, HttpMetrics::new(&registry));
 
     let (listener, addr) = lizards_shared::http::bind(config.common.bind_host, config.ingestion.ingestion_port).await?;
     tracing::info!(%addr, sources = ?config.ingestion.sources, "ingestion listening");
+    let grpc_listener = TcpListener::bind((config.common.bind_host, config.ingestion.ingestion_grpc_port)).await?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    tracing::info!(addr = %grpc_addr, "ingestion gRPC listening");
 
-    let (tx, rx) = mpsc::channel(RECORD_BUFFER);
     let mut tasks = Vec::new();
     for source in sources.iter() {
         let (source, tx, shutdown) = (source.clone(), tx.clone(), shutdown.clone());
@@ -102,10 +129,16 @@ pub async fn build(
     let registration = Registration::http(SERVICE_ID, "Lizards ingestion", &config.advertise_host(), addr.port());
     let registered = keep_registered(client, registration, config.common.registry_heartbeat, shutdown.clone());
 
+    let grpc_shutdown = shutdown.clone();
     let serve = async move {
-        let server = axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned());
-        if let Err(error) = server.await {
+        let http = axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned());
+        let grpc = grpc::serve(grpc_listener, ingest, grpc_shutdown);
+        let (http, grpc) = tokio::join!(http.into_future(), grpc);
+        if let Err(error) = http {
             tracing::error!(%error, "ingestion server failed");
+        }
+        if let Err(error) = grpc {
+            tracing::error!(%error, "ingestion gRPC server failed");
         }
         for task in tasks {
             let _ = task.await;
@@ -115,7 +148,7 @@ pub async fn build(
         let _ = registered.await;
         tracing::info!("ingestion stopped");
     };
-    Ok(Started { addr, serve: Box::pin(serve) })
+    Ok(Started { addr, grpc: Some(grpc_addr), serve: Box::pin(serve) })
 }
 
 /// Records processed at once. A confirm from RabbitMQ waits for its disk

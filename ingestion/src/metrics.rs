@@ -1,8 +1,16 @@
 //! Ingestion metrics.
 
-use prometheus::{HistogramVec, IntCounterVec, Registry};
+use prometheus::{HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
-use lizards_shared::telemetry::{counter_vec, histogram_vec, latency_buckets};
+use lizards_shared::telemetry::{counter_vec, histogram_vec, latency_buckets, register};
+
+fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    register(registry, IntGaugeVec::new(Opts::new(name, help), labels).expect("valid gauge"))
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    register(registry, IntGauge::new(name, help).expect("valid gauge"))
+}
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -13,6 +21,21 @@ pub struct Metrics {
     pub raw_store_errors: IntCounterVec,
     /// Publish-to-confirm time (seed 000 `delivery_time`).
     pub delivery_time: HistogramVec,
+    /// Ingest API calls (gRPC `ProcessData`, `POST /ingest`) by `api` and
+    /// `status`: `ok`, `rejected` (the caller's fault) or `error` (ours).
+    pub ingest_requests: IntCounterVec,
+    /// Quotes received through the ingest API by `api` and `outcome`.
+    pub ingest_items: IntCounterVec,
+    /// Calls to web sources by `source` and `outcome` (`ok` or the error kind).
+    pub source_fetches: IntCounterVec,
+    pub source_fetch_seconds: HistogramVec,
+    /// 0 closed, 1 half-open, 2 open.
+    pub breaker_state: IntGaugeVec,
+    pub breaker_transitions: IntCounterVec,
+    /// 1 while this instance holds the source's lease.
+    pub lease_held: IntGaugeVec,
+    pub demand_symbols: IntGauge,
+    pub demand_instances: IntGauge,
 }
 
 impl Metrics {
@@ -54,6 +77,55 @@ impl Metrics {
                 "Publish to broker confirm time",
                 &["exchange"],
                 latency_buckets(),
+            ),
+            ingest_requests: counter_vec(
+                registry,
+                "lizards_ingest_requests_total",
+                "Ingest API calls (gRPC ProcessData, POST /ingest)",
+                &["api", "status"],
+            ),
+            ingest_items: counter_vec(
+                registry,
+                "lizards_ingest_items_total",
+                "Quotes received through the ingest API",
+                &["api", "outcome"],
+            ),
+            source_fetches: counter_vec(
+                registry,
+                "lizards_source_fetches_total",
+                "Calls to web sources by outcome",
+                &["source", "outcome"],
+            ),
+            source_fetch_seconds: histogram_vec(
+                registry,
+                "lizards_source_fetch_seconds",
+                "Web source call time, body included",
+                &["source"],
+                latency_buckets(),
+            ),
+            breaker_state: gauge_vec(
+                registry,
+                "lizards_source_breaker_state",
+                "Circuit breaker per source: 0 closed, 1 half-open, 2 open",
+                &["source"],
+            ),
+            breaker_transitions: counter_vec(
+                registry,
+                "lizards_source_breaker_transitions_total",
+                "Circuit breaker transitions by new state",
+                &["source", "to"],
+            ),
+            lease_held: gauge_vec(
+                registry,
+                "lizards_source_lease_held",
+                "1 while this instance holds the source's polling lease",
+                &["source"],
+            ),
+            demand_symbols: gauge(registry, "lizards_demand_symbols", "Symbols the polled sources fetch"),
+            demand_instances: gauge(
+                registry,
+                "lizards_demand_instances",
+                "Provider instances whose demand set is current",
             ),
         }
     }

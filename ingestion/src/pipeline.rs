@@ -13,7 +13,7 @@ use tokio::sync::Mutex;
 
 use crate::{
     metrics::Metrics,
-    sources::RawRecord,
+    sources::{ItemError, RawRecord},
     validate::{self, Reject},
 };
 
@@ -117,6 +117,30 @@ impl Pipeline {
             self.set_outcome(&id, RawOutcome::Accepted { flags: flags.clone() }).await;
         }
         Ok(Outcome::Published { ingest_id, flags })
+    }
+
+    /// Keeps what a source answered for a symbol that could not become a
+    /// record (missing field, wrong type, invalid price) with its reason.
+    pub async fn reject_item(&self, source: &str, item: &ItemError) {
+        let reason = item.error.label();
+        tracing::debug!(source, symbol = %item.symbol, reason, error = %item.error, "source item rejected");
+        self.metrics.rejected.with_label_values(&[source, reason]).inc();
+        let now = Utc::now().trunc_subsecs(6);
+        let doc = RawDocument {
+            source: source.to_string(),
+            symbol: item.symbol.to_string(),
+            source_ts: now,
+            received_at: now,
+            body: item.body.clone(),
+        };
+        match self.raw.insert(doc).await {
+            Ok(id) => self.set_outcome(&id, RawOutcome::Rejected { reason: reason.to_string() }).await,
+            Err(RawStoreError::Duplicate) => {}
+            Err(error) => {
+                tracing::warn!(%error, "raw store insert of a reject failed");
+                self.metrics.raw_store_errors.with_label_values(&["insert"]).inc();
+            }
+        }
     }
 
     async fn reject(&self, record: &RawRecord, raw_id: Option<&str>, reason: Reject) -> Outcome {

@@ -86,7 +86,7 @@ pub async fn build(config: Config, backends: Backends, shutdown: Shutdown) -> Re
         latest.clone(),
         store.clone(),
         registry_client.clone(),
-        config.provider.symbol_lookup_timeout,
+        config.common.symbol_lookup_timeout,
         metrics.clone(),
     ));
     let snapshots = Arc::new(Snapshots { latest: latest.clone(), store: store.clone(), metrics: metrics.clone() });
@@ -164,5 +164,5 @@ pub async fn build(config: Config, backends: Backends, shutdown: Shutdown) -> Re
         let _ = tokio::join!(persist_task, feed_task, bind_task);
         tracing::info!("provider stopped");
     };
-    Ok(Started { addr, serve: Box::pin(serve) })
+    Ok(Started { addr, grpc: None, serve: Box::pin(serve) })
 }

@@ -63,7 +63,7 @@ pub async fn build_with_store(
     };
     let app = http_layers(api::router(state).merge(ops_routes(prometheus, always_ready())), http_metrics);
     let serve = serve(listener, app, Background { config, addr, store, metrics }, shutdown);
-    Ok(Started { addr, serve: Box::pin(serve) })
+    Ok(Started { addr, grpc: None, serve: Box::pin(serve) })
 }
 
 /// What runs next to the HTTP server.

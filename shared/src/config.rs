@@ -65,6 +65,9 @@ pub struct CommonConfig {
     /// Retention window in days: ingestion rejects quotes older than this.
     #[arg(long, env = "RETENTION_DAYS", default_value_t = 14)]
     pub retention_days: u32,
+    /// How long an on-demand symbol lookup across the sources may take.
+    #[arg(long, env = "SYMBOL_LOOKUP_TIMEOUT", default_value = "5s", value_parser = duration)]
+    pub symbol_lookup_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -85,6 +88,9 @@ pub struct IngestionConfig {
     /// Ingestion HTTP port (0 picks a free port).
     #[arg(long, env = "INGESTION_PORT", default_value_t = 8600)]
     pub ingestion_port: u16,
+    /// Ingestion gRPC port, `dataprocessor.DataProcessor` (0 picks a free port).
+    #[arg(long, env = "INGESTION_GRPC_PORT", default_value_t = 50051)]
+    pub ingestion_grpc_port: u16,
     /// Enabled sources, comma separated.
     #[arg(long, env = "SOURCES", default_value = "synthetic", value_delimiter = ',')]
     pub sources: Vec<String>,
@@ -107,6 +113,75 @@ pub struct IngestionConfig {
     /// Raw documents expire after this many days.
     #[arg(long, env = "RAW_TTL_DAYS", default_value_t = 7)]
     pub raw_ttl_days: u32,
+    /// Symbols the web sources poll whatever the demand, comma separated.
+    #[arg(long, env = "ALWAYS_ON_SYMBOLS", value_delimiter = ',')]
+    pub always_on_symbols: Vec<String>,
+    /// Symbols nobody demands any more are polled this much longer.
+    #[arg(long, env = "DEMAND_GRACE", default_value = "5m", value_parser = duration)]
+    pub demand_grace: Duration,
+    /// One call to a web source, body included, gives up after this long.
+    #[arg(long, env = "SOURCE_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub source_timeout: Duration,
+    /// A source's polling lease (Redis) lapses this long after its holder
+    /// stops renewing it; another ingestion instance then takes over.
+    #[arg(long, env = "SOURCE_LEASE_TTL", default_value = "15s", value_parser = duration)]
+    pub source_lease_ttl: Duration,
+    /// Outbound limits replacing the sources' free-tier defaults, comma
+    /// separated `source=requests/window`, e.g. `finnhub=30/1m`.
+    #[arg(long, env = "SOURCE_RATE_LIMITS")]
+    pub source_rate_limits: Option<PerSource<Quota>>,
+    /// Circuit breaker of every web source: failures within BREAKER_FAILURE_WINDOW that open it.
+    #[arg(long, env = "BREAKER_FAILURE_THRESHOLD", default_value_t = 5)]
+    pub breaker_failure_threshold: usize,
+    #[arg(long, env = "BREAKER_FAILURE_WINDOW", default_value = "60s", value_parser = duration)]
+    pub breaker_failure_window: Duration,
+    /// An open breaker lets trial calls through after this long.
+    #[arg(long, env = "BREAKER_RECOVERY_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub breaker_recovery_timeout: Duration,
+    /// Trial calls of a half-open breaker; that many successes close it.
+    #[arg(long, env = "BREAKER_HALF_OPEN_CALLS", default_value_t = 3)]
+    pub breaker_half_open_calls: usize,
+    /// Poll interval of the Yahoo Finance chart source.
+    #[arg(long, env = "POLL_INTERVAL_YAHOO", default_value = "60s", value_parser = duration)]
+    pub poll_interval_yahoo: Duration,
+    #[arg(long, env = "POLL_INTERVAL_COINGECKO", default_value = "10m", value_parser = duration)]
+    pub poll_interval_coingecko: Duration,
+    #[arg(long, env = "POLL_INTERVAL_ALPHAVANTAGE", default_value = "60s", value_parser = duration)]
+    pub poll_interval_alphavantage: Duration,
+    #[arg(long, env = "POLL_INTERVAL_FINNHUB", default_value = "60s", value_parser = duration)]
+    pub poll_interval_finnhub: Duration,
+    #[arg(long, env = "POLL_INTERVAL_BINANCE", default_value = "60s", value_parser = duration)]
+    pub poll_interval_binance: Duration,
+    #[arg(long, env = "POLL_INTERVAL_STOOQ", default_value = "60s", value_parser = duration)]
+    pub poll_interval_stooq: Duration,
+    /// Poll interval of HTML pages that set none in HTML_SOURCES_FILE.
+    #[arg(long, env = "POLL_INTERVAL_HTML", default_value = "60s", value_parser = duration)]
+    pub poll_interval_html: Duration,
+    /// Base URL of the Yahoo Finance API (tests point it at a fixture server).
+    #[arg(long, env = "YAHOO_URL", default_value = "https://query1.finance.yahoo.com/")]
+    pub yahoo_url: String,
+    #[arg(long, env = "COINGECKO_URL", default_value = "https://api.coingecko.com/")]
+    pub coingecko_url: String,
+    #[arg(long, env = "ALPHAVANTAGE_URL", default_value = "https://www.alphavantage.co/")]
+    pub alphavantage_url: String,
+    #[arg(long, env = "FINNHUB_URL", default_value = "https://finnhub.io/")]
+    pub finnhub_url: String,
+    #[arg(long, env = "BINANCE_URL", default_value = "https://api.binance.com/")]
+    pub binance_url: String,
+    #[arg(long, env = "STOOQ_URL", default_value = "https://stooq.com/")]
+    pub stooq_url: String,
+    /// CoinGecko demo API key (optional).
+    #[arg(long, env = "COINGECKO_API_KEY", hide_env_values = true)]
+    pub coingecko_api_key: Option<String>,
+    /// Alpha Vantage API key (required by the `alphavantage` source).
+    #[arg(long, env = "ALPHAVANTAGE_API_KEY", hide_env_values = true)]
+    pub alphavantage_api_key: Option<String>,
+    /// Finnhub API key (required by the `finnhub` source).
+    #[arg(long, env = "FINNHUB_API_KEY", hide_env_values = true)]
+    pub finnhub_api_key: Option<String>,
+    /// TOML file describing the pages of the `html` scraper source.
+    #[arg(long, env = "HTML_SOURCES_FILE")]
+    pub html_sources_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -147,9 +222,6 @@ pub struct ProviderConfig {
     /// A session survives this long after its last connection closed.
     #[arg(long, env = "SESSION_TTL", default_value = "5m", value_parser = duration)]
     pub session_ttl: Duration,
-    /// How long an on-demand symbol lookup may take.
-    #[arg(long, env = "SYMBOL_LOOKUP_TIMEOUT", default_value = "5s", value_parser = duration)]
-    pub symbol_lookup_timeout: Duration,
     /// Largest batch the persistence worker writes in one transaction.
     #[arg(long, env = "PERSIST_BATCH", default_value_t = 2000)]
     pub persist_batch: usize,
@@ -217,6 +289,33 @@ pub enum Balancer {
     RoundRobin,
     /// The less busy of two instances picked at random (power of two choices).
     P2c,
+}
+
+/// Values per source id: `finnhub=30/1m,yahoo=60/1m`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PerSource<T>(pub Vec<(String, T)>);
+
+impl<T> PerSource<T> {
+    pub fn get(&self, source: &str) -> Option<&T> {
+        self.0.iter().find(|(id, _)| id == source).map(|(_, value)| value)
+    }
+}
+
+impl<T: FromStr> FromStr for PerSource<T>
+where
+    T::Err: std::fmt::Display,
+{
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<PerSource<T>, String> {
+        let entries = text.split(',').map(str::trim).filter(|entry| !entry.is_empty());
+        let parsed = entries.map(|entry| {
+            let (id, value) = entry.split_once('=').ok_or_else(|| format!("{entry:?} is not source=value"))?;
+            let value = value.trim().parse::<T>().map_err(|e| format!("{}: {e}", id.trim()))?;
+            Ok((id.trim().to_string(), value))
+        });
+        parsed.collect::<Result<Vec<_>, String>>().map(PerSource)
+    }
 }
 
 /// A duration written the human way (`5s`, `1m30s`).
@@ -326,6 +425,7 @@ impl Config {
         self.common.data_dir = data_dir.into();
         self.registry.registry_port = 0;
         self.ingestion.ingestion_port = 0;
+        self.ingestion.ingestion_grpc_port = 0;
         self.provider.provider_port = 0;
         self.gateway.gateway_port = 0;
         self
@@ -352,6 +452,7 @@ mod tests {
         assert_eq!(c.provider.provider_port, 7890);
         assert_eq!(c.registry.registry_port, 8500);
         assert_eq!(c.ingestion.ingestion_port, 8600);
+        assert_eq!(c.ingestion.ingestion_grpc_port, 50051);
         assert_eq!(c.common.registry_url, "http://127.0.0.1:8500");
         assert_eq!(c.provider.ws_max_symbols, 1024);
         assert_eq!(c.provider.ws_slow_close, Duration::from_secs(30));

@@ -5,6 +5,7 @@
 pub mod broker;
 pub mod cache;
 pub mod config;
+pub mod demand;
 pub mod discovery;
 pub mod http;
 pub mod jwt;

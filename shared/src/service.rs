@@ -9,6 +9,8 @@ use futures::future::BoxFuture;
 
 pub struct Started {
     pub addr: SocketAddr,
+    /// The bound gRPC address of a service that serves gRPC too (ingestion).
+    pub grpc: Option<SocketAddr>,
     pub serve: BoxFuture<'static, ()>,
 }
 

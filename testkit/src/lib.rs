@@ -3,6 +3,7 @@
 //! real server, the URL of a real server that CI must provide, and a
 //! WebSocket client speaking Lizards' frames.
 
+pub mod fixture;
 pub mod ws;
 
 use std::{future::Future, time::Duration};

@@ -11,7 +11,7 @@ use rand_distr::{Distribution, StandardNormal};
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::{RawRecord, Source, SourceError};
+use super::{Lookup, RawRecord, Source, SourceError, SourceStatus};
 
 pub const ID: &str = "synthetic";
 const BASE_URL: &str = "synthetic://gbm";
@@ -144,8 +144,13 @@ impl Source for Synthetic {
         BASE_URL
     }
 
-    async fn lookup(&self, symbol: &Symbol) -> Result<bool, SourceError> {
-        Ok(self.known.contains(symbol))
+    async fn lookup(&self, symbol: &Symbol) -> Result<Lookup, SourceError> {
+        // Its own stream brings the prices: nothing to publish at once.
+        Ok(if self.known.contains(symbol) { Lookup::Known(Vec::new()) } else { Lookup::Unknown })
+    }
+
+    fn status(&self) -> SourceStatus {
+        SourceStatus { id: ID.to_string(), kind: ID, base_url: BASE_URL.to_string(), enabled: true, polling: None }
     }
 
     async fn run(&self, out: mpsc::Sender<RawRecord>, shutdown: Shutdown) {
@@ -219,8 +224,8 @@ mod tests {
     #[tokio::test]
     async fn symbols_outside_the_universe_are_unknown() {
         let source = Synthetic::new(10.0, 1, &[]);
-        assert!(source.lookup(&Symbol::parse("AAPL").unwrap()).await.unwrap());
-        assert!(!source.lookup(&Symbol::parse("XYZ").unwrap()).await.unwrap());
+        assert_eq!(source.lookup(&Symbol::parse("AAPL").unwrap()).await.unwrap(), Lookup::Known(Vec::new()));
+        assert_eq!(source.lookup(&Symbol::parse("XYZ").unwrap()).await.unwrap(), Lookup::Unknown);
     }
 
     #[tokio::test]

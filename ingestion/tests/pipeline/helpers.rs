@@ -3,6 +3,7 @@
 //! fresh state (zero2prod's `spawn_app`).
 
 use std::{
+    net::SocketAddr,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -14,13 +15,18 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use lizards_ingestion::{
+    grpc::proto::{ProcessingResponse, RawData, data_processor_client::DataProcessorClient},
     metrics::Metrics,
     pipeline::{Outcome, Pipeline},
     sources::RawRecord,
 };
 use lizards_shared::{
     Quote,
-    broker::{Broker, ConsumeOptions, Consumer, Delivery, MemoryBroker, QUOTES_EXCHANGE, QueueSpec, declare_topology},
+    broker::{
+        Broker, BrokerError, ConsumeOptions, Consumer, Delivery, ExchangeKind, MemoryBroker, QUOTES_EXCHANGE, QueueSpec,
+        declare_topology,
+    },
+    cache::MemoryCache,
     config::Config,
     rawstore::{MemoryRawStore, RawDocument, RawOutcome, RawStore, RawStoreError},
     shutdown::Shutdown,
@@ -176,20 +182,25 @@ impl PipelineHarness {
     /// after them marks the end: `publish` returns once the broker routed a
     /// message, so nothing the pipeline published can come after it.
     pub async fn published_before_fence(&mut self) -> Vec<Quote> {
-        let fence = Bytes::from_static(b"fence");
-        self.broker.publish(QUOTES_EXCHANGE, FENCE_KEY, fence).await.expect("fence is published");
-        let mut quotes = Vec::new();
-        loop {
-            let delivery = self.next_published().await;
-            if delivery.routing_key == FENCE_KEY {
-                return quotes;
-            }
-            quotes.push(Quote::decode(&delivery.body).expect("a valid quote body"));
-        }
+        published_before_fence(self.broker.as_ref(), self.observer.as_mut()).await
     }
 
     pub fn counter(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
         counter(&self.registry, name, labels)
+    }
+}
+
+/// The quotes on `observer` not yet read, up to a fence message published now.
+async fn published_before_fence(broker: &MemoryBroker, observer: &mut dyn Consumer) -> Vec<Quote> {
+    let fence = Bytes::from_static(b"fence");
+    broker.publish(QUOTES_EXCHANGE, FENCE_KEY, fence).await.expect("fence is published");
+    let mut quotes = Vec::new();
+    loop {
+        let delivery = next_delivery(observer).await;
+        if delivery.routing_key == FENCE_KEY {
+            return quotes;
+        }
+        quotes.push(Quote::decode(&delivery.body).expect("a valid quote body"));
     }
 }
 
@@ -217,31 +228,94 @@ const UNUSED_REGISTRY: &str = "http://127.0.0.1:9";
 /// Total updates per second of the synthetic source in service tests.
 pub const SYNTHETIC_RATE: f64 = 200.0;
 
+/// The embedded broker, able to stop confirming publishes like a RabbitMQ
+/// that refuses them (e.g. on a disk alarm).
+pub struct RefusingBroker {
+    inner: Arc<MemoryBroker>,
+    refusing: AtomicBool,
+}
+
+impl RefusingBroker {
+    pub fn new(inner: Arc<MemoryBroker>) -> RefusingBroker {
+        RefusingBroker { inner, refusing: AtomicBool::new(false) }
+    }
+}
+
+#[async_trait]
+impl Broker for RefusingBroker {
+    async fn declare_exchange(&self, name: &str, kind: ExchangeKind) -> Result<(), BrokerError> {
+        self.inner.declare_exchange(name, kind).await
+    }
+    async fn declare_queue(&self, spec: &QueueSpec) -> Result<(), BrokerError> {
+        self.inner.declare_queue(spec).await
+    }
+    async fn bind(&self, queue: &str, exchange: &str, pattern: &str) -> Result<(), BrokerError> {
+        self.inner.bind(queue, exchange, pattern).await
+    }
+    async fn unbind(&self, queue: &str, exchange: &str, pattern: &str) -> Result<(), BrokerError> {
+        self.inner.unbind(queue, exchange, pattern).await
+    }
+    async fn publish(&self, exchange: &str, routing_key: &str, body: Bytes) -> Result<(), BrokerError> {
+        if self.refusing.load(Ordering::SeqCst) {
+            return Err(BrokerError::NotConfirmed("test broker refuses publishes".to_string()));
+        }
+        self.inner.publish(exchange, routing_key, body).await
+    }
+    async fn consume(&self, queue: &str, options: ConsumeOptions) -> Result<Box<dyn Consumer>, BrokerError> {
+        self.inner.consume(queue, options).await
+    }
+    async fn queue_len(&self, queue: &str) -> Result<usize, BrokerError> {
+        self.inner.queue_len(queue).await
+    }
+    async fn ping(&self) -> Result<(), BrokerError> {
+        self.inner.ping().await
+    }
+}
+
 /// The whole ingestion service on port 0, on the embedded broker.
 pub struct TestIngestion {
     pub base: String,
+    /// The gRPC `dataprocessor.DataProcessor` address.
+    pub grpc: SocketAddr,
     pub http: reqwest::Client,
+    /// The broker the service publishes to (publishing here bypasses [`TestIngestion::refuse_publishes`]).
     pub broker: Arc<MemoryBroker>,
+    service_broker: Arc<RefusingBroker>,
     shutdown: Shutdown,
     server: Option<JoinHandle<()>>,
     _data: tempfile::TempDir,
 }
 
 pub async fn spawn_ingestion() -> TestIngestion {
+    spawn(|_| {}).await
+}
+
+/// The service without sources: only what a test sends reaches the broker.
+pub async fn spawn_quiet_ingestion() -> TestIngestion {
+    spawn(|config| config.ingestion.sources.clear()).await
+}
+
+async fn spawn(configure: impl FnOnce(&mut Config)) -> TestIngestion {
     let data = tempfile::tempdir().expect("temporary data dir");
     let mut config = Config::for_tests(data.path());
     config.ingestion.synthetic_rate = SYNTHETIC_RATE;
     config.common.registry_url = UNUSED_REGISTRY.to_string();
+    configure(&mut config);
     let broker = Arc::new(MemoryBroker::new());
+    let service_broker = Arc::new(RefusingBroker::new(broker.clone()));
     let raw = Arc::new(MemoryRawStore::new(config.ingestion.raw_cap, Duration::from_secs(86_400)));
     let shutdown = Shutdown::new();
-    let started =
-        lizards_ingestion::build(config, broker.clone(), raw, shutdown.clone()).await.expect("ingestion starts");
+    let started = lizards_ingestion::build(config, service_broker.clone(), raw, Arc::new(MemoryCache::new()), shutdown.clone())
+        .await
+        .expect("ingestion starts");
+    let grpc = started.grpc.expect("ingestion serves gRPC");
     let (addr, server) = started.spawn();
     TestIngestion {
         base: format!("http://{addr}"),
+        grpc,
         http: lizards_shared::http::client(),
         broker,
+        service_broker,
         shutdown,
         server: Some(server),
         _data: data,
@@ -260,6 +334,36 @@ impl TestIngestion {
     /// A queue bound to every quote the service publishes from now on.
     pub async fn observe_quotes(&self) -> Box<dyn Consumer> {
         observe_quotes(self.broker.as_ref()).await
+    }
+
+    /// The quotes on `observer` not yet read, up to a fence published now:
+    /// everything the service published before this call.
+    pub async fn published_before_fence(&self, observer: &mut dyn Consumer) -> Vec<Quote> {
+        published_before_fence(&self.broker, observer).await
+    }
+
+    /// From now on the broker confirms none of the service's publishes.
+    pub fn refuse_publishes(&self) {
+        self.service_broker.refusing.store(true, Ordering::SeqCst);
+    }
+
+    /// A client of the gRPC `dataprocessor.DataProcessor`.
+    pub async fn grpc_client(&self) -> DataProcessorClient<tonic::transport::Channel> {
+        let client = DataProcessorClient::connect(format!("http://{}", self.grpc));
+        within("the gRPC connection", client).await.expect("the gRPC service accepts connections")
+    }
+
+    /// `ProcessData` with `content`, over a new gRPC connection.
+    pub async fn process_data(&self, content: &str) -> ProcessingResponse {
+        let mut client = self.grpc_client().await;
+        let call = client.process_data(RawData { content: content.to_string() });
+        within("ProcessData", call).await.expect("ProcessData answers").into_inner()
+    }
+
+    /// `POST /ingest` with `body` as JSON.
+    pub async fn post_ingest(&self, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        let request = self.http.post(self.url("/ingest")).header("content-type", "application/json").body(body);
+        request.send().await.expect("POST /ingest reaches the ingestion service")
     }
 
     /// The next quote on `observer`, decoded, with its routing key.

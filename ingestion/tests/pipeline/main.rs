@@ -2,5 +2,7 @@
 //! on the embedded adapters, and the whole service over real HTTP.
 
 mod helpers;
+mod ingest;
 mod process;
 mod service;
+mod sources;

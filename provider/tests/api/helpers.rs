@@ -64,7 +64,7 @@ pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> TestProvider {
     let mut config = Config::for_tests(dir.path());
     // No registry and no ingestion: unknown symbols fail their lookup fast.
     config.common.registry_url = "http://127.0.0.1:1".into();
-    config.provider.symbol_lookup_timeout = Duration::from_millis(500);
+    config.common.symbol_lookup_timeout = Duration::from_millis(500);
     tweak(&mut config);
     let broker = Arc::new(MemoryBroker::new());
     let store = Arc::new(SqliteStore::open(&dir.path().join("test.db")).await.expect("sqlite"));

@@ -1,0 +1,56 @@
+//! The seed contract's gRPC service `dataprocessor.DataProcessor/ProcessData`
+//! (SPEC §4), the twin of `POST /ingest`: both answer from one
+//! [`Report`](crate::ingest::Report). Every answer is a `ProcessingResponse`
+//! (`ok` or `rejected` with the reasons); a gRPC error status only comes from
+//! the transport, e.g. a message over [`MAX_MESSAGE_BYTES`].
+
+use lizards_shared::shutdown::Shutdown;
+use tokio::net::TcpListener;
+use tonic::{
+    Request, Response, Status,
+    transport::{Server, server::TcpIncoming},
+};
+
+use crate::ingest::{Api, Ingest, MAX_CONTENT_BYTES, REJECTED};
+
+/// Code generated from `proto/dataprocessor.proto`: messages, server and client.
+pub mod proto {
+    tonic::include_proto!("dataprocessor");
+}
+
+use proto::{
+    ProcessingResponse, RawData,
+    data_processor_server::{DataProcessor, DataProcessorServer},
+};
+
+/// Largest request decoded: twice the content limit, so that content a
+/// little over the limit gets a `rejected` answer naming the limit instead of
+/// a bare `RESOURCE_EXHAUSTED`.
+pub const MAX_MESSAGE_BYTES: usize = 2 * MAX_CONTENT_BYTES;
+
+pub struct DataProcessorService {
+    ingest: Ingest,
+}
+
+#[tonic::async_trait]
+impl DataProcessor for DataProcessorService {
+    async fn process_data(&self, request: Request<RawData>) -> Result<Response<ProcessingResponse>, Status> {
+        let content = request.into_inner().content;
+        let response = match self.ingest.ingest(Api::Grpc, content.as_bytes()).await {
+            Ok(report) => ProcessingResponse { status: report.status().to_string(), message: report.message() },
+            Err(error) => ProcessingResponse { status: REJECTED.to_string(), message: error.to_string() },
+        };
+        Ok(Response::new(response))
+    }
+}
+
+pub fn service(ingest: Ingest) -> DataProcessorServer<DataProcessorService> {
+    DataProcessorServer::new(DataProcessorService { ingest }).max_decoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+/// Serves the service on `listener` until `shutdown`, then lets calls in
+/// flight finish.
+pub async fn serve(listener: TcpListener, ingest: Ingest, shutdown: Shutdown) -> Result<(), tonic::transport::Error> {
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    Server::builder().add_service(service(ingest)).serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned()).await
+}
