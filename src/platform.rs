@@ -150,15 +150,14 @@ pub async fn start(mut config: Config, target: Target, shutdown: Shutdown) -> an
         platform.registry_task = Some((registry_shutdown, task));
     }
     if all || target == Target::Ingestion {
-        let started =
-            lizards_ingestion::build(
-                config.clone(),
-                backends.broker.clone(),
-                backends.raw.clone(),
-                backends.cache.clone(),
-                shutdown.clone(),
-            )
-                .await?;
+        let started = lizards_ingestion::build(
+            config.clone(),
+            backends.broker.clone(),
+            backends.raw.clone(),
+            backends.cache.clone(),
+            shutdown.clone(),
+        )
+        .await?;
         let (addr, task) = started.spawn();
         platform.ingestion = Some(addr);
         platform.tasks.push(task);

@@ -111,7 +111,8 @@ fn report_response(report: Report) -> Response {
     if report.accepted() > 0 {
         return Json(report).into_response();
     }
-    let status = if report.publish_failed() { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::UNPROCESSABLE_ENTITY };
+    let status =
+        if report.publish_failed() { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::UNPROCESSABLE_ENTITY };
     problem(status, report.message())
         .with("accepted", json!(report.accepted()))
         .with("rejected", json!(report.rejected()))

@@ -87,7 +87,8 @@ const QUEUE_LENGTH: usize = 1_000;
 /// and dropped.
 pub async fn listen(broker: Arc<dyn Broker>, demand: Arc<Demand>, shutdown: Shutdown) -> Result<(), BrokerError> {
     let queue = format!("ingestion.demand.{}", uuid::Uuid::new_v4());
-    let spec = QueueSpec { name: queue.clone(), auto_delete: true, max_length: Some(QUEUE_LENGTH), ..Default::default() };
+    let spec =
+        QueueSpec { name: queue.clone(), auto_delete: true, max_length: Some(QUEUE_LENGTH), ..Default::default() };
     broker.declare_queue(&spec).await?;
     broker.bind(&queue, CONTROL_EXCHANGE, DEMAND_PATTERN).await?;
     let mut consumer = broker.consume(&queue, ConsumeOptions { prefetch: 0, no_ack: true }).await?;

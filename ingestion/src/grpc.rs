@@ -52,5 +52,8 @@ pub fn service(ingest: Ingest) -> DataProcessorServer<DataProcessorService> {
 /// flight finish.
 pub async fn serve(listener: TcpListener, ingest: Ingest, shutdown: Shutdown) -> Result<(), tonic::transport::Error> {
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    Server::builder().add_service(service(ingest)).serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned()).await
+    Server::builder()
+        .add_service(service(ingest))
+        .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+        .await
 }

@@ -539,7 +539,8 @@ mod tests {
     fn the_rest_body_lists_each_item() {
         let mut flagged = accepted(0, "id-0");
         flagged.outcome = ItemOutcome::Accepted { ingest_id: "id-0".to_string(), flags: vec!["jump".to_string()] };
-        let report = Report { items: vec![flagged, rejected(1, "duplicate", "duplicate (same symbol, source and timestamp)")] };
+        let report =
+            Report { items: vec![flagged, rejected(1, "duplicate", "duplicate (same symbol, source and timestamp)")] };
         assert_eq!(
             serde_json::to_value(&report).expect("serializes"),
             json!({
@@ -554,7 +555,10 @@ mod tests {
             })
         );
         let plain = Report { items: vec![accepted(0, "id-0")] };
-        assert_eq!(serde_json::to_value(&plain).expect("serializes")["items"][0], json!({"index": 0, "status": "accepted", "ingest_id": "id-0"}));
+        assert_eq!(
+            serde_json::to_value(&plain).expect("serializes")["items"][0],
+            json!({"index": 0, "status": "accepted", "ingest_id": "id-0"})
+        );
     }
 
     #[test]

@@ -88,12 +88,8 @@ pub async fn build(
     };
     let sources = Arc::new(enabled::enabled(&config, &shared)?);
     let (tx, rx) = mpsc::channel(RECORD_BUFFER);
-    let finder = Finder {
-        sources: sources.clone(),
-        demand,
-        records: tx.clone(),
-        timeout: config.common.symbol_lookup_timeout,
-    };
+    let finder =
+        Finder { sources: sources.clone(), demand, records: tx.clone(), timeout: config.common.symbol_lookup_timeout };
 
     let readiness: Readiness = Arc::new(move || {
         let (broker, raw) = (broker.clone(), raw.clone());
@@ -108,7 +104,7 @@ pub async fn build(
         finder,
         ingest: ingest.clone(),
     })
-        .merge(telemetry::ops_routes(registry.clone(), readiness));
+    .merge(telemetry::ops_routes(registry.clone(), readiness));
     let router = telemetry::http_layers(router, HttpMetrics::new(&registry));
 
     let (listener, addr) = lizards_shared::http::bind(config.common.bind_host, config.ingestion.ingestion_port).await?;

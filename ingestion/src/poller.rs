@@ -252,7 +252,8 @@ impl Poller {
             Some(error) => {
                 state.breaker.record_failure(now);
                 state.status.fetches.failed += 1;
-                state.status.last_error = Some(LastError { at: Utc::now(), kind: error.label(), error: error.to_string() });
+                state.status.last_error =
+                    Some(LastError { at: Utc::now(), kind: error.label(), error: error.to_string() });
                 self.metrics.source_fetches.with_label_values(&[id, error.label()]).inc();
             }
         }

@@ -1,6 +1,7 @@
 //! Provider service: persists quotes, fans live `price_update` frames out to
 //! WebSocket clients, and serves sessions and the quotes REST API.
 
+pub mod demand;
 pub mod hub;
 pub mod latest;
 pub mod live;
@@ -144,6 +145,8 @@ pub async fn build(config: Config, backends: Backends, shutdown: Shutdown) -> Re
     let persist_task = tokio::spawn(persister.run(shutdown.clone()));
     let feed_task =
         tokio::spawn(live::feed(live_consumer, hub.clone(), metrics.clone(), live_queue.clone(), shutdown.clone()));
+    let instance = format!("provider-{}", uuid::Uuid::new_v4());
+    let demand_task = tokio::spawn(demand::publish(broker.clone(), hub.clone(), instance, shutdown.clone()));
     let bind_task = tokio::spawn(live::bind(broker, hub, metrics, live_queue, shutdown.clone()));
 
     let registration = Registration::http(SERVICE_ID, "Lizards provider", &config.advertise_host(), addr.port());
@@ -161,7 +164,7 @@ pub async fn build(config: Config, backends: Backends, shutdown: Shutdown) -> Re
             tracing::warn!(left = connections.len(), "connections still closing after the grace period");
         }
         let _ = registered.await;
-        let _ = tokio::join!(persist_task, feed_task, bind_task);
+        let _ = tokio::join!(persist_task, feed_task, bind_task, demand_task);
         tracing::info!("provider stopped");
     };
     Ok(Started { addr, grpc: None, serve: Box::pin(serve) })

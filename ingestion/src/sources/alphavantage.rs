@@ -7,8 +7,7 @@ use lizards_shared::Symbol;
 use serde_json::Value;
 
 use super::{
-    Api, Item, RawRecord, Request, Response, SourceError,
-    encode,
+    Api, Item, RawRecord, Request, Response, SourceError, encode,
     parse::{self, item_error},
     with_slash,
 };
@@ -76,13 +75,13 @@ impl Api for AlphaVantage {
         let item = (|| {
             let price = parse::price(parse::numeric_string(quote, "05. price")?)?;
             let day = parse::field(quote, "07. latest trading day")?;
-            let day = day
-                .as_str()
-                .and_then(|text| NaiveDate::parse_from_str(text, "%Y-%m-%d").ok())
-                .ok_or_else(|| SourceError::WrongType {
-                    field: "07. latest trading day".into(),
-                    expected: "a date YYYY-MM-DD",
-                    found: parse::describe(day),
+            let day =
+                day.as_str().and_then(|text| NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()).ok_or_else(|| {
+                    SourceError::WrongType {
+                        field: "07. latest trading day".into(),
+                        expected: "a date YYYY-MM-DD",
+                        found: parse::describe(day),
+                    }
                 })?;
             let close = DateTime::<Utc>::from_naive_utc_and_offset(day.and_time(CLOSE_UTC), Utc);
             let volume = parse::volume(quote.get("06. volume").and_then(Value::as_str).and_then(|v| v.parse().ok()));

@@ -98,7 +98,9 @@ fn apis(config: &IngestionConfig, kind: &str) -> Result<Vec<(Arc<dyn Api>, PollS
     };
     match kind {
         "yahoo" => one(Arc::new(Yahoo::new(&c.yahoo_url)), c.poll_interval_yahoo),
-        "coingecko" => one(Arc::new(CoinGecko::new(&c.coingecko_url, c.coingecko_api_key.clone())), c.poll_interval_coingecko),
+        "coingecko" => {
+            one(Arc::new(CoinGecko::new(&c.coingecko_url, c.coingecko_api_key.clone())), c.poll_interval_coingecko)
+        }
         "alphavantage" => {
             let key = key(&c.alphavantage_api_key, "alphavantage", "ALPHAVANTAGE_API_KEY")?;
             one(Arc::new(AlphaVantage::new(&c.alphavantage_url, key)), c.poll_interval_alphavantage)

@@ -5,8 +5,7 @@ use lizards_shared::Symbol;
 use serde_json::Value;
 
 use super::{
-    Api, Item, RawRecord, Request, Response, SourceError,
-    encode,
+    Api, Item, RawRecord, Request, Response, SourceError, encode,
     parse::{self, item_error},
     with_slash,
 };

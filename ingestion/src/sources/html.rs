@@ -26,8 +26,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{
-    Api, Item, RawRecord, Request, Response, SourceError,
-    encode,
+    Api, Item, RawRecord, Request, Response, SourceError, encode,
     parse::{self, item_error},
 };
 

@@ -62,9 +62,7 @@ pub fn numeric_string(value: &Value, name: &str) -> Result<f64, SourceError> {
 
 /// A decimal number in text; `NaN` and `inf` parse (and fail as prices).
 pub fn decimal(text: &str, name: &str) -> Result<f64, SourceError> {
-    text.trim()
-        .parse::<f64>()
-        .map_err(|_| wrong_type(name, "a decimal number", &Value::String(text.to_string())))
+    text.trim().parse::<f64>().map_err(|_| wrong_type(name, "a decimal number", &Value::String(text.to_string())))
 }
 
 /// A Unix time in seconds (or milliseconds when `millis`).

@@ -8,8 +8,7 @@ use lizards_shared::Symbol;
 use serde_json::{Map, Value};
 
 use super::{
-    Api, Item, RawRecord, Request, Response, SourceError,
-    encode,
+    Api, Item, RawRecord, Request, Response, SourceError, encode,
     parse::{self, item_error},
     with_slash,
 };
@@ -64,11 +63,11 @@ fn warsaw_time(row: &Value) -> Result<DateTime<Utc>, SourceError> {
         found: text.clone(),
     })?;
     // An hour that a DST change skips or repeats: the earlier reading.
-    Warsaw
-        .from_local_datetime(&local)
-        .earliest()
-        .map(|t| t.with_timezone(&Utc))
-        .ok_or(SourceError::WrongType { field: "Date/Time".into(), expected: "a Warsaw local time", found: text })
+    Warsaw.from_local_datetime(&local).earliest().map(|t| t.with_timezone(&Utc)).ok_or(SourceError::WrongType {
+        field: "Date/Time".into(),
+        expected: "a Warsaw local time",
+        found: text,
+    })
 }
 
 impl Api for Stooq {

@@ -23,8 +23,8 @@ use lizards_ingestion::{
 use lizards_shared::{
     Quote,
     broker::{
-        Broker, BrokerError, ConsumeOptions, Consumer, Delivery, ExchangeKind, MemoryBroker, QUOTES_EXCHANGE, QueueSpec,
-        declare_topology,
+        Broker, BrokerError, ConsumeOptions, Consumer, Delivery, ExchangeKind, MemoryBroker, QUOTES_EXCHANGE,
+        QueueSpec, declare_topology,
     },
     cache::MemoryCache,
     config::Config,
@@ -287,15 +287,15 @@ pub struct TestIngestion {
 }
 
 pub async fn spawn_ingestion() -> TestIngestion {
-    spawn(|_| {}).await
+    spawn_with(|_| {}).await
 }
 
 /// The service without sources: only what a test sends reaches the broker.
 pub async fn spawn_quiet_ingestion() -> TestIngestion {
-    spawn(|config| config.ingestion.sources.clear()).await
+    spawn_with(|config| config.ingestion.sources.clear()).await
 }
 
-async fn spawn(configure: impl FnOnce(&mut Config)) -> TestIngestion {
+pub async fn spawn_with(configure: impl FnOnce(&mut Config)) -> TestIngestion {
     let data = tempfile::tempdir().expect("temporary data dir");
     let mut config = Config::for_tests(data.path());
     config.ingestion.synthetic_rate = SYNTHETIC_RATE;
@@ -305,9 +305,10 @@ async fn spawn(configure: impl FnOnce(&mut Config)) -> TestIngestion {
     let service_broker = Arc::new(RefusingBroker::new(broker.clone()));
     let raw = Arc::new(MemoryRawStore::new(config.ingestion.raw_cap, Duration::from_secs(86_400)));
     let shutdown = Shutdown::new();
-    let started = lizards_ingestion::build(config, service_broker.clone(), raw, Arc::new(MemoryCache::new()), shutdown.clone())
-        .await
-        .expect("ingestion starts");
+    let started =
+        lizards_ingestion::build(config, service_broker.clone(), raw, Arc::new(MemoryCache::new()), shutdown.clone())
+            .await
+            .expect("ingestion starts");
     let grpc = started.grpc.expect("ingestion serves gRPC");
     let (addr, server) = started.spawn();
     TestIngestion {

@@ -3,6 +3,7 @@
 
 mod helpers;
 mod ingest;
+mod polling;
 mod process;
 mod service;
 mod sources;

@@ -134,7 +134,8 @@ fn cases(base: &str) -> Vec<Case> {
     page.with_price = |p| HTML.replace("$1,234.50", p);
     page.missing_field = HTML.replace(r#"<span class="price" data-field="price">$1,234.50</span>"#, "");
     page.wrong_type = HTML.replace("$1,234.50", "n/a");
-    page.unknown = Some(Reply::Status { status: 404, content_type: "text/html", body: "<h1>No such quote</h1>".into() });
+    page.unknown =
+        Some(Reply::Status { status: 404, content_type: "text/html", body: "<h1>No such quote</h1>".into() });
 
     // The binance fixture has no times: they are the arrival times.
     vec![yahoo, coingecko, alpha, finnhub, binance, stooq, page]

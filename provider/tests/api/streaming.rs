@@ -4,6 +4,10 @@
 use std::time::Duration;
 
 use futures::SinkExt;
+use lizards_shared::{
+    broker::{Broker, CONTROL_EXCHANGE, ConsumeOptions, QueueSpec},
+    demand::{DEMAND_PATTERN, DemandSet},
+};
 use serde_json::json;
 use tokio::net::TcpSocket;
 use tokio_tungstenite::tungstenite::Message;
@@ -209,4 +213,40 @@ async fn an_unknown_session_gets_an_error_frame_and_a_fresh_start() {
     let mut client = provider.ws_path("/ws?session=00000000-0000-0000-0000-000000000000").await;
     client.expect_error("Unknown or expired session").await;
     client.assert_usable().await;
+}
+
+/// The next demand set on `consumer`, decoded.
+async fn next_demand(consumer: &mut Box<dyn lizards_shared::broker::Consumer>) -> DemandSet {
+    let delivery = lizards_testkit::within("a demand set", consumer.next()).await.expect("the queue is there");
+    assert!(delivery.routing_key.starts_with("demand.provider-"), "{}", delivery.routing_key);
+    DemandSet::decode(&delivery.body).expect("a valid demand set")
+}
+
+#[tokio::test]
+async fn the_watched_symbols_are_published_as_this_instances_demand_set() {
+    let provider = spawn().await;
+    let queue = QueueSpec { name: "test.demand".into(), ..QueueSpec::default() };
+    provider.broker.declare_queue(&queue).await.unwrap();
+    provider.broker.bind("test.demand", CONTROL_EXCHANGE, DEMAND_PATTERN).await.unwrap();
+    let mut demand =
+        provider.broker.consume("test.demand", ConsumeOptions { prefetch: 0, no_ack: true }).await.unwrap();
+    provider.seed("AAPL", 1.0).await;
+    provider.seed("MSFT", 1.0).await;
+
+    let mut client = provider.ws().await;
+    client.send(json!({"type": "subscribe", "symbols": ["MSFT", "AAPL"]})).await;
+    let mut set = next_demand(&mut demand).await;
+    while set.symbols.len() < 2 {
+        set = next_demand(&mut demand).await;
+    }
+    let names: Vec<&str> = set.symbols.iter().map(|s| s.as_str()).collect();
+    assert_eq!(names, ["AAPL", "MSFT"], "the full, sorted set");
+    let instance = set.instance.clone();
+
+    client.send(json!({"type": "unsubscribe", "symbols": ["AAPL"]})).await;
+    let mut set = next_demand(&mut demand).await;
+    while set.symbols.len() != 1 {
+        set = next_demand(&mut demand).await;
+    }
+    assert_eq!((set.instance.as_str(), set.symbols[0].as_str()), (instance.as_str(), "MSFT"));
 }
