@@ -375,7 +375,10 @@ mod tests {
 
     #[test]
     fn a_full_quote_becomes_a_raw_record_keeping_the_item_as_its_body() {
-        let content = r#"{"symbol":"aapl","price":150.23,"timestamp":"2024-09-14T12:34:56.123+02:00","source":"seed","volume":1200}"#;
+        let content = concat!(
+            r#"{"symbol":"aapl","price":150.23,"timestamp":"2024-09-14T12:34:56.123+02:00","#,
+            r#""source":"seed","volume":1200}"#
+        );
         let record = parse_one(content).expect("a valid quote");
         let ts: DateTime<Utc> = "2024-09-14T10:34:56.123Z".parse().expect("a valid time");
         assert_eq!(
@@ -539,8 +542,8 @@ mod tests {
     fn the_rest_body_lists_each_item() {
         let mut flagged = accepted(0, "id-0");
         flagged.outcome = ItemOutcome::Accepted { ingest_id: "id-0".to_string(), flags: vec!["jump".to_string()] };
-        let report =
-            Report { items: vec![flagged, rejected(1, "duplicate", "duplicate (same symbol, source and timestamp)")] };
+        const DUPLICATE: &str = "duplicate (same symbol, source and timestamp)";
+        let report = Report { items: vec![flagged, rejected(1, "duplicate", DUPLICATE)] };
         assert_eq!(
             serde_json::to_value(&report).expect("serializes"),
             json!({
@@ -550,7 +553,7 @@ mod tests {
                 "rejected": 1,
                 "items": [
                     {"index": 0, "status": "accepted", "ingest_id": "id-0", "flags": ["jump"]},
-                    {"index": 1, "status": "rejected", "reason": "duplicate", "detail": "duplicate (same symbol, source and timestamp)"},
+                    {"index": 1, "status": "rejected", "reason": "duplicate", "detail": DUPLICATE},
                 ],
             })
         );

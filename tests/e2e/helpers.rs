@@ -20,11 +20,17 @@ pub struct App {
 }
 
 pub async fn spawn_app() -> App {
+    spawn_app_with(|_| {}).await
+}
+
+/// The platform with `tweak` applied to its test configuration.
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> App {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = Config::for_tests(dir.path());
     config.ingestion.synthetic_rate = 400.0;
     config.common.registry_heartbeat = Duration::from_millis(500);
     config.gateway.gateway_refresh = Duration::from_millis(200);
+    tweak(&mut config);
     let shutdown = Shutdown::new();
     let platform = platform::start(config, Target::All, shutdown.clone()).await.expect("platform starts");
     let gateway = platform.gateway.expect("gateway started");

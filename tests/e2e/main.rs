@@ -4,7 +4,7 @@ mod helpers;
 
 use std::time::Instant;
 
-use helpers::{has, spawn_app};
+use helpers::{has, spawn_app, spawn_app_with};
 use serde_json::json;
 
 #[tokio::test]
@@ -142,5 +142,48 @@ async fn shutdown_closes_proxied_websockets_with_1001() {
     app.shutdown.cancel();
     let close = client.expect_close(helpers::WAIT).await;
     assert_eq!(u16::from(close.code), 1001);
+    app.stop().await;
+}
+
+/// A symbol only a (fixture) web source knows: the subscription triggers a
+/// lookup across the sources, the Yahoo source finds it, and its prices
+/// stream through ingestion → RabbitMQ/embedded broker → provider →
+/// gateway to the client, first at once, then from regular polls.
+#[tokio::test]
+async fn a_symbol_only_a_web_source_knows_streams_to_a_websocket_client() {
+    use lizards_testkit::fixture::{Fixture, Reply};
+    let fixture = Fixture::start().await;
+    let yahoo = include_str!("../../ingestion/tests/fixtures/yahoo_chart.json")
+        .replace(r#""regularMarketTime":1726257601"#, r#""regularMarketTime":{{now}}"#)
+        .replace(r#""regularMarketPrice":222.5"#, r#""regularMarketPrice":{{price}}"#);
+    fixture.route("/v8/finance/chart/ZZZZ", Reply::json(yahoo));
+    let url = fixture.url();
+    let app = spawn_app_with(move |config| {
+        config.ingestion.sources = vec!["synthetic".into(), "yahoo".into()];
+        config.ingestion.yahoo_url = url;
+        config.ingestion.poll_interval_yahoo = std::time::Duration::from_secs(1);
+    })
+    .await;
+    let mut client = app.ws("/ws").await;
+    client.send(json!({"type": "subscribe", "symbols": ["ZZZZ", "NOPE"]})).await;
+    let mut subscribed = false;
+    let mut errors = Vec::new();
+    let mut prices = Vec::new();
+    while prices.len() < 2 {
+        let frame = client.recv().await;
+        match frame["type"].as_str() {
+            Some("subscribed") if frame["symbols"] == json!(["ZZZZ"]) => subscribed = true,
+            Some("error") => errors.push(frame["message"].as_str().unwrap_or_default().to_string()),
+            Some("price_update") if has(&frame, "ZZZZ") => {
+                assert!(subscribed, "acknowledged before prices");
+                prices.push(frame["data"]["ZZZZ"]["timestamp"].clone());
+            }
+            _ => {}
+        }
+    }
+    assert_ne!(prices[0], prices[1], "later polls bring newer quotes");
+    assert_eq!(errors, ["Invalid stock symbol: NOPE"]);
+    let sources: serde_json::Value = app.http.get(app.url("/sources")).send().await.unwrap().json().await.unwrap();
+    assert!(sources["sources"].as_array().unwrap().contains(&json!(fixture.url())), "{sources}");
     app.stop().await;
 }

@@ -188,23 +188,35 @@ impl Drop for Provider {
     }
 }
 
-/// A provider in its own OS process, so it can be killed with SIGKILL.
-pub struct ProviderProcess {
+/// A service in its own OS process, so it can be killed with SIGKILL.
+pub struct ServiceProcess {
     child: Child,
+    pub port: u16,
     _dir: tempfile::TempDir,
 }
 
-impl ProviderProcess {
-    pub async fn spawn(env: &Env, settings: &[(&str, &str)]) -> ProviderProcess {
+impl ServiceProcess {
+    /// `lizards --target provider` on the real broker and database.
+    pub async fn provider(env: &Env, settings: &[(&str, &str)]) -> ServiceProcess {
+        ServiceProcess::spawn("provider", "PROVIDER_PORT", env, settings).await
+    }
+
+    /// `lizards --target ingestion` on the real broker.
+    pub async fn ingestion(env: &Env, settings: &[(&str, &str)]) -> ServiceProcess {
+        let settings = [&[("INGESTION_GRPC_PORT", "0")], settings].concat();
+        ServiceProcess::spawn("ingestion", "INGESTION_PORT", env, &settings).await
+    }
+
+    async fn spawn(target: &str, port_variable: &str, env: &Env, settings: &[(&str, &str)]) -> ServiceProcess {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let mut command = Command::new(env!("CARGO_BIN_EXE_lizards"));
         command
-            .args(["--target", "provider"])
+            .args(["--target", target])
             .env("AMQP_URL", &env.amqp)
             .env("DATABASE_URL", &env.database)
             .env("BIND_HOST", "127.0.0.1")
-            .env("PROVIDER_PORT", port.to_string())
+            .env(port_variable, port.to_string())
             .env("REGISTRY_URL", "http://127.0.0.1:1")
             .env("DATA_DIR", dir.path())
             .env("RUST_LOG", "warn")
@@ -212,10 +224,10 @@ impl ProviderProcess {
         for (name, value) in settings {
             command.env(name, value);
         }
-        let child = command.spawn().expect("provider process starts");
-        let process = ProviderProcess { child, _dir: dir };
-        let url = format!("http://127.0.0.1:{port}/readyz");
-        wait_for("the provider process is ready", Duration::from_secs(30), || {
+        let child = command.spawn().expect("service process starts");
+        let process = ServiceProcess { child, port, _dir: dir };
+        let url = process.url("/readyz");
+        wait_for(&format!("the {target} process is ready"), Duration::from_secs(30), || {
             let url = url.clone();
             async move { lizards_shared::http::client().get(url).send().await.is_ok_and(|r| r.status() == 200) }
         })
@@ -223,14 +235,18 @@ impl ProviderProcess {
         process
     }
 
-    /// SIGKILL: no shutdown, no acks, nothing flushed.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// SIGKILL: no shutdown, no acks, nothing flushed, no lease released.
     pub fn kill(&mut self) {
         self.child.kill().expect("killed");
         self.child.wait().expect("reaped");
     }
 }
 
-impl Drop for ProviderProcess {
+impl Drop for ServiceProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

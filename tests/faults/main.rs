@@ -104,7 +104,7 @@ async fn a_provider_killed_mid_batch_loses_nothing() {
     let Some(env) = env() else { return };
     let _serial = SERIAL.lock().await;
     // The victim holds a large batch open: whatever it took is unacked when it dies.
-    let mut victim = ProviderProcess::spawn(&env, &[("PERSIST_BATCH", "5000"), ("PERSIST_LINGER", "60s")]).await;
+    let mut victim = ServiceProcess::provider(&env, &[("PERSIST_BATCH", "5000"), ("PERSIST_LINGER", "60s")]).await;
     let survivor = Provider::start(&env).await;
     let (publisher, symbol, store, base) = (Publisher::connect(&env).await, symbol(), store(&env).await, now());
     const TOTAL: u32 = 3_000;
@@ -173,4 +173,58 @@ async fn two_providers_behind_one_exchange_each_deliver_every_update_once() {
             seen.lock().unwrap().iter().map(|(ts, _)| *ts).filter(|ts| expected.contains(ts)).collect();
         assert_eq!(received, expected, "every update once, in order");
     }
+}
+
+/// The `yahoo` source's status on one ingestion process.
+async fn yahoo_status(process: &ServiceProcess) -> serde_json::Value {
+    let response = lizards_shared::http::client().get(process.url("/sources/status")).send().await;
+    let body: serde_json::Value = response.expect("status answers").json().await.expect("JSON status");
+    body["sources"].as_array().and_then(|s| s.iter().find(|s| s["id"] == "yahoo")).cloned().expect("yahoo listed")
+}
+
+fn fetched(status: &serde_json::Value) -> u64 {
+    status["fetches"]["ok"].as_u64().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn two_ingestion_instances_poll_a_source_once_and_the_survivor_takes_over_within_the_lease() {
+    let Some(env) = env() else { return };
+    let Some(redis) = lizards_testkit::real_url("REDIS_URL") else { return };
+    let _serial = SERIAL.lock().await;
+    let fixture = lizards_testkit::fixture::Fixture::start().await;
+    let yahoo = include_str!("../../ingestion/tests/fixtures/yahoo_chart.json")
+        .replace(r#""regularMarketTime":1726257601"#, r#""regularMarketTime":{{now}}"#);
+    fixture.route("/v8/finance/chart/", lizards_testkit::fixture::Reply::json(yahoo));
+    let url = fixture.url();
+    let settings = [
+        ("REDIS_URL", redis.as_str()),
+        ("SOURCES", "yahoo"),
+        ("YAHOO_URL", url.as_str()),
+        ("ALWAYS_ON_SYMBOLS", "AAPL"),
+        ("POLL_INTERVAL_YAHOO", "100ms"),
+        ("SOURCE_RATE_LIMITS", "yahoo=1000/1s"),
+        ("SOURCE_LEASE_TTL", "2s"),
+    ];
+    let first = ServiceProcess::ingestion(&env, &settings).await;
+    let second = ServiceProcess::ingestion(&env, &settings).await;
+    wait_for("the source is polled", Duration::from_secs(10), || async {
+        fetched(&yahoo_status(&first).await) + fetched(&yahoo_status(&second).await) >= 5
+    })
+    .await;
+    let first_holds = yahoo_status(&first).await["lease"] == "held";
+    let (mut holder, standby) = if first_holds { (first, second) } else { (second, first) };
+    let idle = yahoo_status(&standby).await;
+    assert_eq!((idle["lease"].as_str(), fetched(&idle)), (Some("standby"), 0), "only the lease holder polls");
+    assert_eq!(yahoo_status(&holder).await["lease"], "held");
+
+    holder.kill();
+    let killed = Instant::now();
+    wait_for("the survivor takes the lease and polls", Duration::from_secs(10), || async {
+        fetched(&yahoo_status(&standby).await) > 0
+    })
+    .await;
+    let took = killed.elapsed();
+    // Lapse (2 s) + renewal check (a third of it) + a poll, with slack.
+    assert!(took < Duration::from_secs(4), "took over after {took:?}");
+    assert_eq!(yahoo_status(&standby).await["lease"], "held");
 }

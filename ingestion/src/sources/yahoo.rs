@@ -49,10 +49,14 @@ impl Api for Yahoo {
 
     fn parse(&self, symbols: &[Symbol], response: &Response) -> Result<Vec<Item>, SourceError> {
         let symbol = &symbols[0];
+        if response.status == 404 {
+            // `{"chart":{"result":null,"error":{"code":"Not Found",...}}}`
+            let body = parse::json(response).unwrap_or(Value::Null);
+            return Ok(vec![Err(item_error(symbol, SourceError::UnknownSymbol, &body))]);
+        }
         let doc = parse::json(response)?;
         let chart = parse::field(&doc, "chart")?;
-        if response.status == 404 || chart.get("result").is_some_and(Value::is_null) {
-            // `{"chart":{"result":null,"error":{"code":"Not Found",...}}}`
+        if chart.get("result").is_some_and(Value::is_null) {
             return Ok(vec![Err(item_error(symbol, SourceError::UnknownSymbol, chart))]);
         }
         if response.status != 200 {

@@ -13,6 +13,7 @@ use crate::helpers::{TestIngestion, spawn_quiet_ingestion, within};
 
 const PROBLEM_JSON: &str = "application/problem+json";
 
+const PRICE_DETAIL: &str = "price must be finite and greater than zero";
 const INVALID_PRICE: &str = "invalid_price (price must be finite and greater than zero)";
 
 /// A source time a minute ago, in milliseconds like a typical client's.
@@ -299,7 +300,7 @@ async fn rest_partial_batch_is_200_with_status_rejected_and_the_bad_items_reason
     );
     assert_eq!(
         body["items"][1],
-        json!({"index": 1, "status": "rejected", "reason": "invalid_price", "detail": "price must be finite and greater than zero"})
+        json!({"index": 1, "status": "rejected", "reason": "invalid_price", "detail": PRICE_DETAIL})
     );
     assert_eq!(body["items"][2]["status"], "accepted");
     assert_eq!(app.published_before_fence(observer.as_mut()).await.len(), 2);
@@ -330,17 +331,18 @@ async fn rest_nothing_accepted_is_a_422_problem_listing_each_item() {
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(content_type(&response), PROBLEM_JSON);
     let problem = json_of(response).await;
+    const MISSING_SYMBOL: &str = "invalid_item (symbol: missing)";
     assert_eq!(
         problem,
         json!({
             "type": "about:blank",
             "title": "Unprocessable Entity",
             "status": 422,
-            "detail": format!("accepted 0, rejected 2; item 0: {INVALID_PRICE}; item 1: invalid_item (symbol: missing)"),
+            "detail": format!("accepted 0, rejected 2; item 0: {INVALID_PRICE}; item 1: {MISSING_SYMBOL}"),
             "accepted": 0,
             "rejected": 2,
             "items": [
-                {"index": 0, "status": "rejected", "reason": "invalid_price", "detail": "price must be finite and greater than zero"},
+                {"index": 0, "status": "rejected", "reason": "invalid_price", "detail": PRICE_DETAIL},
                 {"index": 1, "status": "rejected", "reason": "invalid_item", "detail": "symbol: missing"},
             ],
         })
@@ -411,7 +413,7 @@ async fn metric(app: &TestIngestion, name: &str, labels: &[&str]) -> Option<f64>
 async fn ingest_calls_are_counted_per_api_and_status_and_items_per_outcome() {
     let app = spawn_quiet_ingestion().await;
     app.process_data(&json!([quote("AAPL", 1.0), quote("MSFT", 2.0)]).to_string()).await;
-    app.process_data(&json!([quote("AAPL", 1.0), quote("AAPL", -2.0)]).to_string()).await;
+    app.process_data(&json!([quote("AAPL", 1.0), quote("TSLA", -2.0)]).to_string()).await;
     app.process_data("not json").await;
     app.post_ingest(quote("AAPL", 3.0).to_string()).await;
 

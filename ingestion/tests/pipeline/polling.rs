@@ -57,9 +57,9 @@ fn transitions(status: &Value) -> Vec<String> {
 /// The value of the series of `name` with every label in `labels`.
 async fn metric(app: &TestIngestion, name: &str, labels: &[&str]) -> Option<f64> {
     let text = app.get("/metrics").await.text().await.expect("metrics text");
-    let line = text.lines().find(|l| {
-        l.split(['{', ' ']).next() == Some(name) && labels.iter().all(|label| l.contains(label))
-    })?;
+    let line = text
+        .lines()
+        .find(|l| l.split(['{', ' ']).next() == Some(name) && labels.iter().all(|label| l.contains(label)))?;
     line.rsplit(' ').next()?.parse().ok()
 }
 
