@@ -89,8 +89,11 @@ fn settings(config: &IngestionConfig, id: &str, interval: Duration, quota: Quota
     }
 }
 
-/// The web APIs of `kind` with their poll intervals.
-fn apis(config: &IngestionConfig, kind: &str) -> Result<Vec<(Arc<dyn Api>, PollSettings)>, SourcesError> {
+/// A web API with the settings it is polled with.
+type Configured = (Arc<dyn Api>, PollSettings);
+
+/// The web APIs of `kind` with their settings.
+fn apis(config: &IngestionConfig, kind: &str) -> Result<Vec<Configured>, SourcesError> {
     let c = config;
     let one = |api: Arc<dyn Api>, interval| {
         let settings = settings(c, api.id(), interval, free_tier(kind));

@@ -120,7 +120,7 @@ pub struct ItemError {
 }
 
 /// One symbol's outcome within a fetched document.
-pub type Item = Result<RawRecord, ItemError>;
+pub type Item = Result<RawRecord, Box<ItemError>>;
 
 /// An HTTP request a source wants sent.
 #[derive(Debug, Clone, PartialEq)]

@@ -85,8 +85,8 @@ pub fn volume(value: Option<f64>) -> Option<f64> {
 }
 
 /// An item error about `symbol`, keeping `body`.
-pub fn item_error(symbol: &Symbol, error: SourceError, body: &Value) -> ItemError {
-    ItemError { symbol: symbol.clone(), error, body: body.clone() }
+pub fn item_error(symbol: &Symbol, error: SourceError, body: &Value) -> Box<ItemError> {
+    Box::new(ItemError { symbol: symbol.clone(), error, body: body.clone() })
 }
 
 #[cfg(test)]
