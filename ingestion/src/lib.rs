@@ -79,7 +79,7 @@ pub async fn build(
             .with_gauges(metrics.demand_symbols.clone(), metrics.demand_instances.clone()),
     );
     demand::listen(broker.clone(), demand.clone(), shutdown.clone()).await?;
-    let shared = enabled::Shared {
+    let shared = poller::Shared {
         cache,
         demand: demand.clone(),
         pipeline: pipeline.clone(),

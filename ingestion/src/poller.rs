@@ -100,6 +100,17 @@ struct State {
     status: PollStatus,
 }
 
+/// What every poller of an instance shares.
+#[derive(Clone)]
+pub struct Shared {
+    pub cache: Arc<dyn Cache>,
+    pub demand: Arc<Demand>,
+    pub pipeline: Arc<Pipeline>,
+    pub metrics: Metrics,
+    /// This instance, as the owner of source leases.
+    pub owner: String,
+}
+
 pub struct Poller {
     api: Arc<dyn Api>,
     http: HttpGet,
@@ -116,15 +127,8 @@ pub struct Poller {
 }
 
 impl Poller {
-    pub fn new(
-        api: Arc<dyn Api>,
-        settings: PollSettings,
-        cache: Arc<dyn Cache>,
-        demand: Arc<Demand>,
-        pipeline: Arc<Pipeline>,
-        metrics: Metrics,
-        owner: String,
-    ) -> Poller {
+    pub fn new(api: Arc<dyn Api>, settings: PollSettings, shared: Shared) -> Poller {
+        let Shared { cache, demand, pipeline, metrics, owner } = shared;
         let status = PollStatus {
             breaker: BreakerState::Closed.as_str(),
             lease: "standby",

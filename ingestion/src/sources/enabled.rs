@@ -6,7 +6,7 @@
 use std::{sync::Arc, time::Duration};
 
 use lizards_shared::{
-    cache::{Cache, Quota},
+    cache::Quota,
     config::{Config, IngestionConfig},
 };
 
@@ -16,10 +16,7 @@ use super::{
 };
 use crate::{
     breaker::BreakerSettings,
-    demand::Demand,
-    metrics::Metrics,
-    pipeline::Pipeline,
-    poller::{PollSettings, Poller},
+    poller::{PollSettings, Poller, Shared},
 };
 
 /// Every kind of source `SOURCES` may name.
@@ -53,16 +50,6 @@ pub enum SourcesError {
     NoPagesFile,
     #[error(transparent)]
     Pages(#[from] html::HtmlConfigError),
-}
-
-/// What the polled sources share.
-pub struct Shared {
-    pub cache: Arc<dyn Cache>,
-    pub demand: Arc<Demand>,
-    pub pipeline: Arc<Pipeline>,
-    pub metrics: Metrics,
-    /// This instance, as the owner of source leases.
-    pub owner: String,
 }
 
 fn key(value: &Option<String>, id: &'static str, variable: &'static str) -> Result<String, SourcesError> {
@@ -141,15 +128,7 @@ pub fn enabled(config: &Config, shared: &Shared) -> Result<Vec<Arc<dyn Source>>,
             continue;
         }
         for (api, settings) in apis(c, kind)? {
-            sources.push(Arc::new(Poller::new(
-                api,
-                settings,
-                shared.cache.clone(),
-                shared.demand.clone(),
-                shared.pipeline.clone(),
-                shared.metrics.clone(),
-                shared.owner.clone(),
-            )));
+            sources.push(Arc::new(Poller::new(api, settings, shared.clone())));
         }
     }
     Ok(sources)

@@ -35,10 +35,6 @@ impl HttpGet {
         HttpGet { client, timeout, max_body: MAX_BODY }
     }
 
-    pub fn timeout(&self) -> Duration {
-        self.timeout
-    }
-
     /// Sends `request` and reads the whole answer within the timeout.
     pub async fn send(&self, request: &Request) -> Result<Response, SourceError> {
         match tokio::time::timeout(self.timeout, self.exchange(request)).await {

@@ -81,8 +81,6 @@ pub enum SourceError {
     CircuitOpen,
     #[error("outbound rate limit: next call allowed in {0:?}")]
     Throttled(Duration),
-    #[error("source unavailable: {0}")]
-    Unavailable(String),
 }
 
 impl SourceError {
@@ -104,7 +102,6 @@ impl SourceError {
             SourceError::Refused(_) => "refused",
             SourceError::CircuitOpen => "circuit_open",
             SourceError::Throttled(_) => "throttled",
-            SourceError::Unavailable(_) => "unavailable",
         }
     }
 }
