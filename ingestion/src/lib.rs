@@ -51,6 +51,8 @@ pub enum IngestionError {
     Broker(#[from] BrokerError),
     #[error(transparent)]
     Sources(#[from] sources::enabled::SourcesError),
+    #[error("ALWAYS_ON_SYMBOLS: '{text}': {error}")]
+    AlwaysOn { text: String, error: lizards_shared::SymbolError },
 }
 
 pub async fn build(
@@ -73,7 +75,12 @@ pub async fn build(
     ));
     let ingest = ingest::Ingest::new(pipeline.clone(), metrics.clone());
 
-    let always_on = config.ingestion.always_on_symbols.iter().filter_map(|s| Symbol::parse(s).ok()).collect();
+    let always_on = config
+        .ingestion
+        .always_on_symbols
+        .iter()
+        .map(|text| Symbol::parse(text).map_err(|error| IngestionError::AlwaysOn { text: text.clone(), error }));
+    let always_on = always_on.collect::<Result<Vec<_>, _>>()?;
     let demand = Arc::new(
         Demand::new(always_on, config.ingestion.demand_grace)
             .with_gauges(metrics.demand_symbols.clone(), metrics.demand_instances.clone()),

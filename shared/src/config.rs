@@ -130,9 +130,11 @@ pub struct IngestionConfig {
     /// separated `source=requests/window`, e.g. `finnhub=30/1m`.
     #[arg(long, env = "SOURCE_RATE_LIMITS")]
     pub source_rate_limits: Option<PerSource<Quota>>,
-    /// Circuit breaker of every web source: failures within BREAKER_FAILURE_WINDOW that open it.
+    /// Circuit breaker of every web source (one per source): failures
+    /// within BREAKER_FAILURE_WINDOW that open it.
     #[arg(long, env = "BREAKER_FAILURE_THRESHOLD", default_value_t = 5)]
     pub breaker_failure_threshold: usize,
+    /// Window in which breaker failures count (consecutive or not).
     #[arg(long, env = "BREAKER_FAILURE_WINDOW", default_value = "60s", value_parser = duration)]
     pub breaker_failure_window: Duration,
     /// An open breaker lets trial calls through after this long.
@@ -144,14 +146,19 @@ pub struct IngestionConfig {
     /// Poll interval of the Yahoo Finance chart source.
     #[arg(long, env = "POLL_INTERVAL_YAHOO", default_value = "60s", value_parser = duration)]
     pub poll_interval_yahoo: Duration,
+    /// Poll interval of CoinGecko.
     #[arg(long, env = "POLL_INTERVAL_COINGECKO", default_value = "10m", value_parser = duration)]
     pub poll_interval_coingecko: Duration,
+    /// Poll interval of Alpha Vantage (its free tier still caps the calls).
     #[arg(long, env = "POLL_INTERVAL_ALPHAVANTAGE", default_value = "60s", value_parser = duration)]
     pub poll_interval_alphavantage: Duration,
+    /// Poll interval of Finnhub.
     #[arg(long, env = "POLL_INTERVAL_FINNHUB", default_value = "60s", value_parser = duration)]
     pub poll_interval_finnhub: Duration,
+    /// Poll interval of Binance.
     #[arg(long, env = "POLL_INTERVAL_BINANCE", default_value = "60s", value_parser = duration)]
     pub poll_interval_binance: Duration,
+    /// Poll interval of Stooq.
     #[arg(long, env = "POLL_INTERVAL_STOOQ", default_value = "60s", value_parser = duration)]
     pub poll_interval_stooq: Duration,
     /// Poll interval of HTML pages that set none in HTML_SOURCES_FILE.
@@ -160,14 +167,19 @@ pub struct IngestionConfig {
     /// Base URL of the Yahoo Finance API (tests point it at a fixture server).
     #[arg(long, env = "YAHOO_URL", default_value = "https://query1.finance.yahoo.com/")]
     pub yahoo_url: String,
+    /// Base URL of CoinGecko.
     #[arg(long, env = "COINGECKO_URL", default_value = "https://api.coingecko.com/")]
     pub coingecko_url: String,
+    /// Base URL of Alpha Vantage.
     #[arg(long, env = "ALPHAVANTAGE_URL", default_value = "https://www.alphavantage.co/")]
     pub alphavantage_url: String,
+    /// Base URL of Finnhub.
     #[arg(long, env = "FINNHUB_URL", default_value = "https://finnhub.io/")]
     pub finnhub_url: String,
+    /// Base URL of Binance.
     #[arg(long, env = "BINANCE_URL", default_value = "https://api.binance.com/")]
     pub binance_url: String,
+    /// Base URL of Stooq.
     #[arg(long, env = "STOOQ_URL", default_value = "https://stooq.com/")]
     pub stooq_url: String,
     /// CoinGecko demo API key (optional).
@@ -482,5 +494,16 @@ mod tests {
         assert!("quotes=1s".parse::<PathRules<HumanDuration>>().is_err());
         assert!("/quotes=soon".parse::<PathRules<HumanDuration>>().is_err());
         assert!("".parse::<PathRules<HumanDuration>>().unwrap().lookup("/x").is_none());
+    }
+
+    #[test]
+    fn per_source_values_parse_and_name_the_bad_entry() {
+        let limits: PerSource<Quota> = "finnhub=30/1m, yahoo = 60/1m".parse().unwrap();
+        assert_eq!(limits.get("finnhub"), Some(&Quota::new(30, Duration::from_secs(60))));
+        assert_eq!(limits.get("yahoo"), Some(&Quota::new(60, Duration::from_secs(60))));
+        assert_eq!(limits.get("stooq"), None);
+        let error = "finnhub=lots".parse::<PerSource<Quota>>().unwrap_err();
+        assert!(error.starts_with("finnhub:"), "{error}");
+        assert!("finnhub".parse::<PerSource<Quota>>().is_err());
     }
 }
