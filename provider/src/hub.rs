@@ -13,7 +13,7 @@ use lizards_shared::{
     protocol::{PriceFragment, price_update},
     quote::newest_per_symbol,
 };
-use tokio::sync::Notify;
+use tokio::sync::watch;
 
 use crate::{metrics::Metrics, ws::outbox::Outbox};
 
@@ -21,8 +21,10 @@ pub type ConnId = u64;
 
 pub struct Hub {
     state: Mutex<HubState>,
-    /// Signalled when a symbol gains its first or loses its last watcher.
-    demand_changed: Notify,
+    /// Bumped when a symbol gains its first or loses its last watcher;
+    /// every task that follows demand (broker bindings, the demand set)
+    /// holds a receiver.
+    demand: watch::Sender<u64>,
     metrics: Metrics,
 }
 
@@ -40,7 +42,7 @@ struct Slot {
 
 impl Hub {
     pub fn new(metrics: Metrics) -> Hub {
-        Hub { state: Mutex::new(HubState::default()), demand_changed: Notify::new(), metrics }
+        Hub { state: Mutex::new(HubState::default()), demand: watch::Sender::new(0), metrics }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HubState> {
@@ -77,7 +79,7 @@ impl Hub {
         }
         outbox.offer_fragments(&snapshot);
         if changed {
-            self.demand_changed.notify_one();
+            self.demand.send_modify(|version| *version = version.wrapping_add(1));
         }
         missing
     }
@@ -101,7 +103,7 @@ impl Hub {
             }
         }
         if changed {
-            self.demand_changed.notify_one();
+            self.demand.send_modify(|version| *version = version.wrapping_add(1));
         }
     }
 
@@ -134,8 +136,10 @@ impl Hub {
         state.slots.iter().filter(|(_, slot)| !slot.subscribers.is_empty()).map(|(s, _)| s.clone()).collect()
     }
 
-    pub async fn demand_changed(&self) {
-        self.demand_changed.notified().await
+    /// Wakes its holder after each change of the watched set
+    /// (`changed().await`), however many tasks follow it.
+    pub fn demand_changes(&self) -> watch::Receiver<u64> {
+        self.demand.subscribe()
     }
 
     /// Fans a batch of quotes out to their watchers.

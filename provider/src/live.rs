@@ -62,6 +62,7 @@ fn push(quotes: &mut Vec<Quote>, body: &[u8]) {
 /// Keeps the queue's bindings equal to the symbols watched.
 pub async fn bind(broker: Arc<dyn Broker>, hub: Arc<Hub>, metrics: Metrics, queue: String, shutdown: Shutdown) {
     let mut bound: HashSet<Symbol> = HashSet::new();
+    let mut changes = hub.demand_changes();
     loop {
         let watched = hub.watched();
         let mut failed = false;
@@ -90,7 +91,7 @@ pub async fn bind(broker: Arc<dyn Broker>, hub: Arc<Hub>, metrics: Metrics, queu
         metrics.live_bindings.set(bound.len() as i64);
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = hub.demand_changed() => {}
+            _ = changes.changed() => {}
             _ = tokio::time::sleep(RETRY), if failed => {}
         }
     }
