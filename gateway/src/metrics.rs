@@ -2,7 +2,7 @@
 
 use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Registry};
 
-use lizards_shared::telemetry::{counter_vec, histogram_vec, latency_buckets, register};
+use lizards_shared::telemetry::{counter_vec, gauge, histogram_vec, latency_buckets, register};
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -38,11 +38,7 @@ impl Metrics {
                 &["route"],
                 latency_buckets(),
             ),
-            ws_proxied: register(
-                registry,
-                IntGauge::new("lizards_gateway_ws_proxied", "WebSocket connections being proxied")
-                    .expect("valid gauge"),
-            ),
+            ws_proxied: gauge(registry, "lizards_gateway_ws_proxied", "WebSocket connections being proxied"),
             cache: counter_vec(
                 registry,
                 "lizards_gateway_cache_requests_total",

@@ -1,16 +1,8 @@
 //! Ingestion metrics.
 
-use prometheus::{HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Registry};
 
-use lizards_shared::telemetry::{counter_vec, histogram_vec, latency_buckets, register};
-
-fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    register(registry, IntGaugeVec::new(Opts::new(name, help), labels).expect("valid gauge"))
-}
-
-fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
-    register(registry, IntGauge::new(name, help).expect("valid gauge"))
-}
+use lizards_shared::telemetry::{counter_vec, gauge, gauge_vec, histogram_vec, latency_buckets};
 
 #[derive(Clone)]
 pub struct Metrics {

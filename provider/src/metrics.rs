@@ -2,7 +2,7 @@
 
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
-use lizards_shared::telemetry::{counter_vec, latency_buckets, register};
+use lizards_shared::telemetry::{counter_vec, gauge, latency_buckets, register};
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -27,10 +27,6 @@ pub struct Metrics {
     pub errors: IntCounterVec,
     pub sessions_created: IntCounter,
     pub symbol_lookups: IntCounterVec,
-}
-
-fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
-    register(registry, IntGauge::new(name, help).expect("valid gauge"))
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {

@@ -1,8 +1,8 @@
 //! The registry's own metrics, next to the HTTP metrics every service has.
 
-use prometheus::{IntCounter, IntGaugeVec, Opts, Registry};
+use prometheus::{IntCounter, IntGaugeVec, Registry};
 
-use lizards_shared::telemetry::register;
+use lizards_shared::telemetry::{gauge_vec, register};
 
 use crate::{model::Status, store::ServiceRecord};
 
@@ -14,15 +14,12 @@ pub struct RegistryMetrics {
 
 impl RegistryMetrics {
     pub fn new(registry: &Registry) -> RegistryMetrics {
-        let instances = IntGaugeVec::new(
-            Opts::new("lizards_registry_instances", "Registered instances by health status"),
-            &["status"],
-        )
-        .expect("valid gauge");
+        let instances =
+            gauge_vec(registry, "lizards_registry_instances", "Registered instances by health status", &["status"]);
         let evictions =
             IntCounter::new("lizards_registry_evictions_total", "Instances evicted because their TTL ran out")
                 .expect("valid counter");
-        RegistryMetrics { instances: register(registry, instances), evictions: register(registry, evictions) }
+        RegistryMetrics { instances, evictions: register(registry, evictions) }
     }
 
     /// Sets the instance gauges from a full listing; both statuses are
