@@ -5,7 +5,7 @@ use lizards_shared::Symbol;
 use serde_json::Value;
 
 use super::{
-    Api, Item, RawRecord, Request, Response, SourceError, encode,
+    Api, Item, RawRecord, Request, Response, SourceError, encode, is_stock,
     parse::{self, item_error},
     with_slash,
 };
@@ -38,7 +38,7 @@ impl Api for Finnhub {
     }
 
     fn covers(&self, symbol: &Symbol) -> bool {
-        !symbol.as_str().contains('-')
+        is_stock(symbol)
     }
 
     fn request(&self, symbols: &[Symbol]) -> Request {

@@ -172,6 +172,12 @@ pub fn encode(text: &str) -> String {
     utf8_percent_encode(text, COMPONENT).to_string()
 }
 
+/// A stock symbol, as the stock-only APIs (Alpha Vantage, Finnhub, Stooq)
+/// can quote: Lizards writes crypto pairs `BTC-USD`, stocks without `-`.
+pub fn is_stock(symbol: &Symbol) -> bool {
+    !symbol.as_str().contains('-')
+}
+
 /// A base URL ending in `/`, so paths can be appended.
 pub fn with_slash(base: &str) -> String {
     if base.ends_with('/') { base.to_string() } else { format!("{base}/") }

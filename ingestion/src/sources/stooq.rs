@@ -8,7 +8,7 @@ use lizards_shared::Symbol;
 use serde_json::{Map, Value};
 
 use super::{
-    Api, Item, RawRecord, Request, Response, SourceError, encode,
+    Api, Item, RawRecord, Request, Response, SourceError, encode, is_stock,
     parse::{self, item_error},
     with_slash,
 };
@@ -84,7 +84,7 @@ impl Api for Stooq {
     }
 
     fn covers(&self, symbol: &Symbol) -> bool {
-        !symbol.as_str().contains('-')
+        is_stock(symbol)
     }
 
     fn request(&self, symbols: &[Symbol]) -> Request {
