@@ -2,6 +2,7 @@
 //! protocol, configuration, telemetry and the ports (traits) every service
 //! depends on, each with its embedded adapter.
 
+pub mod accounts;
 pub mod broker;
 pub mod cache;
 pub mod config;
