@@ -19,7 +19,7 @@ use rust_decimal::Decimal;
 pub use ledger::{OrderError, Side};
 pub use types::*;
 
-use crate::Symbol;
+use crate::{Symbol, jwt::Role};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AccountError {
@@ -128,4 +128,75 @@ pub trait AccountStore: Send + Sync + 'static {
     /// How many rules and open positions name each symbol (retention and
     /// demand): symbols with neither are absent.
     async fn symbol_refcounts(&self) -> Result<Vec<SymbolRefs>, AccountError>;
+}
+
+// Column codecs both SQL stores share: enums are stored as their names, so
+// a row read back is checked rather than trusted.
+
+/// Channels as stored: their names comma-separated in channel order
+/// (`email,ws`), each once.
+fn channels_text(channels: &[Channel]) -> String {
+    normalised(channels).iter().map(|c| c.as_str()).collect::<Vec<_>>().join(",")
+}
+
+fn parse_channels(text: &str) -> Result<Vec<Channel>, AccountError> {
+    text.split(',').filter(|name| !name.is_empty()).map(|name| decode("channel", name, Channel::parse)).collect()
+}
+
+/// Sorted into channel order, without duplicates.
+fn normalised(channels: &[Channel]) -> Vec<Channel> {
+    let mut channels = channels.to_vec();
+    channels.sort();
+    channels.dedup();
+    channels
+}
+
+fn role_text(role: Role) -> &'static str {
+    match role {
+        Role::User => "user",
+        Role::Admin => "admin",
+    }
+}
+
+fn parse_role(text: &str) -> Option<Role> {
+    match text {
+        "user" => Some(Role::User),
+        "admin" => Some(Role::Admin),
+        _ => None,
+    }
+}
+
+/// A stored text column as `T`, or [`AccountError::Corrupt`] naming it.
+fn decode<T>(column: &str, text: &str, parse: impl FnOnce(&str) -> Option<T>) -> Result<T, AccountError> {
+    parse(text).ok_or_else(|| AccountError::Corrupt(format!("{column} '{text}'")))
+}
+
+/// A stored non-negative count (seconds, minutes, attempts) as `u32`.
+fn count(column: &str, value: i64) -> Result<u32, AccountError> {
+    u32::try_from(value).map_err(|_| AccountError::Corrupt(format!("{column} {value}")))
+}
+
+/// Joined alert and delivery rows (one per delivery, an alert without any
+/// once with `None`, the rows of one alert adjacent) as alerts with their
+/// deliveries in channel order.
+fn with_deliveries(rows: impl IntoIterator<Item = (Alert, Option<Delivery>)>) -> Vec<Alert> {
+    let mut alerts: Vec<Alert> = Vec::new();
+    for (alert, delivery) in rows {
+        match alerts.last_mut() {
+            Some(last) if last.id == alert.id => last.deliveries.extend(delivery),
+            _ => alerts.push(Alert { deliveries: delivery.into_iter().collect(), ..alert }),
+        }
+    }
+    for alert in &mut alerts {
+        alert.deliveries.sort_by_key(|d| d.channel);
+    }
+    alerts
+}
+
+/// The deliveries of a newly fired alert: one `pending` per channel.
+fn pending_deliveries(channels: &[Channel], fired_at: DateTime<Utc>) -> Vec<Delivery> {
+    normalised(channels)
+        .into_iter()
+        .map(|channel| Delivery { channel, status: DeliveryStatus::Pending, attempts: 0, at: fired_at, error: None })
+        .collect()
 }

@@ -114,8 +114,8 @@ const UPSERT_LATEST: &str = "\
     WHERE excluded.ts > latest_quotes.ts";
 
 pub struct PostgresStore {
-    write: PgPool,
-    read: PgPool,
+    pub(crate) write: PgPool,
+    pub(crate) read: PgPool,
 }
 
 impl PostgresStore {

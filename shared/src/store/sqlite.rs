@@ -18,8 +18,8 @@ use crate::{Quote, Symbol, quote::newest_per_symbol, time};
 const ROWS_PER_STATEMENT: usize = 1000;
 
 pub struct SqliteStore {
-    write: SqlitePool,
-    read: SqlitePool,
+    pub(crate) write: SqlitePool,
+    pub(crate) read: SqlitePool,
 }
 
 impl SqliteStore {

@@ -4,6 +4,7 @@
 //! checks; the `embedded` module of each suite runs them on the in-process
 //! adapter.
 
+mod accounts;
 mod broker;
 mod cache;
 mod helpers;
