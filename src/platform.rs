@@ -10,6 +10,7 @@ use clap::ValueEnum;
 use lizards_provider::Backends;
 use lizards_registry::{MemoryRegistryStore, RedisRegistryStore, RegistryStore};
 use lizards_shared::{
+    accounts::AccountStore,
     broker::{AmqpBroker, Broker, MemoryBroker},
     cache::{Cache, MemoryCache, RedisCache},
     config::Config,
@@ -115,15 +116,18 @@ impl Shared {
     }
 }
 
-async fn quote_store(config: &Config) -> anyhow::Result<Arc<dyn QuoteStore>> {
+/// The SQL store (PostgreSQL when DATABASE_URL is set, else SQLite under
+/// DATA_DIR) as its two ports: quotes, and accounts.
+async fn sql_store(config: &Config) -> anyhow::Result<(Arc<dyn QuoteStore>, Arc<dyn AccountStore>)> {
     if let Some(url) = &config.common.database_url {
-        let store = PostgresStore::connect(url).await.with_context(|| "connecting to PostgreSQL (DATABASE_URL)")?;
-        tracing::info!("quote store: PostgreSQL");
-        return Ok(Arc::new(store));
+        let store =
+            Arc::new(PostgresStore::connect(url).await.with_context(|| "connecting to PostgreSQL (DATABASE_URL)")?);
+        tracing::info!("SQL store: PostgreSQL");
+        return Ok((store.clone(), store));
     }
     let path = config.common.data_dir.join("lizards.db");
-    let store = SqliteStore::open(&path).await.with_context(|| format!("opening {}", path.display()))?;
-    Ok(Arc::new(store))
+    let store = Arc::new(SqliteStore::open(&path).await.with_context(|| format!("opening {}", path.display()))?);
+    Ok((store.clone(), store))
 }
 
 /// Starts `target` and returns once every started role is listening.
@@ -163,11 +167,8 @@ pub async fn start(mut config: Config, target: Target, shutdown: Shutdown) -> an
         platform.tasks.push(task);
     }
     if all || target == Target::Provider {
-        let backends = Backends {
-            broker: backends.broker.clone(),
-            store: quote_store(&config).await?,
-            cache: backends.cache.clone(),
-        };
+        let (store, accounts) = sql_store(&config).await?;
+        let backends = Backends { broker: backends.broker.clone(), store, accounts, cache: backends.cache.clone() };
         let (addr, task) = lizards_provider::build(config.clone(), backends, shutdown.clone()).await?.spawn();
         platform.provider = Some(addr);
         platform.tasks.push(task);

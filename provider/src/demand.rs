@@ -1,8 +1,8 @@
 //! This instance's demand set on the `control` exchange (SPEC §4): the
-//! symbols its clients watch, published in full every
-//! [`DEMAND_INTERVAL`] and as soon as it changes, so ingestion polls what
-//! someone needs and a crashed instance's demand expires on its own.
-//! (Alert rules and positions join the set with issue 7's accounts.)
+//! symbols its clients watch and those alert rules or open positions name,
+//! published in full every [`DEMAND_INTERVAL`] and as soon as it changes, so
+//! ingestion polls what someone needs and a crashed instance's demand
+//! expires on its own.
 
 use std::{sync::Arc, time::Duration};
 
@@ -13,15 +13,24 @@ use lizards_shared::{
     shutdown::Shutdown,
 };
 
-use crate::hub::Hub;
+use crate::{alerts::Interest, hub::Hub};
 
 /// A failed publish is retried after this long.
 const RETRY: Duration = Duration::from_secs(1);
 
-pub async fn publish(broker: Arc<dyn Broker>, hub: Arc<Hub>, instance: String, shutdown: Shutdown) {
+pub async fn publish(
+    broker: Arc<dyn Broker>,
+    hub: Arc<Hub>,
+    interest: Arc<Interest>,
+    instance: String,
+    shutdown: Shutdown,
+) {
     let mut changes = hub.demand_changes();
+    let mut interest_changes = interest.changes();
     loop {
-        let mut symbols: Vec<Symbol> = hub.watched().into_iter().collect();
+        let mut watched = hub.watched();
+        watched.extend(interest.all());
+        let mut symbols: Vec<Symbol> = watched.into_iter().collect();
         symbols.sort();
         let set = DemandSet { instance: instance.clone(), symbols };
         let wait = match broker.publish(CONTROL_EXCHANGE, &set.routing_key(), set.encode()).await {
@@ -38,6 +47,7 @@ pub async fn publish(broker: Arc<dyn Broker>, hub: Arc<Hub>, instance: String, s
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = changes.changed() => {}
+            _ = interest_changes.changed() => {}
             _ = tokio::time::sleep(wait) => {}
         }
     }

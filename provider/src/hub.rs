@@ -10,6 +10,7 @@ use std::{
 use bytes::Bytes;
 use lizards_shared::{
     Quote, Symbol,
+    accounts::UserId,
     protocol::{PriceFragment, price_update},
     quote::newest_per_symbol,
 };
@@ -31,6 +32,8 @@ pub struct Hub {
 #[derive(Default)]
 struct HubState {
     slots: HashMap<Symbol, Slot>,
+    /// Authenticated connections by user, for `alert` frames.
+    users: HashMap<UserId, HashMap<ConnId, Arc<Outbox>>>,
     next_conn: ConnId,
 }
 
@@ -140,6 +143,32 @@ impl Hub {
     /// (`changed().await`), however many tasks follow it.
     pub fn demand_changes(&self) -> watch::Receiver<u64> {
         self.demand.subscribe()
+    }
+
+    /// Connection `conn` now belongs to `user` (alerts reach it).
+    pub fn attach_user(&self, user: UserId, conn: ConnId, outbox: &Arc<Outbox>) {
+        self.lock().users.entry(user).or_default().insert(conn, outbox.clone());
+    }
+
+    pub fn detach_user(&self, user: UserId, conn: ConnId) {
+        let mut state = self.lock();
+        if let Some(conns) = state.users.get_mut(&user) {
+            conns.remove(&conn);
+            if conns.is_empty() {
+                state.users.remove(&user);
+            }
+        }
+    }
+
+    /// Sends one (already serialized) frame to every connection of `user`;
+    /// how many got it.
+    pub fn send_to_user(&self, user: UserId, frame: &Bytes) -> usize {
+        let outboxes: Vec<Arc<Outbox>> =
+            self.lock().users.get(&user).map(|conns| conns.values().cloned().collect()).unwrap_or_default();
+        for outbox in &outboxes {
+            outbox.push_control(frame.clone());
+        }
+        outboxes.len()
     }
 
     /// Fans a batch of quotes out to their watchers.

@@ -1,12 +1,19 @@
 //! Provider service: persists quotes, fans live `price_update` frames out to
 //! WebSocket clients, and serves sessions and the quotes REST API.
 
+pub mod accounts;
+pub mod alerts;
+pub mod body;
 pub mod demand;
+pub mod error;
+pub mod grpc;
 pub mod hub;
+pub mod idempotency;
 pub mod latest;
 pub mod live;
 pub mod lookup;
 pub mod metrics;
+pub mod notifier;
 pub mod persist;
 pub mod rest;
 pub mod session;
@@ -15,14 +22,16 @@ pub mod ws;
 use std::{sync::Arc, time::Duration};
 
 use axum::{
-    Router,
+    Router, middleware,
     routing::{any, post},
 };
 use lizards_shared::{
+    accounts::AccountStore,
     broker::{Broker, BrokerError, declare_topology},
     cache::Cache,
     config::Config,
     discovery::{Registration, RegistryClient, keep_registered},
+    jwt::Jwt,
     service::Started,
     shutdown::Shutdown,
     store::QuoteStore,
@@ -30,7 +39,10 @@ use lizards_shared::{
 };
 
 use crate::{
+    accounts::Accounts,
+    alerts::{Interest, evaluator::Evaluator},
     hub::Hub,
+    idempotency::Idempotency,
     latest::LatestCache,
     lookup::{Resolver, Snapshots},
     persist::Persister,
@@ -47,6 +59,8 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 pub struct Backends {
     pub broker: Arc<dyn Broker>,
     pub store: Arc<dyn QuoteStore>,
+    /// Users, rules, alerts and portfolios (the same database as `store`).
+    pub accounts: Arc<dyn AccountStore>,
     pub cache: Arc<dyn Cache>,
 }
 
@@ -56,6 +70,10 @@ pub enum ProviderError {
     Bind(#[from] std::io::Error),
     #[error("broker: {0}")]
     Broker(#[from] BrokerError),
+    #[error("JWT secret: {0}")]
+    JwtSecret(std::io::Error),
+    #[error("admin account: {0}")]
+    Admin(error::ApiError),
 }
 
 fn ws_settings(config: &Config) -> WsSettings {
@@ -75,7 +93,7 @@ fn ws_settings(config: &Config) -> WsSettings {
 }
 
 pub async fn build(config: Config, backends: Backends, shutdown: Shutdown) -> Result<Started, ProviderError> {
-    let Backends { broker, store, cache } = backends;
+    let Backends { broker, store, accounts: account_store, cache } = backends;
     declare_topology(broker.as_ref()).await?;
 
     let registry = telemetry::metrics_registry(SERVICE_ID);
@@ -92,12 +110,33 @@ pub async fn build(config: Config, backends: Backends, shutdown: Shutdown) -> Re
     ));
     let snapshots = Arc::new(Snapshots { latest: latest.clone(), store: store.clone(), metrics: metrics.clone() });
     let sessions = Arc::new(Sessions::new(cache.clone(), config.provider.session_ttl));
+    let jwt = Jwt::from_config(&config.common).map_err(ProviderError::JwtSecret)?;
+    let interest = Arc::new(Interest::default());
+    let accounts = Arc::new(Accounts {
+        store: account_store.clone(),
+        quotes: store.clone(),
+        snapshots: snapshots.clone(),
+        resolver: resolver.clone(),
+        jwt: jwt.clone(),
+        token_ttl: config.provider.jwt_ttl,
+        interest: interest.clone(),
+        metrics: metrics.clone(),
+    });
+    let p = &config.provider;
+    accounts.ensure_admin(p.admin_email.as_deref(), p.admin_password.as_deref()).await.map_err(ProviderError::Admin)?;
+    let idempotency = Arc::new(Idempotency {
+        cache: cache.clone(),
+        jwt,
+        ttl: config.provider.idempotency_ttl,
+        metrics: metrics.clone(),
+    });
 
     let live_queue = format!("provider.live.{}", uuid::Uuid::new_v4());
     let live_consumer = live::consume(broker.as_ref(), &live_queue).await?;
 
     let ctx = Arc::new(ConnContext {
         hub: hub.clone(),
+        accounts: accounts.clone(),
         resolver,
         snapshots: snapshots.clone(),
         sessions: sessions.clone(),
@@ -120,18 +159,29 @@ pub async fn build(config: Config, backends: Backends, shutdown: Shutdown) -> Re
         })
     };
     let ws_routes = Router::new().route("/ws", any(ws::upgrade)).route("/", any(ws::upgrade)).with_state(ctx);
-    let session_routes = Router::new()
-        .route("/session", post(session::create))
-        .with_state(SessionApi { sessions, metrics: metrics.clone() });
+    let session_routes = Router::new().route("/session", post(session::create)).with_state(SessionApi {
+        sessions,
+        accounts: accounts.clone(),
+        metrics: metrics.clone(),
+    });
+    // Every mutating endpoint honours Idempotency-Key.
+    let mutating = session_routes
+        .merge(accounts::rest::routes(accounts.clone()))
+        .layer(middleware::from_fn_with_state(idempotency, idempotency::guard));
     let router = Router::new()
         .merge(ws_routes)
-        .merge(session_routes)
+        .merge(mutating)
         .merge(rest::routes(rest::RestState { snapshots, store: store.clone() }))
         .merge(telemetry::ops_routes(registry.clone(), readiness));
     let router = telemetry::http_layers(router, HttpMetrics::new(&registry));
 
     let (listener, addr) = lizards_shared::http::bind(config.common.bind_host, config.provider.provider_port).await?;
     tracing::info!(%addr, "provider listening");
+    let grpc_listener =
+        tokio::net::TcpListener::bind((config.common.bind_host, config.provider.provider_grpc_port)).await?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    tracing::info!(addr = %grpc_addr, "provider gRPC (lizards.v1.Accounts) listening");
+    let grpc_task = tokio::spawn(grpc::serve(grpc_listener, accounts.clone(), shutdown.clone()));
 
     let persister = Persister {
         broker: broker.clone(),
@@ -146,14 +196,23 @@ pub async fn build(config: Config, backends: Backends, shutdown: Shutdown) -> Re
     let feed_task =
         tokio::spawn(live::feed(live_consumer, hub.clone(), metrics.clone(), live_queue.clone(), shutdown.clone()));
     let instance = format!("provider-{}", uuid::Uuid::new_v4());
-    let demand_task = tokio::spawn(demand::publish(broker.clone(), hub.clone(), instance, shutdown.clone()));
+    let demand_task =
+        tokio::spawn(demand::publish(broker.clone(), hub.clone(), interest.clone(), instance, shutdown.clone()));
+    let interest_task = tokio::spawn(interest.clone().refresh(account_store, shutdown.clone()));
+    let evaluator =
+        Evaluator { broker: broker.clone(), accounts: accounts.clone(), interest, metrics: metrics.clone() };
+    let evaluator_task = tokio::spawn(evaluator.run(shutdown.clone()));
+    let outbox_task =
+        tokio::spawn(alerts::outbox::run(broker.clone(), accounts.clone(), metrics.clone(), shutdown.clone()));
     let bind_task = tokio::spawn(live::bind(broker, hub, metrics, live_queue, shutdown.clone()));
 
     let registration = Registration::http(SERVICE_ID, "Lizards provider", &config.advertise_host(), addr.port());
     let registered = keep_registered(registry_client, registration, config.common.registry_heartbeat, shutdown.clone());
 
     let serve = async move {
-        let server = axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned());
+        // The peer address scopes anonymous Idempotency-Keys.
+        let app = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned());
         if let Err(error) = server.await {
             tracing::error!(%error, "provider server failed");
         }
@@ -164,8 +223,12 @@ pub async fn build(config: Config, backends: Backends, shutdown: Shutdown) -> Re
             tracing::warn!(left = connections.len(), "connections still closing after the grace period");
         }
         let _ = registered.await;
-        let _ = tokio::join!(persist_task, feed_task, bind_task, demand_task);
+        if let Ok(Err(error)) = grpc_task.await {
+            tracing::error!(%error, "provider gRPC server failed");
+        }
+        let _ =
+            tokio::join!(persist_task, feed_task, bind_task, demand_task, interest_task, evaluator_task, outbox_task);
         tracing::info!("provider stopped");
     };
-    Ok(Started { addr, grpc: None, serve: Box::pin(serve) })
+    Ok(Started { addr, grpc: Some(grpc_addr), serve: Box::pin(serve) })
 }

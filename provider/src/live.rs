@@ -5,7 +5,8 @@ use std::{collections::HashSet, sync::Arc};
 
 use lizards_shared::{
     Quote, Symbol,
-    broker::{Broker, BrokerError, ConsumeOptions, Consumer, QUOTES_EXCHANGE, QueueSpec},
+    broker::{ALERTS_EXCHANGE, Broker, BrokerError, ConsumeOptions, Consumer, QUOTES_EXCHANGE, QueueSpec},
+    protocol::ServerFrame,
     shutdown::Shutdown,
 };
 
@@ -25,6 +26,8 @@ pub fn queue_spec(name: &str) -> QueueSpec {
 
 pub async fn consume(broker: &dyn Broker, queue: &str) -> Result<Box<dyn Consumer>, BrokerError> {
     broker.declare_queue(&queue_spec(queue)).await?;
+    // Every fired alert: few, and the hub knows which sockets are whose.
+    broker.bind(queue, ALERTS_EXCHANGE, "alert.#").await?;
     broker.consume(queue, ConsumeOptions { prefetch: 0, no_ack: true }).await
 }
 
@@ -40,11 +43,11 @@ pub async fn feed(mut consumer: Box<dyn Consumer>, hub: Arc<Hub>, metrics: Metri
             },
         };
         let mut count = 1;
-        push(&mut quotes, &first.body);
+        take(&hub, &mut quotes, &first);
         while quotes.len() < MAX_BATCH {
             let Some(delivery) = consumer.try_next() else { break };
             count += 1;
-            push(&mut quotes, &delivery.body);
+            take(&hub, &mut quotes, &delivery);
         }
         metrics.consumed.with_label_values(&[&queue]).inc_by(count);
         hub.publish(&quotes);
@@ -52,8 +55,20 @@ pub async fn feed(mut consumer: Box<dyn Consumer>, hub: Arc<Hub>, metrics: Metri
     }
 }
 
-fn push(quotes: &mut Vec<Quote>, body: &[u8]) {
-    match Quote::decode(body) {
+/// A quote joins the batch; an alert goes to its user's sockets at once.
+fn take(hub: &Hub, quotes: &mut Vec<Quote>, delivery: &lizards_shared::broker::Delivery) {
+    if delivery.routing_key.starts_with("alert.") {
+        match crate::alerts::decode(&delivery.body) {
+            Ok(published) => {
+                let frame = ServerFrame::Alert { alert: published.alert }.to_bytes();
+                let sockets = hub.send_to_user(published.user_id, &frame);
+                tracing::debug!(user = %published.user_id, sockets, "alert frame sent");
+            }
+            Err(error) => tracing::warn!(%error, "undecodable alert skipped"),
+        }
+        return;
+    }
+    match Quote::decode(&delivery.body) {
         Ok(quote) => quotes.push(quote),
         Err(error) => tracing::warn!(%error, "undecodable live quote skipped"),
     }

@@ -27,6 +27,13 @@ pub struct Metrics {
     pub errors: IntCounterVec,
     pub sessions_created: IntCounter,
     pub symbol_lookups: IntCounterVec,
+    pub produced: IntCounterVec,
+    /// Account events: registered, logged_in, login_failed, deleted.
+    pub accounts: IntCounterVec,
+    pub alert_evaluations: IntCounterVec,
+    pub alerts_fired: IntCounterVec,
+    pub portfolio_operations: IntCounterVec,
+    pub idempotency: IntCounterVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -108,6 +115,32 @@ impl Metrics {
                 registry,
                 "lizards_symbol_lookups_total",
                 "On-demand symbol lookups by outcome",
+                &["outcome"],
+            ),
+            produced: counter_vec(
+                registry,
+                "lizards_messages_produced_total",
+                "Broker messages published, by exchange",
+                &["exchange"],
+            ),
+            accounts: counter_vec(registry, "lizards_account_events_total", "Account events", &["event"]),
+            alert_evaluations: counter_vec(
+                registry,
+                "lizards_alert_evaluations_total",
+                "Rule evaluations by outcome (fired, changed, unchanged, conflict, failed)",
+                &["outcome"],
+            ),
+            alerts_fired: counter_vec(registry, "lizards_alerts_fired_total", "Alerts fired, by rule kind", &["kind"]),
+            portfolio_operations: counter_vec(
+                registry,
+                "lizards_portfolio_operations_total",
+                "Deposits and orders (buy, sell, refused)",
+                &["operation"],
+            ),
+            idempotency: counter_vec(
+                registry,
+                "lizards_idempotency_requests_total",
+                "Requests with an Idempotency-Key, by outcome (executed, replayed, mismatch, in_progress)",
                 &["outcome"],
             ),
         }

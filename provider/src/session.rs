@@ -14,17 +14,24 @@ use bytes::Bytes;
 use chrono::Utc;
 use lizards_shared::{
     Symbol,
+    accounts::UserId,
     cache::{Cache, CacheError},
     problem::Problem,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::metrics::Metrics;
+use crate::{
+    accounts::{Accounts, rest::bearer},
+    metrics::Metrics,
+};
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct SessionState {
     pub symbols: Vec<Symbol>,
+    /// The user a bearer token bound the session to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<UserId>,
 }
 
 pub struct Sessions {
@@ -41,9 +48,9 @@ impl Sessions {
         Sessions { cache, ttl }
     }
 
-    pub async fn create(&self) -> Result<String, CacheError> {
+    pub async fn create(&self, user: Option<UserId>) -> Result<String, CacheError> {
         let id = uuid::Uuid::new_v4().to_string();
-        self.save(&id, Vec::new()).await?;
+        self.save(&id, Vec::new(), user).await?;
         Ok(id)
     }
 
@@ -58,9 +65,9 @@ impl Sessions {
     }
 
     /// Saves the subscriptions and restarts the expiry clock.
-    pub async fn save(&self, id: &str, mut symbols: Vec<Symbol>) -> Result<(), CacheError> {
+    pub async fn save(&self, id: &str, mut symbols: Vec<Symbol>, user: Option<UserId>) -> Result<(), CacheError> {
         symbols.sort();
-        let state = SessionState { symbols };
+        let state = SessionState { symbols, user };
         let bytes = Bytes::from(serde_json::to_vec(&state).expect("session serializes"));
         self.cache.set(&key(id), bytes, Some(self.ttl)).await
     }
@@ -73,17 +80,26 @@ impl Sessions {
 #[derive(Clone)]
 pub struct SessionApi {
     pub sessions: Arc<Sessions>,
+    pub accounts: Arc<Accounts>,
     pub metrics: Metrics,
 }
 
 /// `POST /session`: any body (e.g. the seed's `{"websocket_url": ...}`) is
-/// ignored. The URL's host is the one the client used (through the gateway,
-/// the gateway's).
+/// ignored; a bearer token binds the session to its user (401 when the
+/// token is invalid). The URL's host is the one the client used (through
+/// the gateway, the gateway's).
 pub async fn create(State(api): State<SessionApi>, headers: HeaderMap) -> Response {
     let Some((scheme, host)) = public_origin(&headers) else {
         return Problem::bad_request("missing or invalid Host header").into_response();
     };
-    let id = match api.sessions.create().await {
+    let user = match bearer(&headers) {
+        Some(token) => match api.accounts.authenticate(token).await {
+            Ok(user) => Some(user.id),
+            Err(error) => return error.into_response(),
+        },
+        None => None,
+    };
+    let id = match api.sessions.create(user).await {
         Ok(id) => id,
         Err(error) => return Problem::unavailable(error.to_string()).into_response(),
     };

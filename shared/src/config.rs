@@ -201,6 +201,9 @@ pub struct ProviderConfig {
     /// Provider HTTP and WebSocket port (0 picks a free port).
     #[arg(long, env = "PROVIDER_PORT", default_value_t = 7890)]
     pub provider_port: u16,
+    /// Port of the gRPC accounts twin `lizards.v1.Accounts` (0 picks a free port).
+    #[arg(long, env = "PROVIDER_GRPC_PORT", default_value_t = 50052)]
+    pub provider_grpc_port: u16,
     /// Optional fixed coalescing window for price updates (0: write as soon
     /// as the socket can take it).
     #[arg(long, env = "WS_BATCH_MS", default_value_t = 0)]
@@ -240,6 +243,20 @@ pub struct ProviderConfig {
     /// Longest a quote waits for its batch to fill.
     #[arg(long, env = "PERSIST_LINGER", default_value = "20ms", value_parser = duration)]
     pub persist_linger: Duration,
+    /// Lifetime of the access tokens POST /auth/login issues.
+    #[arg(long, env = "JWT_TTL", default_value = "1h", value_parser = duration)]
+    pub jwt_ttl: Duration,
+    /// E-mail of the admin account ensured at start-up (with ADMIN_PASSWORD).
+    /// Without both, an embedded start with no admin creates
+    /// admin@lizards.local with a random password logged once.
+    #[arg(long, env = "ADMIN_EMAIL")]
+    pub admin_email: Option<String>,
+    /// Password of the ADMIN_EMAIL account (at least 8 characters).
+    #[arg(long, env = "ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+    /// How long an Idempotency-Key's answer is kept for replay.
+    #[arg(long, env = "IDEMPOTENCY_TTL", default_value = "24h", value_parser = duration)]
+    pub idempotency_ttl: Duration,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -292,6 +309,49 @@ pub struct GatewayConfig {
     /// Origins allowed by CORS: `*` or a comma-separated list.
     #[arg(long, env = "CORS_ORIGINS", default_value = "*", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
+}
+
+/// The notifier (`--target notifier`): e-mail, webhook and Telegram
+/// deliveries of fired alerts from the `notify` queue.
+#[derive(Debug, Clone, Args)]
+pub struct NotifierConfig {
+    /// Notifier HTTP port for /metrics, /healthz and /readyz (0 picks a free port).
+    #[arg(long, env = "NOTIFIER_PORT", default_value_t = 8700)]
+    pub notifier_port: u16,
+    /// SMTP server for e-mail notifications: `smtp://host:port` (plain),
+    /// `smtp://host:port?tls=required` (STARTTLS) or `smtps://user:pass@host:465`
+    /// (TLS); unset means e-mail deliveries are skipped.
+    #[arg(long, env = "SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+    /// Sender of notification e-mails.
+    #[arg(long, env = "SMTP_FROM", default_value = "Lizards <alerts@lizards.local>")]
+    pub smtp_from: String,
+    /// Telegram bot token; unset means Telegram deliveries are skipped and
+    /// the bot does not poll.
+    #[arg(long, env = "TELEGRAM_BOT_TOKEN", hide_env_values = true)]
+    pub telegram_bot_token: Option<String>,
+    /// Base URL of the Telegram Bot API (tests point it at a local fake).
+    #[arg(long, env = "TELEGRAM_API_URL", default_value = "https://api.telegram.org")]
+    pub telegram_api_url: String,
+    /// Poll the bot's updates for `/start <code>` and `/set <seconds>`
+    /// (only one notifier per bot token may poll).
+    #[arg(long, env = "TELEGRAM_POLL", default_value_t = true, action = ArgAction::Set)]
+    pub telegram_poll: bool,
+    /// Long-polling timeout of one getUpdates call (whole seconds).
+    #[arg(long, env = "TELEGRAM_POLL_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub telegram_poll_timeout: Duration,
+    /// Attempts per channel before a delivery fails and its message is dead-lettered.
+    #[arg(long, env = "NOTIFY_MAX_ATTEMPTS", default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..))]
+    pub notify_max_attempts: u32,
+    /// Wait before the first retry; it doubles on each further retry.
+    #[arg(long, env = "NOTIFY_RETRY_BASE", default_value = "1s", value_parser = duration)]
+    pub notify_retry_base: Duration,
+    /// Longest wait between two retries.
+    #[arg(long, env = "NOTIFY_RETRY_MAX", default_value = "60s", value_parser = duration)]
+    pub notify_retry_max: Duration,
+    /// One webhook POST (and one Telegram call) gives up after this long.
+    #[arg(long, env = "WEBHOOK_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub webhook_timeout: Duration,
 }
 
 /// How the gateway spreads requests over a service's instances.
@@ -415,6 +475,8 @@ pub struct Config {
     pub provider: ProviderConfig,
     #[command(flatten)]
     pub gateway: GatewayConfig,
+    #[command(flatten)]
+    pub notifier: NotifierConfig,
 }
 
 impl Config {
@@ -439,7 +501,9 @@ impl Config {
         self.ingestion.ingestion_port = 0;
         self.ingestion.ingestion_grpc_port = 0;
         self.provider.provider_port = 0;
+        self.provider.provider_grpc_port = 0;
         self.gateway.gateway_port = 0;
+        self.notifier.notifier_port = 0;
         self
     }
 
@@ -465,6 +529,7 @@ mod tests {
         assert_eq!(c.registry.registry_port, 8500);
         assert_eq!(c.ingestion.ingestion_port, 8600);
         assert_eq!(c.ingestion.ingestion_grpc_port, 50051);
+        assert_eq!(c.notifier.notifier_port, 8700);
         assert_eq!(c.common.registry_url, "http://127.0.0.1:8500");
         assert_eq!(c.provider.ws_max_symbols, 1024);
         assert_eq!(c.provider.ws_slow_close, Duration::from_secs(30));

@@ -134,6 +134,11 @@ pub enum ServerFrame {
         symbols: Vec<Symbol>,
     },
     Pong,
+    /// The connection now belongs to this user (after `?token=` or an
+    /// `auth` frame).
+    Authenticated {
+        user_id: i64,
+    },
     Alert {
         alert: Value,
     },

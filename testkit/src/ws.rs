@@ -50,6 +50,19 @@ impl Client {
         }
     }
 
+    /// The next JSON text frame if one arrives within `within` (quiet
+    /// periods: "nothing else was sent").
+    pub async fn recv_within(&mut self, within: Duration) -> Option<Value> {
+        loop {
+            let message = tokio::time::timeout(within, self.ws.next()).await.ok()?;
+            match message.expect("connection open").expect("valid frame") {
+                Message::Text(text) => return Some(serde_json::from_str(text.as_str()).expect("JSON frame")),
+                Message::Close(frame) => panic!("closed unexpectedly: {frame:?}"),
+                _ => continue,
+            }
+        }
+    }
+
     /// Skips frames until one matches.
     pub async fn recv_until(&mut self, matches: impl Fn(&Value) -> bool) -> Value {
         loop {

@@ -16,6 +16,7 @@ use futures::{
 };
 use lizards_shared::{
     Symbol,
+    accounts::UserId,
     protocol::{ClientRequest, ProtocolError, ServerFrame, parse_client_frame},
     shutdown::Shutdown,
 };
@@ -28,6 +29,7 @@ use super::{
     outbox::{Next, Outbox},
 };
 use crate::{
+    accounts::Accounts,
     hub::{ConnId, Hub},
     lookup::{Resolver, Snapshots},
     metrics::Metrics,
@@ -59,6 +61,8 @@ pub struct WsSettings {
 /// What every connection shares.
 pub struct ConnContext {
     pub hub: Arc<Hub>,
+    /// Verifies tokens (`?token=`, `auth` frames).
+    pub accounts: Arc<Accounts>,
     pub resolver: Arc<Resolver>,
     pub snapshots: Arc<Snapshots>,
     pub sessions: Arc<Sessions>,
@@ -68,10 +72,6 @@ pub struct ConnContext {
     /// Every open connection, so shutdown can wait for their close frames.
     pub connections: tokio_util::task::TaskTracker,
 }
-
-/// Until accounts exist, tokens are refused with this and the connection
-/// streams anonymously.
-const NO_AUTH: &str = "Authentication is not enabled on this server; streaming anonymously";
 
 /// On-demand lookups one connection may have in flight.
 const MAX_LOOKUPS: usize = 32;
@@ -100,6 +100,7 @@ pub async fn serve(socket: WebSocket, ctx: Arc<ConnContext>, params: ConnectPara
         limiter: TokenBucket::new(ctx.settings.rate, ctx.settings.burst, Instant::now()),
         errors: ErrorBudget::new(ctx.settings.error_limit, ctx.settings.error_window),
         session: None,
+        user: None,
         throttle: throttle.clone(),
         lookups_tx,
     };
@@ -121,6 +122,8 @@ struct Reader {
     limiter: TokenBucket,
     errors: ErrorBudget,
     session: Option<String>,
+    /// The authenticated user: alerts reach this connection.
+    user: Option<UserId>,
     throttle: Arc<std::sync::Mutex<Duration>>,
     lookups_tx: mpsc::Sender<Lookup>,
 }
@@ -131,15 +134,19 @@ enum Flow {
 }
 
 impl Reader {
-    /// Applies connection parameters: resumes a session's subscriptions.
+    /// Applies connection parameters: authenticates a token, resumes a
+    /// session's subscriptions (and its user, unless a token named one).
     async fn start(&mut self, params: ConnectParams) {
-        if params.token.is_some() {
-            self.send(ServerFrame::error(NO_AUTH));
+        if let Some(token) = &params.token {
+            let _ = self.authenticate(token).await;
         }
         let Some(id) = params.session else { return };
         match self.ctx.sessions.load(&id).await {
             Ok(Some(state)) => {
                 self.session = Some(id);
+                if let (None, Some(user)) = (self.user, state.user) {
+                    self.attach(user);
+                }
                 if !state.symbols.is_empty() {
                     self.subscribe_known(state.symbols, None);
                 }
@@ -192,7 +199,35 @@ impl Reader {
         }
     }
 
+    /// Verifies a token: the connection then belongs to its user (an
+    /// `authenticated` frame says so); a bad token is an error frame and the
+    /// connection keeps its previous identity.
+    async fn authenticate(&mut self, token: &str) -> Flow {
+        match self.ctx.accounts.authenticate(token).await {
+            Ok(user) => {
+                self.attach(user.id);
+                self.send(ServerFrame::Authenticated { user_id: user.id.0 });
+                Flow::Continue
+            }
+            Err(error) => {
+                self.ctx.metrics.ws_error_frames.with_label_values(&["auth"]).inc();
+                self.send(ServerFrame::error(format!("Authentication failed: {error}")));
+                self.charge()
+            }
+        }
+    }
+
+    fn attach(&mut self, user: UserId) {
+        if let Some(previous) = self.user.replace(user) {
+            self.ctx.hub.detach_user(previous, self.id);
+        }
+        self.ctx.hub.attach_user(user, self.id, &self.outbox);
+    }
+
     async fn finish(&mut self) {
+        if let Some(user) = self.user.take() {
+            self.ctx.hub.detach_user(user, self.id);
+        }
         // The session outlives the connection by SESSION_TTL.
         self.save_session().await;
         let symbols: Vec<Symbol> = self.subscriptions.drain().collect();
@@ -270,9 +305,10 @@ impl Reader {
                 self.send(ServerFrame::Pong);
                 Flow::Continue
             }
-            ClientRequest::Auth { .. } => {
-                self.send(ServerFrame::error(NO_AUTH));
-                Flow::Continue
+            ClientRequest::Auth { token } => {
+                let flow = self.authenticate(&token).await;
+                self.save_session().await;
+                flow
             }
         }
     }
@@ -383,7 +419,7 @@ impl Reader {
     async fn save_session(&self) {
         let Some(id) = &self.session else { return };
         let symbols: Vec<Symbol> = self.subscriptions.iter().chain(self.looking_up.iter()).cloned().collect();
-        if let Err(error) = self.ctx.sessions.save(id, symbols).await {
+        if let Err(error) = self.ctx.sessions.save(id, symbols, self.user).await {
             tracing::warn!(%error, "session not saved");
             self.ctx.metrics.errors.with_label_values(&["session_store"]).inc();
         }

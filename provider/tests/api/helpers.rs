@@ -23,9 +23,15 @@ pub use lizards_testkit::ws::{Client, is_update_for};
 use tokio::task::JoinHandle;
 
 pub const WAIT: Duration = Duration::from_secs(5);
+/// Tests forge tokens (expired, tampered) with the provider's secret.
+pub const JWT_SECRET: &str = "test-secret-for-provider-tests";
+pub const ADMIN_EMAIL: &str = "root@lizards.test";
+pub const ADMIN_PASSWORD: &str = "admin-password-1";
 
 pub struct TestProvider {
     pub addr: SocketAddr,
+    /// The gRPC accounts twin.
+    pub grpc: SocketAddr,
     pub broker: Arc<MemoryBroker>,
     pub store: Arc<SqliteStore>,
     pub http: reqwest::Client,
@@ -65,14 +71,23 @@ pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> TestProvider {
     // No registry and no ingestion: unknown symbols fail their lookup fast.
     config.common.registry_url = "http://127.0.0.1:1".into();
     config.common.symbol_lookup_timeout = Duration::from_millis(500);
+    config.common.jwt_secret = Some(JWT_SECRET.into());
+    config.provider.admin_email = Some(ADMIN_EMAIL.into());
+    config.provider.admin_password = Some(ADMIN_PASSWORD.into());
     tweak(&mut config);
     let broker = Arc::new(MemoryBroker::new());
     let store = Arc::new(SqliteStore::open(&dir.path().join("test.db")).await.expect("sqlite"));
-    let backends = Backends { broker: broker.clone(), store: store.clone(), cache: Arc::new(MemoryCache::new()) };
+    let backends = Backends {
+        broker: broker.clone(),
+        store: store.clone(),
+        accounts: store.clone(),
+        cache: Arc::new(MemoryCache::new()),
+    };
     let shutdown = Shutdown::new();
     let started = lizards_provider::build(config, backends, shutdown.clone()).await.expect("provider starts");
+    let grpc = started.grpc.expect("the provider serves gRPC");
     let (addr, task) = started.spawn();
-    TestProvider { addr, broker, store, http: lizards_shared::http::client(), shutdown, task, _dir: dir }
+    TestProvider { addr, grpc, broker, store, http: lizards_shared::http::client(), shutdown, task, _dir: dir }
 }
 
 impl TestProvider {
@@ -104,10 +119,16 @@ impl TestProvider {
 
     /// A counter or gauge from `/metrics` (summed over label sets).
     pub async fn metric(&self, name: &str) -> f64 {
+        self.metric_where(name, "").await
+    }
+
+    /// A counter or gauge summed over the label sets containing `label`
+    /// (e.g. `queue="alerts.eval"`).
+    pub async fn metric_where(&self, name: &str, label: &str) -> f64 {
         let body = self.http.get(self.url("/metrics")).send().await.expect("metrics").text().await.expect("text");
         body.lines()
             .filter(|l| !l.starts_with('#'))
-            .filter(|l| l.split(['{', ' ']).next() == Some(name))
+            .filter(|l| l.split(['{', ' ']).next() == Some(name) && l.contains(label))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     }
@@ -135,4 +156,92 @@ where
     Fut: std::future::Future<Output = bool>,
 {
     lizards_testkit::eventually_within("the condition", WAIT * 2, condition).await;
+}
+
+/// An answer from the API: status, headers and JSON body (`Null` when empty).
+pub struct Answer {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: serde_json::Value,
+}
+
+impl Answer {
+    /// The problem's `detail` (or `""`).
+    pub fn detail(&self) -> &str {
+        self.body["detail"].as_str().unwrap_or_default()
+    }
+}
+
+/// A registered user with a token.
+pub struct TestUser {
+    pub id: i64,
+    pub email: String,
+    pub token: String,
+}
+
+pub const PASSWORD: &str = "password-123";
+
+impl TestProvider {
+    /// Sends `body` (JSON) with an optional bearer token and extra headers.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&serde_json::Value>,
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        let mut request = self.http.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.expect("request sent");
+        Answer::read(response).await
+    }
+
+    pub async fn get_as(&self, path: &str, token: Option<&str>) -> Answer {
+        self.send(reqwest::Method::GET, path, token, None, &[]).await
+    }
+
+    pub async fn post_as(&self, path: &str, token: Option<&str>, body: serde_json::Value) -> Answer {
+        self.send(reqwest::Method::POST, path, token, Some(&body), &[]).await
+    }
+
+    /// Registers a fresh user and logs in.
+    pub async fn user(&self) -> TestUser {
+        let email = format!("{}@example.com", lizards_testkit::unique("user"));
+        let answer =
+            self.post_as("/auth/register", None, serde_json::json!({"email": email, "password": PASSWORD})).await;
+        assert_eq!(answer.status, 201, "{}", answer.body);
+        let id = answer.body["id"].as_i64().expect("user id");
+        let token = self.login(&email, PASSWORD).await;
+        TestUser { id, email, token }
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> String {
+        let answer = self.post_as("/auth/login", None, serde_json::json!({"email": email, "password": password})).await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        answer.body["access_token"].as_str().expect("token").to_string()
+    }
+
+    pub async fn admin(&self) -> String {
+        self.login(ADMIN_EMAIL, ADMIN_PASSWORD).await
+    }
+}
+
+impl Answer {
+    pub async fn read(response: reqwest::Response) -> Answer {
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.expect("body");
+        let body =
+            if bytes.is_empty() { serde_json::Value::Null } else { serde_json::from_slice(&bytes).expect("JSON body") };
+        Answer { status, headers, body }
+    }
 }

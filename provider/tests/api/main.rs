@@ -1,8 +1,12 @@
 //! Provider behaviour seen from a client: the WebSocket protocol (SPEC §6),
 //! sessions, REST and persistence.
 
+mod accounts;
+mod alerts;
+mod grpc;
 mod helpers;
 mod persistence;
+mod portfolio;
 mod protocol;
 mod rest;
 mod streaming;

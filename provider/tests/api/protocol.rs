@@ -167,11 +167,11 @@ async fn ping_list_and_unsubscribe_are_acknowledged() {
 }
 
 #[tokio::test]
-async fn auth_without_accounts_is_refused_with_an_error_frame() {
+async fn auth_with_a_bad_token_is_refused_with_an_error_frame() {
     let provider = spawn().await;
     let mut client = provider.ws().await;
     client.send(json!({"type": "auth", "token": "whatever"})).await;
-    client.expect_error("Authentication is not enabled").await;
+    client.expect_error("Authentication failed: invalid token").await;
     client.send(json!({"type": "auth"})).await;
     client.expect_error("Missing or invalid 'token'").await;
     client.assert_usable().await;

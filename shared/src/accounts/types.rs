@@ -180,7 +180,8 @@ pub enum RuleKind {
 }
 
 impl RuleKind {
-    pub const ALL: [RuleKind; 4] = [RuleKind::Above, RuleKind::Below, RuleKind::ChangePct, RuleKind::PortfolioChangePct];
+    pub const ALL: [RuleKind; 4] =
+        [RuleKind::Above, RuleKind::Below, RuleKind::ChangePct, RuleKind::PortfolioChangePct];
 
     pub fn as_str(self) -> &'static str {
         match self {

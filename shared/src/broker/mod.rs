@@ -18,6 +18,14 @@ pub const CONTROL_EXCHANGE: &str = "control";
 pub const DEAD_LETTER_EXCHANGE: &str = "dlx";
 pub const DEAD_QUEUE: &str = "dead";
 pub const PERSIST_QUEUE: &str = "provider.persist";
+/// Every quote, evaluated once against the alert rules (competing consumers).
+pub const ALERTS_EVAL_QUEUE: &str = "alerts.eval";
+/// Most quotes waiting for alert evaluation.
+pub const ALERTS_EVAL_MAX: usize = 100_000;
+/// Fired alerts, routing key `alert.<user id>`.
+pub const ALERTS_EXCHANGE: &str = "alerts";
+/// Fired alerts for the notifier (acked after delivery).
+pub const NOTIFY_QUEUE: &str = "notify";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExchangeKind {
@@ -135,18 +143,32 @@ impl Delivery {
     }
 }
 
-/// Declares the shared topology: `quotes` and `control` topic exchanges,
-/// `dlx` with its `dead` queue, and the durable `provider.persist` queue.
+/// Declares the shared topology: `quotes`, `control` and `alerts` topic
+/// exchanges, `dlx` with its `dead` queue, and the durable queues
+/// `provider.persist` and `alerts.eval` (every quote) and `notify` (every
+/// alert); the persist and notify queues dead-letter to `dlx`.
 pub async fn declare_topology(broker: &dyn Broker) -> Result<(), BrokerError> {
     broker.declare_exchange(QUOTES_EXCHANGE, ExchangeKind::Topic).await?;
     broker.declare_exchange(CONTROL_EXCHANGE, ExchangeKind::Topic).await?;
+    broker.declare_exchange(ALERTS_EXCHANGE, ExchangeKind::Topic).await?;
     broker.declare_exchange(DEAD_LETTER_EXCHANGE, ExchangeKind::Fanout).await?;
     broker.declare_queue(&QueueSpec::durable(DEAD_QUEUE)).await?;
     broker.bind(DEAD_QUEUE, DEAD_LETTER_EXCHANGE, "#").await?;
-    let persist =
-        QueueSpec { dead_letter_exchange: Some(DEAD_LETTER_EXCHANGE.to_string()), ..QueueSpec::durable(PERSIST_QUEUE) };
-    broker.declare_queue(&persist).await?;
-    broker.bind(PERSIST_QUEUE, QUOTES_EXCHANGE, "quote.#").await
+    let dead_lettered =
+        |name| QueueSpec { dead_letter_exchange: Some(DEAD_LETTER_EXCHANGE.to_string()), ..QueueSpec::durable(name) };
+    // Without a provider running, alerts.eval would grow without bound; quotes
+    // dropped from its head are stale for alerting anyway (and not
+    // dead-lettered: they are not poison).
+    let eval = QueueSpec { max_length: Some(ALERTS_EVAL_MAX), ..QueueSpec::durable(ALERTS_EVAL_QUEUE) };
+    for (spec, exchange, pattern) in [
+        (dead_lettered(PERSIST_QUEUE), QUOTES_EXCHANGE, "quote.#"),
+        (eval, QUOTES_EXCHANGE, "quote.#"),
+        (dead_lettered(NOTIFY_QUEUE), ALERTS_EXCHANGE, "alert.#"),
+    ] {
+        broker.declare_queue(&spec).await?;
+        broker.bind(&spec.name, exchange, pattern).await?;
+    }
+    Ok(())
 }
 
 /// AMQP topic matching: `*` is one word, `#` zero or more.

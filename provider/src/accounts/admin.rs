@@ -1,0 +1,138 @@
+//! Admin routes (SPEC §7): manage users and read every table.
+
+use std::{collections::HashMap, sync::Arc};
+
+use axum::{
+    Json, Router,
+    extract::{Path, Query, State},
+    http::StatusCode,
+    routing::get,
+};
+use lizards_shared::{
+    accounts::{NewUser, Targets, UserId},
+    jwt::Role,
+    time,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{
+    Accounts, passwords,
+    rest::{Admin, id, limit, order_json, rule_json, user_json},
+    users::{UserChanges, role},
+};
+use crate::{alerts::alert_json, body::JsonBody, error::ApiError};
+
+type Api = State<Arc<Accounts>>;
+type Reply = Result<Json<Value>, ApiError>;
+
+pub fn routes() -> Router<Arc<Accounts>> {
+    Router::new()
+        .route("/admin/users", get(users).post(create_user))
+        .route("/admin/users/{id}", get(user).patch(update_user).delete(delete_user))
+        .route("/admin/rules", get(rules))
+        .route("/admin/alerts", get(alerts))
+        .route("/admin/orders", get(orders))
+        .route("/admin/symbols", get(symbols))
+        .route("/admin/quotes", get(quotes))
+}
+
+#[derive(Deserialize)]
+struct NewAccount {
+    email: String,
+    password: String,
+    role: Option<String>,
+}
+
+async fn users(State(accounts): Api, _admin: Admin) -> Reply {
+    let users = accounts.store.users().await?;
+    Ok(Json(json!({ "users": users.iter().map(user_json).collect::<Vec<_>>() })))
+}
+
+async fn create_user(
+    State(accounts): Api,
+    _admin: Admin,
+    JsonBody(account): JsonBody<NewAccount>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let email = lizards_shared::accounts::Email::parse(&account.email)
+        .map_err(|e| ApiError::invalid("email", e.to_string()))?;
+    passwords::check(&account.password)?;
+    let role = account.role.as_deref().map(role).transpose()?.unwrap_or(Role::User);
+    let password_hash = passwords::hash(&account.password).await?;
+    let targets = Targets { email: true, ..Targets::default() };
+    let user = accounts
+        .store
+        .create_user(&NewUser { email, password_hash, role, targets, min_notification_interval: 0 })
+        .await?;
+    tracing::info!(user = %user.id, ?role, "user created by an admin");
+    Ok((StatusCode::CREATED, Json(user_json(&user))))
+}
+
+async fn user(State(accounts): Api, _admin: Admin, Path(text): Path<String>) -> Reply {
+    let id: UserId = id(&text, "user")?;
+    let user = accounts.store.user(id).await?.ok_or_else(|| ApiError::NotFound(format!("no user {id}")))?;
+    Ok(Json(user_json(&user)))
+}
+
+async fn update_user(
+    State(accounts): Api,
+    _admin: Admin,
+    Path(text): Path<String>,
+    JsonBody(changes): JsonBody<UserChanges>,
+) -> Reply {
+    let id: UserId = id(&text, "user")?;
+    Ok(Json(user_json(&accounts.update(id, changes, true).await?)))
+}
+
+async fn delete_user(State(accounts): Api, _admin: Admin, Path(text): Path<String>) -> Result<StatusCode, ApiError> {
+    let id: UserId = id(&text, "user")?;
+    accounts.delete(id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn rules(State(accounts): Api, _admin: Admin) -> Reply {
+    let rules = accounts.store.all_rules().await?;
+    Ok(Json(json!({ "rules": rules.iter().map(rule_json).collect::<Vec<_>>() })))
+}
+
+async fn alerts(State(accounts): Api, _admin: Admin, Query(params): Query<HashMap<String, String>>) -> Reply {
+    let alerts = accounts.store.all_alerts(limit(&params)?).await?;
+    Ok(Json(json!({ "alerts": alerts.iter().map(|a| {
+        let mut json = alert_json(a);
+        json["user_id"] = json!(a.user_id);
+        json
+    }).collect::<Vec<_>>() })))
+}
+
+async fn orders(State(accounts): Api, _admin: Admin, Query(params): Query<HashMap<String, String>>) -> Reply {
+    let orders = accounts.store.all_orders(limit(&params)?).await?;
+    Ok(Json(json!({ "orders": orders.iter().map(order_json).collect::<Vec<_>>() })))
+}
+
+/// Tickers in use: each symbol's rules and positions.
+async fn symbols(State(accounts): Api, _admin: Admin) -> Reply {
+    let refs = accounts.store.symbol_refcounts().await?;
+    let symbols: Vec<Value> =
+        refs.iter().map(|r| json!({ "symbol": r.symbol, "rules": r.rules, "positions": r.positions })).collect();
+    Ok(Json(json!({ "symbols": symbols })))
+}
+
+/// The latest quote of every tracked symbol.
+async fn quotes(State(accounts): Api, _admin: Admin) -> Reply {
+    let quotes: Vec<Value> = accounts
+        .snapshots
+        .all()
+        .await
+        .iter()
+        .map(|q| {
+            json!({
+                "symbol": q.symbol,
+                "price": q.price,
+                "timestamp": time::rfc3339(&q.ts),
+                "source": q.source,
+                "ingested_at": time::rfc3339(&q.ingested_at),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "quotes": quotes })))
+}

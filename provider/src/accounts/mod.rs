@@ -1,0 +1,62 @@
+//! Accounts, alert rules and portfolios (SPEC §7): the operations REST and
+//! the gRPC twin share, each in its own module, over the accounts port.
+
+pub mod admin;
+pub mod passwords;
+pub mod portfolio;
+pub mod rest;
+pub mod rules;
+pub mod users;
+
+use std::{sync::Arc, time::Duration};
+
+use lizards_shared::{
+    Quote, Symbol,
+    accounts::{AccountStore, User},
+    jwt::Jwt,
+    store::QuoteStore,
+};
+
+use crate::{
+    alerts::Interest,
+    error::ApiError,
+    lookup::{Resolver, Snapshots},
+    metrics::Metrics,
+};
+
+pub struct Accounts {
+    pub store: Arc<dyn AccountStore>,
+    pub quotes: Arc<dyn QuoteStore>,
+    pub snapshots: Arc<Snapshots>,
+    pub resolver: Arc<Resolver>,
+    pub jwt: Jwt,
+    pub token_ttl: Duration,
+    /// Symbols rules and positions name (rule and order changes add theirs).
+    pub interest: Arc<Interest>,
+    pub metrics: Metrics,
+}
+
+impl Accounts {
+    /// The user a bearer token names: a valid, unexpired token whose user
+    /// still exists (a deleted account's tokens stop working at once).
+    pub async fn authenticate(&self, token: &str) -> Result<User, ApiError> {
+        let claims = self.jwt.verify(token).map_err(|e| ApiError::Unauthenticated(e.to_string()))?;
+        let id = claims.sub.parse().map_err(|_| ApiError::Unauthenticated("invalid token: bad subject".into()))?;
+        self.store.user(id).await?.ok_or_else(|| ApiError::Unauthenticated("the account no longer exists".into()))
+    }
+
+    /// A symbol a rule or order may name: parsed, and known to Lizards
+    /// (tracked already, or found by an on-demand lookup).
+    pub async fn known_symbol(&self, field: &'static str, text: &str) -> Result<Symbol, ApiError> {
+        let symbol = Symbol::parse(text).map_err(|e| ApiError::invalid(field, e.to_string()))?;
+        if self.resolver.known_now(&symbol) || self.resolver.lookup(&symbol).await {
+            return Ok(symbol);
+        }
+        Err(ApiError::invalid(field, format!("Invalid stock symbol: {symbol}")))
+    }
+
+    /// The latest quote of a symbol, if any.
+    pub async fn latest(&self, symbol: &Symbol) -> Option<Quote> {
+        self.snapshots.get(symbol).await
+    }
+}

@@ -1,0 +1,265 @@
+//! Consumes `alerts.eval` (every quote, competing consumers: each quote is
+//! evaluated once whatever the number of providers) and evaluates the
+//! rules about its symbol. Rule state lives in the SQL store and is saved
+//! with compare-and-set, so two instances evaluating quotes of one symbol
+//! at once never both fire a rule. Deliveries are acked after their rules'
+//! states are saved; a database failure requeues them.
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::Utc;
+use lizards_shared::{
+    Quote,
+    accounts::{AccountError, Channel, Delivery, DeliveryStatus, NewAlert, Rule, RuleKind},
+    broker::{ALERTS_EVAL_QUEUE, Broker, ConsumeOptions, Consumer, Delivery as Message},
+    shutdown::Shutdown,
+};
+use rust_decimal::prelude::ToPrimitive;
+
+use super::{
+    Interest,
+    eval::{self, Observation},
+};
+use crate::{accounts::Accounts, metrics::Metrics};
+
+/// Deliveries taken (and acked) at once.
+const PREFETCH: u16 = 256;
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Times a rule is re-read and re-evaluated after losing a compare-and-set.
+const CONFLICT_RETRIES: usize = 3;
+
+pub struct Evaluator {
+    pub broker: Arc<dyn Broker>,
+    pub accounts: Arc<Accounts>,
+    pub interest: Arc<Interest>,
+    pub metrics: Metrics,
+}
+
+impl Evaluator {
+    pub async fn run(self, shutdown: Shutdown) {
+        let mut backoff = Duration::from_millis(100);
+        let mut consumer = loop {
+            match self.broker.consume(ALERTS_EVAL_QUEUE, ConsumeOptions { prefetch: PREFETCH, no_ack: false }).await {
+                Ok(consumer) => break consumer,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot consume {ALERTS_EVAL_QUEUE}, retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => backoff = (backoff * 2).min(MAX_BACKOFF),
+                    }
+                }
+            }
+        };
+        backoff = Duration::from_millis(100);
+        loop {
+            let first = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                delivery = consumer.next() => match delivery {
+                    Some(delivery) => delivery,
+                    None => break,
+                },
+            };
+            let batch = take_ready(first, consumer.as_mut());
+            if self.handle(batch).await {
+                backoff = Duration::from_millis(100);
+            } else {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(backoff) => backoff = (backoff * 2).min(MAX_BACKOFF),
+                }
+            }
+        }
+        consumer.cancel().await;
+        tracing::info!("alert evaluator stopped");
+    }
+
+    /// Evaluates a batch in order and acks it; on a database failure, acks
+    /// what was done and requeues the rest (`false`).
+    async fn handle(&self, batch: Vec<Message>) -> bool {
+        let taken = batch.len() as u64;
+        let ok = self.evaluate_batch(batch).await;
+        // Counted once evaluated, so "consumed" means "its rules are saved".
+        self.metrics.consumed.with_label_values(&[ALERTS_EVAL_QUEUE]).inc_by(taken);
+        ok
+    }
+
+    async fn evaluate_batch(&self, batch: Vec<Message>) -> bool {
+        let mut done: Option<Message> = None;
+        let mut pending = batch.into_iter();
+        while let Some(delivery) = pending.next() {
+            if let Err(error) = self.evaluate(&delivery.body).await {
+                tracing::warn!(%error, "alert evaluation failed; quotes requeued");
+                self.metrics.alert_evaluations.with_label_values(&["failed"]).inc();
+                if let Some(done) = done {
+                    let _ = done.ack_through().await;
+                }
+                let _ = delivery.nack(true).await;
+                for rest in pending {
+                    let _ = rest.nack(true).await;
+                }
+                return false;
+            }
+            done = Some(delivery);
+        }
+        if let Some(done) = done
+            && let Err(error) = done.ack_through().await
+        {
+            tracing::warn!(%error, "ack failed; the quotes will be evaluated again (old ones change nothing)");
+        }
+        true
+    }
+
+    async fn evaluate(&self, body: &[u8]) -> Result<(), AccountError> {
+        let quote = match Quote::decode(body) {
+            Ok(quote) => quote,
+            Err(error) => {
+                // The persistence queue dead-letters the same message.
+                tracing::debug!(%error, "undecodable quote skipped by the alert evaluator");
+                return Ok(());
+            }
+        };
+        if !self.interest.contains(&quote.symbol) {
+            return Ok(());
+        }
+        for rule in self.accounts.store.rules_for_quote(&quote.symbol).await? {
+            self.evaluate_rule(rule, &quote).await?;
+        }
+        Ok(())
+    }
+
+    async fn evaluate_rule(&self, mut rule: Rule, quote: &Quote) -> Result<(), AccountError> {
+        for _ in 0..CONFLICT_RETRIES {
+            let Some(observation) = self.observe(&rule, quote).await? else { return Ok(()) };
+            let now = Utc::now();
+            let Some(outcome) = eval::evaluate(&rule.spec, &rule.state, observation, now) else { return Ok(()) };
+            let unchanged = outcome.fired.is_none()
+                && outcome.state.active == rule.state.active
+                && outcome.state.baseline == rule.state.baseline;
+            if unchanged {
+                // Not worth a write: only `observed_at` moved.
+                self.metrics.alert_evaluations.with_label_values(&["unchanged"]).inc();
+                return Ok(());
+            }
+            let alert = outcome.fired.map(|firing| NewAlert {
+                user_id: rule.user_id,
+                rule_id: rule.id,
+                symbol: rule.spec.symbol.clone(),
+                kind: rule.spec.kind,
+                threshold: rule.spec.threshold,
+                price: Some(firing.value),
+                change_pct: firing.change_pct,
+                message: eval::message(&rule.spec, &firing),
+                fired_at: now,
+                channels: rule.spec.channels.clone(),
+            });
+            match self.accounts.store.save_evaluation(rule.id, rule.state.version, &outcome.state, alert.as_ref()).await
+            {
+                Ok(Some(alert)) => {
+                    self.metrics.alert_evaluations.with_label_values(&["fired"]).inc();
+                    self.metrics.alerts_fired.with_label_values(&[alert.kind.as_str()]).inc();
+                    tracing::info!(user = %alert.user_id, rule = %rule.id, alert = %alert.id, message = %alert.message, "alert fired");
+                    publish(&*self.broker, &self.accounts, &self.metrics, &alert).await;
+                    return Ok(());
+                }
+                Ok(None) => {
+                    self.metrics.alert_evaluations.with_label_values(&["changed"]).inc();
+                    return Ok(());
+                }
+                Err(AccountError::Conflict) => {
+                    self.metrics.alert_evaluations.with_label_values(&["conflict"]).inc();
+                    match self.accounts.store.rule(rule.user_id, rule.id).await? {
+                        Some(fresh) => rule = fresh,
+                        None => return Ok(()),
+                    }
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
+    }
+
+    /// What the rule compares with for this quote.
+    async fn observe(&self, rule: &Rule, quote: &Quote) -> Result<Option<Observation>, AccountError> {
+        if rule.spec.kind == RuleKind::PortfolioChangePct {
+            return Ok(self.portfolio_value(rule, quote).await?.map(|value| Observation {
+                value,
+                at: quote.ts,
+                reference: None,
+            }));
+        }
+        let reference = match rule.spec.window_minutes {
+            Some(minutes) => {
+                let before = quote.ts - chrono::Duration::minutes(i64::from(minutes));
+                match self.accounts.quotes.history(&quote.symbol, None, Some(before), 1).await {
+                    Ok(quotes) => quotes.first().map(|q| q.price),
+                    Err(error) => {
+                        tracing::warn!(%error, "no history for a windowed change_pct rule");
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        Ok(Some(Observation { value: quote.price, at: quote.ts, reference }))
+    }
+
+    /// The user's cash plus positions, this quote's price for its symbol and
+    /// the latest prices for the others.
+    async fn portfolio_value(&self, rule: &Rule, quote: &Quote) -> Result<Option<f64>, AccountError> {
+        let portfolio = self.accounts.store.portfolio(rule.user_id).await?;
+        let mut value = portfolio.cash.to_f64().unwrap_or_default();
+        for position in &portfolio.positions {
+            let price = if position.symbol == quote.symbol {
+                quote.price
+            } else {
+                match self.accounts.latest(&position.symbol).await {
+                    Some(latest) => latest.price,
+                    // Unknown value: better not to fire on a partial sum.
+                    None => return Ok(None),
+                }
+            };
+            value += position.quantity.to_f64().unwrap_or_default() * price;
+        }
+        Ok((value > 0.0).then_some(value))
+    }
+}
+
+/// Whatever is ready now after `first`, up to the prefetch.
+fn take_ready(first: Message, consumer: &mut dyn Consumer) -> Vec<Message> {
+    let mut batch = vec![first];
+    while batch.len() < usize::from(PREFETCH) {
+        match consumer.try_next() {
+            Some(delivery) => batch.push(delivery),
+            None => break,
+        }
+    }
+    batch
+}
+
+/// Publishes a stored alert and records it: published, and its `ws`
+/// delivery sent (the frame goes to whichever of the user's sockets are
+/// open). On failure the outbox publishes it later.
+pub async fn publish(
+    broker: &dyn Broker,
+    accounts: &Accounts,
+    metrics: &Metrics,
+    alert: &lizards_shared::accounts::Alert,
+) {
+    if let Err(error) = super::publish(broker, alert).await {
+        tracing::warn!(%error, alert = %alert.id, "alert not published yet; the outbox retries");
+        metrics.errors.with_label_values(&["alert_publish"]).inc();
+        return;
+    }
+    metrics.produced.with_label_values(&[lizards_shared::broker::ALERTS_EXCHANGE]).inc();
+    let store = &accounts.store;
+    let mut result = store.mark_published(alert.id).await;
+    if result.is_ok() && alert.deliveries.iter().any(|d| d.channel == Channel::Ws) {
+        let sent =
+            Delivery { channel: Channel::Ws, status: DeliveryStatus::Sent, attempts: 1, at: Utc::now(), error: None };
+        result = store.set_delivery(alert.id, &sent).await;
+    }
+    if let Err(error) = result {
+        // Published twice at worst: the notifier skips channels already sent.
+        tracing::warn!(%error, alert = %alert.id, "alert published but not marked");
+    }
+}

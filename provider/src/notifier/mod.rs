@@ -1,0 +1,127 @@
+//! The notifier (`--target notifier`, SPEC §7): consumes fired alerts from
+//! the durable `notify` queue and delivers them by e-mail (SMTP), webhook
+//! (signed JSON POST) and Telegram, with the user's minimum interval
+//! between notifications, retries with backoff and dead-lettering after
+//! the last attempt. A Telegram bot links chats (`/start <code>`) and sets
+//! the interval (`/set <seconds>`). Serves `/metrics`, `/healthz` and
+//! `/readyz` on NOTIFIER_PORT and registers as `notifier`.
+
+pub mod bot;
+pub mod deliver;
+pub mod email;
+pub mod metrics;
+pub mod telegram;
+pub mod templates;
+pub mod webhook;
+pub mod worker;
+
+use std::{sync::Arc, time::Duration};
+
+use lizards_shared::{
+    accounts::AccountStore,
+    broker::{Broker, BrokerError, declare_topology},
+    config::Config,
+    discovery::{Registration, RegistryClient, keep_registered},
+    service::Started,
+    shutdown::Shutdown,
+    telemetry::{self, HttpMetrics, Readiness},
+};
+
+use self::{
+    bot::Bot,
+    deliver::{Deliverer, Retry},
+    email::{Mailer, MailerError},
+    telegram::Telegram,
+    webhook::Webhooks,
+    worker::Worker,
+};
+
+pub const SERVICE_ID: &str = "notifier";
+
+/// Longest shutdown waits for notifications being sent.
+const DRAIN_GRACE: Duration = Duration::from_secs(10);
+
+/// What the notifier runs on.
+pub struct Backends {
+    pub broker: Arc<dyn Broker>,
+    /// Users (targets, minimum interval, Telegram links) and alerts with
+    /// their delivery states.
+    pub accounts: Arc<dyn AccountStore>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NotifierError {
+    #[error("cannot bind: {0}")]
+    Bind(#[from] std::io::Error),
+    #[error("broker: {0}")]
+    Broker(#[from] BrokerError),
+    #[error(transparent)]
+    Mailer(#[from] MailerError),
+}
+
+/// Binds NOTIFIER_PORT and starts consuming; the future serves until
+/// `shutdown`, then lets the notifications in flight finish (bounded).
+pub async fn build(config: Config, backends: Backends, shutdown: Shutdown) -> Result<Started, NotifierError> {
+    lizards_shared::http::install_crypto();
+    let Backends { broker, accounts } = backends;
+    declare_topology(broker.as_ref()).await?;
+    let n = &config.notifier;
+
+    let registry = telemetry::metrics_registry(SERVICE_ID);
+    let metrics = metrics::Metrics::new(&registry);
+    let mailer = n.smtp_url.as_deref().map(|url| Mailer::new(url, &n.smtp_from)).transpose()?;
+    let telegram =
+        n.telegram_bot_token.as_deref().map(|token| Arc::new(Telegram::new(&n.telegram_api_url, token, n.webhook_timeout)));
+    tracing::info!(email = mailer.is_some(), telegram = telegram.is_some(), "notifier channels");
+    let deliverer = Arc::new(Deliverer {
+        store: accounts.clone(),
+        mailer,
+        webhooks: Webhooks::new(n.webhook_timeout),
+        telegram: telegram.clone(),
+        retry: Retry { max_attempts: n.notify_max_attempts.max(1), base: n.notify_retry_base, max: n.notify_retry_max },
+        metrics: metrics.clone(),
+    });
+
+    let readiness: Readiness = {
+        let (broker, accounts) = (broker.clone(), accounts.clone());
+        Arc::new(move || {
+            let (broker, accounts) = (broker.clone(), accounts.clone());
+            Box::pin(async move {
+                broker.ping().await.map_err(|e| e.to_string())?;
+                // The accounts port has no ping: a cheap query stands in.
+                accounts.has_admin().await.map(|_| ()).map_err(|e| e.to_string())
+            })
+        })
+    };
+    let router = telemetry::http_layers(telemetry::ops_routes(registry.clone(), readiness), HttpMetrics::new(&registry));
+    let (listener, addr) = lizards_shared::http::bind(config.common.bind_host, n.notifier_port).await?;
+    tracing::info!(%addr, "notifier listening");
+
+    let worker = Worker { broker, deliverer, metrics: metrics.clone(), drain: DRAIN_GRACE };
+    let worker_task = tokio::spawn(worker.run(shutdown.clone()));
+    let bot_task = match telegram {
+        Some(telegram) if n.telegram_poll => {
+            let bot = Bot { telegram, store: accounts, metrics, poll_timeout: n.telegram_poll_timeout };
+            Some(tokio::spawn(bot.run(shutdown.clone())))
+        }
+        _ => None,
+    };
+
+    let registry_client = RegistryClient::new(&config.common.registry_url, config.common.registry_token.clone());
+    let registration = Registration::http(SERVICE_ID, "Lizards notifier", &config.advertise_host(), addr.port());
+    let registered = keep_registered(registry_client, registration, config.common.registry_heartbeat, shutdown.clone());
+
+    let serve = async move {
+        let server = axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned());
+        if let Err(error) = server.await {
+            tracing::error!(%error, "notifier server failed");
+        }
+        let _ = worker_task.await;
+        if let Some(bot) = bot_task {
+            let _ = bot.await;
+        }
+        let _ = registered.await;
+        tracing::info!("notifier stopped");
+    };
+    Ok(Started { addr, grpc: None, serve: Box::pin(serve) })
+}

@@ -1,0 +1,167 @@
+//! Consumes `notify`: each message is handled in its own task (up to the
+//! prefetch at once), so one alert waiting between retries does not hold
+//! up the others. A message is acked once every channel of its alert is
+//! final, dead-lettered when one failed for good or when it cannot be
+//! read, and requeued when the store is unreachable or shutdown comes
+//! between two attempts.
+
+use std::{sync::Arc, time::Duration};
+
+use lizards_shared::{
+    accounts::AlertId,
+    broker::{Broker, ConsumeOptions, Consumer, Delivery as Message, NOTIFY_QUEUE, declare_topology},
+    shutdown::Shutdown,
+};
+use serde_json::Value;
+use tokio::task::JoinSet;
+
+use super::{
+    deliver::{Deliverer, Outcome},
+    metrics::Metrics,
+};
+use crate::alerts;
+
+/// Messages handled at once.
+pub const PREFETCH: u16 = 32;
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Wait before requeueing a message the store could not serve.
+const STORE_BACKOFF: Duration = Duration::from_secs(1);
+
+pub struct Worker {
+    pub broker: Arc<dyn Broker>,
+    pub deliverer: Arc<Deliverer>,
+    pub metrics: Metrics,
+    /// Longest shutdown waits for messages in flight.
+    pub drain: Duration,
+}
+
+impl Worker {
+    pub async fn run(self, shutdown: Shutdown) {
+        let mut tasks = JoinSet::new();
+        let mut backoff = MIN_BACKOFF;
+        let mut consumer: Option<Box<dyn Consumer>> = None;
+        loop {
+            let Some(current) = consumer.as_mut() else {
+                match self.open().await {
+                    Ok(opened) => {
+                        consumer = Some(opened);
+                        backoff = MIN_BACKOFF;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot consume {NOTIFY_QUEUE}, retrying");
+                        tokio::select! {
+                            _ = shutdown.cancelled() => break,
+                            _ = tokio::time::sleep(backoff) => backoff = (backoff * 2).min(MAX_BACKOFF),
+                        }
+                    }
+                }
+                continue;
+            };
+            let step = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                Some(joined) = tasks.join_next(), if !tasks.is_empty() => Step::Joined(joined),
+                message = current.next() => Step::Received(message),
+            };
+            match step {
+                Step::Joined(Ok(())) => {}
+                Step::Joined(Err(error)) => {
+                    self.metrics.errors.with_label_values(&["notifier_task"]).inc();
+                    tracing::error!(%error, "a notification task failed");
+                }
+                Step::Received(Some(message)) => {
+                    tasks.spawn(handle(self.deliverer.clone(), self.metrics.clone(), message, shutdown.clone()));
+                }
+                Step::Received(None) => {
+                    tracing::warn!("{NOTIFY_QUEUE} consumer closed; consuming again");
+                    consumer = None;
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(backoff) => backoff = (backoff * 2).min(MAX_BACKOFF),
+                    }
+                }
+            }
+        }
+        // In-flight messages finish (their retries stop waiting) and settle
+        // before the consumer goes; what is still unsettled goes back.
+        let drained = tokio::time::timeout(self.drain, async { while tasks.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            tracing::warn!(left = tasks.len(), "notifications still sending after the grace period; requeued");
+            tasks.abort_all();
+        }
+        if let Some(mut consumer) = consumer {
+            consumer.cancel().await;
+        }
+        tracing::info!("notifier worker stopped");
+    }
+
+    async fn open(&self) -> Result<Box<dyn Consumer>, lizards_shared::broker::BrokerError> {
+        declare_topology(self.broker.as_ref()).await?;
+        self.broker.consume(NOTIFY_QUEUE, ConsumeOptions { prefetch: PREFETCH, no_ack: false }).await
+    }
+}
+
+enum Step {
+    Joined(Result<(), tokio::task::JoinError>),
+    Received(Option<Message>),
+}
+
+/// Handles one message to the end and settles it.
+async fn handle(deliverer: Arc<Deliverer>, metrics: Metrics, message: Message, shutdown: Shutdown) {
+    metrics.consumed.with_label_values(&[NOTIFY_QUEUE]).inc();
+    let id = match alert_id(&message.body) {
+        Ok(id) => id,
+        Err(error) => {
+            tracing::warn!(%error, routing_key = %message.routing_key, "unreadable notify message dead-lettered");
+            metrics.errors.with_label_values(&["decode"]).inc();
+            dead_letter(&metrics, message).await;
+            return;
+        }
+    };
+    match deliverer.deliver(id, message.redelivered, &shutdown).await {
+        Ok(Outcome::Done) => {
+            if let Err(error) = message.ack().await {
+                tracing::warn!(%error, alert = %id, "ack failed; the redelivery skips what was sent");
+            }
+        }
+        Ok(Outcome::Failed) => dead_letter(&metrics, message).await,
+        Ok(Outcome::Unfinished) => {
+            let _ = message.nack(true).await;
+        }
+        Err(error) => {
+            metrics.errors.with_label_values(&["database"]).inc();
+            tracing::warn!(%error, alert = %id, "store unavailable; alert requeued");
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = tokio::time::sleep(STORE_BACKOFF) => {}
+            }
+            let _ = message.nack(true).await;
+        }
+    }
+}
+
+async fn dead_letter(metrics: &Metrics, message: Message) {
+    metrics.dead_lettered.with_label_values(&[NOTIFY_QUEUE]).inc();
+    if let Err(error) = message.nack(false).await {
+        tracing::warn!(%error, "dead-lettering failed");
+    }
+}
+
+/// The alert a `notify` message is about.
+fn alert_id(body: &[u8]) -> Result<AlertId, String> {
+    let published = alerts::decode(body)?;
+    published.alert.get("id").and_then(Value::as_i64).map(AlertId).ok_or_else(|| "alert without an id".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::alert_id;
+
+    #[test]
+    fn messages_name_their_alert_or_are_refused() {
+        assert_eq!(alert_id(br#"{"v":1,"user_id":3,"alert":{"id":7}}"#).unwrap().0, 7);
+        for body in [&b"not json"[..], br#"{"v":1,"user_id":3}"#, br#"{"v":1,"user_id":3,"alert":{"id":"x"}}"#] {
+            assert!(alert_id(body).is_err());
+        }
+    }
+}
