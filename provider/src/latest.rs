@@ -34,6 +34,14 @@ impl LatestCache {
         self.quotes.read().expect("latest lock").contains_key(symbol)
     }
 
+    /// Drops symbols retention untracked.
+    pub fn forget(&self, symbols: &[Symbol]) {
+        let mut map = self.quotes.write().expect("latest lock");
+        for symbol in symbols {
+            map.remove(symbol);
+        }
+    }
+
     pub fn all(&self) -> Vec<Quote> {
         let mut all: Vec<Quote> = self.quotes.read().expect("latest lock").values().cloned().collect();
         all.sort_by(|a, b| a.symbol.cmp(&b.symbol));

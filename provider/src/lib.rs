@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod notifier;
 pub mod persist;
 pub mod rest;
+pub mod retention;
 pub mod session;
 pub mod ws;
 
@@ -185,8 +186,8 @@ pub async fn build(config: Config, backends: Backends, shutdown: Shutdown) -> Re
 
     let persister = Persister {
         broker: broker.clone(),
-        store,
-        latest,
+        store: store.clone(),
+        latest: latest.clone(),
         metrics: metrics.clone(),
         batch: config.provider.persist_batch,
         linger: config.provider.persist_linger,
@@ -198,10 +199,20 @@ pub async fn build(config: Config, backends: Backends, shutdown: Shutdown) -> Re
     let instance = format!("provider-{}", uuid::Uuid::new_v4());
     let demand_task =
         tokio::spawn(demand::publish(broker.clone(), hub.clone(), interest.clone(), instance, shutdown.clone()));
-    let interest_task = tokio::spawn(interest.clone().refresh(account_store, shutdown.clone()));
+    let interest_task = tokio::spawn(interest.clone().refresh(account_store.clone(), shutdown.clone()));
     let evaluator =
         Evaluator { broker: broker.clone(), accounts: accounts.clone(), interest, metrics: metrics.clone() };
     let evaluator_task = tokio::spawn(evaluator.run(shutdown.clone()));
+    let retention = retention::Retention {
+        quotes: store.clone(),
+        accounts: account_store.clone(),
+        hub: hub.clone(),
+        latest: latest.clone(),
+        days: config.common.retention_days,
+        interval: config.provider.retention_interval,
+        metrics: metrics.clone(),
+    };
+    let retention_task = tokio::spawn(retention.run(shutdown.clone()));
     let outbox_task =
         tokio::spawn(alerts::outbox::run(broker.clone(), accounts.clone(), metrics.clone(), shutdown.clone()));
     let bind_task = tokio::spawn(live::bind(broker, hub, metrics, live_queue, shutdown.clone()));
@@ -226,8 +237,16 @@ pub async fn build(config: Config, backends: Backends, shutdown: Shutdown) -> Re
         if let Ok(Err(error)) = grpc_task.await {
             tracing::error!(%error, "provider gRPC server failed");
         }
-        let _ =
-            tokio::join!(persist_task, feed_task, bind_task, demand_task, interest_task, evaluator_task, outbox_task);
+        let _ = tokio::join!(
+            persist_task,
+            feed_task,
+            bind_task,
+            demand_task,
+            interest_task,
+            evaluator_task,
+            outbox_task,
+            retention_task
+        );
         tracing::info!("provider stopped");
     };
     Ok(Started { addr, grpc: Some(grpc_addr), serve: Box::pin(serve) })

@@ -34,6 +34,9 @@ pub struct Metrics {
     pub alerts_fired: IntCounterVec,
     pub portfolio_operations: IntCounterVec,
     pub idempotency: IntCounterVec,
+    /// Quotes (`old`) and tracked symbols (`unused`) removed by retention.
+    pub retention_deleted: IntCounterVec,
+    pub retention_duration: Histogram,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -142,6 +145,18 @@ impl Metrics {
                 "lizards_idempotency_requests_total",
                 "Requests with an Idempotency-Key, by outcome (executed, replayed, mismatch, in_progress)",
                 &["outcome"],
+            ),
+            retention_deleted: counter_vec(
+                registry,
+                "lizards_retention_deleted_total",
+                "Rows removed by retention: quotes older than RETENTION_DAYS (old), idle symbols untracked (unused)",
+                &["reason"],
+            ),
+            retention_duration: histogram(
+                registry,
+                "lizards_retention_cycle_seconds",
+                "Duration of one retention cycle",
+                latency_buckets(),
             ),
         }
     }

@@ -254,6 +254,9 @@ pub struct ProviderConfig {
     /// Password of the ADMIN_EMAIL account (at least 8 characters).
     #[arg(long, env = "ADMIN_PASSWORD", hide_env_values = true)]
     pub admin_password: Option<String>,
+    /// How often retention deletes old quotes and untracks unused symbols.
+    #[arg(long, env = "RETENTION_INTERVAL", default_value = "1h", value_parser = duration)]
+    pub retention_interval: Duration,
     /// How long an Idempotency-Key's answer is kept for replay.
     #[arg(long, env = "IDEMPOTENCY_TTL", default_value = "24h", value_parser = duration)]
     pub idempotency_ttl: Duration,

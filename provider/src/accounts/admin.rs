@@ -34,7 +34,7 @@ pub fn routes() -> Router<Arc<Accounts>> {
         .route("/admin/alerts", get(alerts))
         .route("/admin/orders", get(orders))
         .route("/admin/symbols", get(symbols))
-        .route("/admin/quotes", get(quotes))
+        .route("/admin/quotes", get(quotes).delete(delete_quotes))
 }
 
 #[derive(Deserialize)]
@@ -135,4 +135,26 @@ async fn quotes(State(accounts): Api, _admin: Admin) -> Reply {
         })
         .collect();
     Ok(Json(json!({ "quotes": quotes })))
+}
+
+/// `DELETE /admin/quotes?older_than=<seconds>` (seed): deletes quotes whose
+/// source time is older than that, now, as retention would.
+async fn delete_quotes(
+    State(accounts): Api,
+    Admin(admin): Admin,
+    Query(params): Query<HashMap<String, String>>,
+) -> Reply {
+    let older_than = params
+        .get("older_than")
+        .and_then(|text| text.parse::<u32>().ok())
+        .filter(|seconds| *seconds >= 1)
+        .ok_or_else(|| ApiError::invalid("older_than", "must be a whole number of seconds, at least 1"))?;
+    let cutoff = chrono::Utc::now() - chrono::Duration::seconds(i64::from(older_than));
+    let deleted =
+        crate::retention::delete_old(&*accounts.quotes, &accounts.metrics, cutoff).await.map_err(|error| {
+            tracing::warn!(%error, "deleting old quotes failed");
+            ApiError::Unavailable("the quote store is temporarily unavailable".into())
+        })?;
+    tracing::info!(admin = %admin.id, older_than, deleted, "old quotes deleted by an admin");
+    Ok(Json(json!({ "deleted": deleted, "older_than": older_than, "cutoff": time::rfc3339(&cutoff) })))
 }

@@ -267,3 +267,29 @@ async fn sql_metacharacters_in_every_string_field_are_just_text() {
     let admin = provider.admin().await;
     assert!(provider.get_as("/admin/users", Some(&admin)).await.body["users"].as_array().unwrap().len() >= 2);
 }
+
+#[tokio::test]
+async fn admins_delete_quotes_older_than_a_number_of_seconds() {
+    let provider = spawn().await;
+    let admin = provider.admin().await;
+    let user = provider.user().await;
+    let mut old = crate::helpers::quote("OLDQ", 5.0);
+    old.ts -= chrono::Duration::hours(2);
+    provider.publish(&old).await;
+    let fresh = provider.seed("OLDQ", 6.0).await;
+    let path = "/admin/quotes?older_than=3600";
+    assert_eq!(provider.send(Method::DELETE, path, Some(&user.token), None, &[]).await.status, 403);
+    assert_eq!(provider.send(Method::DELETE, path, None, None, &[]).await.status, 401);
+    for bad in
+        ["/admin/quotes", "/admin/quotes?older_than=0", "/admin/quotes?older_than=-5", "/admin/quotes?older_than=x';--"]
+    {
+        assert_eq!(provider.send(Method::DELETE, bad, Some(&admin), None, &[]).await.status, 422, "{bad}");
+    }
+    let answer = provider.send(Method::DELETE, path, Some(&admin), None, &[]).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body["deleted"], 1);
+    let history = provider.get_as("/quotes/OLDQ/history", None).await;
+    assert_eq!(history.body["count"], 1);
+    assert_eq!(history.body["quotes"][0]["price"], fresh.price);
+    assert_eq!(provider.metric_where("lizards_retention_deleted_total", "reason=\"old\"").await, 1.0);
+}

@@ -9,4 +9,5 @@ mod persistence;
 mod portfolio;
 mod protocol;
 mod rest;
+mod retention;
 mod streaming;

@@ -9,6 +9,9 @@ use std::{fmt, str::FromStr};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+/// Rows one retention DELETE removes at most.
+pub const DELETE_CHUNK: i64 = 10_000;
+
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
@@ -161,6 +164,13 @@ pub trait QuoteStore: Send + Sync + 'static {
     ) -> Result<Vec<Candle>, StoreError>;
     /// Rows stored for a symbol (tests and admin).
     async fn count(&self, symbol: &Symbol) -> Result<u64, StoreError>;
+    /// Deletes quotes with a source time before `cutoff` (retention), in
+    /// chunks so no statement runs long; how many went.
+    async fn delete_before(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError>;
+    /// Drops from the tracked symbols (`latest_quotes`) those whose latest
+    /// quote arrived before `idle_before`, except `keep`; the ones dropped.
+    /// Their stored quotes stay until they age out.
+    async fn untrack_idle(&self, idle_before: DateTime<Utc>, keep: &[Symbol]) -> Result<Vec<Symbol>, StoreError>;
     async fn ping(&self) -> Result<(), StoreError>;
 }
 

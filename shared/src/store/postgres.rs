@@ -24,7 +24,7 @@ use sqlx::{
     query::Query,
 };
 
-use super::{Candle, CandleInterval, Mean, QuoteStore, StoreError, candle_window_start};
+use super::{Candle, CandleInterval, DELETE_CHUNK, Mean, QuoteStore, StoreError, candle_window_start};
 use crate::{Quote, Symbol, quote::newest_per_symbol};
 
 /// The persistence worker writes one batch at a time; a few more cover
@@ -378,6 +378,35 @@ impl QuoteStore for PostgresStore {
             .fetch_one(&self.read)
             .await?;
         Ok(n as u64)
+    }
+
+    async fn delete_before(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut deleted = 0;
+        loop {
+            let chunk =
+                sqlx::query("DELETE FROM quotes WHERE ctid IN (SELECT ctid FROM quotes WHERE ts < $1 LIMIT $2)")
+                    .bind(cutoff)
+                    .bind(DELETE_CHUNK)
+                    .execute(&self.write)
+                    .await?
+                    .rows_affected();
+            deleted += chunk;
+            if chunk < DELETE_CHUNK as u64 {
+                return Ok(deleted);
+            }
+        }
+    }
+
+    async fn untrack_idle(&self, idle_before: DateTime<Utc>, keep: &[Symbol]) -> Result<Vec<Symbol>, StoreError> {
+        let keep: Vec<&str> = keep.iter().map(Symbol::as_str).collect();
+        let rows: Vec<String> = sqlx::query_scalar(
+            "DELETE FROM latest_quotes WHERE updated_at < $1 AND NOT (symbol = ANY($2)) RETURNING symbol",
+        )
+        .bind(idle_before)
+        .bind(&keep)
+        .fetch_all(&self.write)
+        .await?;
+        Ok(rows.iter().filter_map(|s| Symbol::parse(s).ok()).collect())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -11,7 +11,7 @@ use sqlx::{
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous},
 };
 
-use super::{Candle, CandleInterval, Mean, QuoteStore, StoreError, candle_window_start};
+use super::{Candle, CandleInterval, DELETE_CHUNK, Mean, QuoteStore, StoreError, candle_window_start};
 use crate::{Quote, Symbol, quote::newest_per_symbol, time};
 
 /// Rows per INSERT statement (8 binds each, well under SQLite's limit).
@@ -217,6 +217,41 @@ impl QuoteStore for SqliteStore {
             .fetch_one(&self.read)
             .await?;
         Ok(n as u64)
+    }
+
+    async fn delete_before(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
+        let mut deleted = 0;
+        loop {
+            // WITHOUT ROWID: chunks are picked by the primary key.
+            let chunk = sqlx::query(
+                "DELETE FROM quotes WHERE (symbol, source, ts) IN \
+                 (SELECT symbol, source, ts FROM quotes WHERE ts < ? LIMIT ?)",
+            )
+            .bind(time::micros(&cutoff))
+            .bind(DELETE_CHUNK)
+            .execute(&self.write)
+            .await?
+            .rows_affected();
+            deleted += chunk;
+            if chunk < DELETE_CHUNK as u64 {
+                return Ok(deleted);
+            }
+        }
+    }
+
+    async fn untrack_idle(&self, idle_before: DateTime<Utc>, keep: &[Symbol]) -> Result<Vec<Symbol>, StoreError> {
+        // The symbols to keep travel as one JSON array (SQLite has no arrays).
+        let keep =
+            serde_json::to_string(&keep.iter().map(Symbol::as_str).collect::<Vec<_>>()).expect("strings serialize");
+        let rows: Vec<String> = sqlx::query_scalar(
+            "DELETE FROM latest_quotes WHERE updated_at < ? AND symbol NOT IN (SELECT value FROM json_each(?)) \
+             RETURNING symbol",
+        )
+        .bind(time::micros(&idle_before))
+        .bind(keep)
+        .fetch_all(&self.write)
+        .await?;
+        Ok(rows.iter().filter_map(|s| Symbol::parse(s).ok()).collect())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -29,6 +29,7 @@ pub async fn run_all(store: &dyn QuoteStore) {
     candles_keep_the_newest_buckets_within_range(store).await;
     candles_of_wider_intervals_align_on_utc(store).await;
     candles_without_volumes_or_quotes(store).await;
+    retention_deletes_only_quotes_before_the_cutoff(store).await;
 }
 
 /// A symbol no other check (or run) uses: `T` and 12 hex digits.
@@ -298,6 +299,20 @@ pub async fn candles_without_volumes_or_quotes(store: &dyn QuoteStore) {
     assert!(unknown.is_empty(), "a symbol without quotes has no candles");
 }
 
+/// Retention on a shared database: only quotes from before 1995 are
+/// involved, so checks running beside it (all after 2024) are untouched.
+pub async fn retention_deletes_only_quotes_before_the_cutoff(store: &dyn QuoteStore) {
+    let symbol = unique_symbol();
+    let year = 365 * 86_400;
+    let old = [quote(&symbol, -34 * year, 1.0), quote(&symbol, -34 * year + 1, 2.0)];
+    let kept = quote(&symbol, -30 * year, 3.0);
+    insert(store, &[old[0].clone(), old[1].clone(), kept.clone()]).await;
+    let cutoff = at(-32 * year);
+    // The count is not checked: concurrent runs of this check share the range.
+    store.delete_before(cutoff).await.expect("retention runs");
+    assert_eq!(history(store, &symbol, None, None, 10).await, [kept], "both old quotes went, the newer stayed");
+}
+
 mod embedded {
     use tempfile::TempDir;
 
@@ -392,6 +407,28 @@ mod embedded {
     async fn checks_do_not_interfere_on_one_shared_store() {
         let (_dir, store) = sqlite().await;
         super::run_all(&store).await;
+    }
+
+    #[tokio::test]
+    async fn retention_deletes_only_quotes_before_the_cutoff() {
+        let (_dir, store) = sqlite().await;
+        super::retention_deletes_only_quotes_before_the_cutoff(&store).await;
+    }
+
+    /// Needs a database of its own: it untracks every idle symbol.
+    #[tokio::test]
+    async fn untracking_drops_idle_symbols_except_those_kept() {
+        let (_dir, store) = sqlite().await;
+        let (idle, kept) = (unique_symbol(), unique_symbol());
+        insert(&store, &[quote(&idle, 0, 1.0), quote(&kept, 0, 1.0)]).await;
+        let none = store.untrack_idle(Utc::now() - Duration::hours(1), &[]).await.expect("untrack runs");
+        assert!(none.is_empty(), "both arrived just now");
+        let dropped =
+            store.untrack_idle(Utc::now() + Duration::seconds(1), &[kept.clone()]).await.expect("untrack runs");
+        assert_eq!(dropped, [idle.clone()]);
+        assert_eq!(latest(&store, &idle).await, None);
+        assert!(latest(&store, &kept).await.is_some());
+        assert_eq!(count(&store, &idle).await, 1, "its quotes age out by retention, not here");
     }
 
     #[tokio::test]
@@ -516,6 +553,22 @@ mod postgres {
     async fn checks_do_not_interfere_on_one_shared_store() {
         let Some(store) = postgres().await else { return };
         super::run_all(&store).await;
+    }
+
+    #[tokio::test]
+    async fn retention_deletes_only_quotes_before_the_cutoff() {
+        let Some(store) = postgres().await else { return };
+        super::retention_deletes_only_quotes_before_the_cutoff(&store).await;
+    }
+
+    #[tokio::test]
+    async fn untracking_with_an_old_bound_drops_nothing() {
+        let Some(store) = postgres().await else { return };
+        let symbol = unique_symbol();
+        insert(&store, &series(&symbol, 1)).await;
+        let dropped = store.untrack_idle(Utc::now() - Duration::days(3650), &[symbol.clone()]).await.expect("runs");
+        assert!(!dropped.contains(&symbol));
+        assert!(latest(&store, &symbol).await.is_some());
     }
 
     #[tokio::test]
