@@ -187,3 +187,42 @@ async fn a_symbol_only_a_web_source_knows_streams_to_a_websocket_client() {
     assert!(sources["sources"].as_array().unwrap().contains(&json!(fixture.url())), "{sources}");
     app.stop().await;
 }
+
+/// A person's whole path through the gateway: register, log in, fund the
+/// portfolio and buy, set an alert rule and get the alert on a WebSocket.
+#[tokio::test]
+async fn accounts_portfolio_and_alerts_work_through_the_gateway() {
+    let app = spawn_app().await;
+    let email = format!("{}@example.com", lizards_testkit::unique("e2e"));
+    let credentials = json!({"email": email, "password": "password-123"});
+    let registered = app.http.post(app.url("/auth/register")).json(&credentials).send().await.unwrap();
+    assert_eq!(registered.status(), 201);
+    let login: serde_json::Value =
+        app.http.post(app.url("/auth/login")).json(&credentials).send().await.unwrap().json().await.unwrap();
+    let token = login["access_token"].as_str().expect("a token").to_string();
+
+    let deposit =
+        app.http.post(app.url("/portfolio/deposit")).bearer_auth(&token).json(&json!({"amount": 10000})).send();
+    assert_eq!(deposit.await.unwrap().status(), 200);
+    let order = json!({"symbol": "AAPL", "side": "buy", "quantity": 2});
+    let bought = app.http.post(app.url("/portfolio/orders")).bearer_auth(&token).json(&order).send().await.unwrap();
+    assert_eq!(bought.status(), 201);
+    let portfolio: serde_json::Value =
+        app.http.get(app.url("/portfolio")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    assert_eq!(portfolio["positions"][0]["symbol"], "AAPL");
+    let anonymous = app.http.get(app.url("/portfolio")).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+
+    // Synthetic prices move every tick: a tiny upward move fires soon.
+    let rule = json!({"symbol": "MSFT", "kind": "change_pct", "threshold": 0.0001, "cooldown": 0, "channels": ["ws"]});
+    let created = app.http.post(app.url("/alerts/rules")).bearer_auth(&token).json(&rule).send().await.unwrap();
+    assert_eq!(created.status(), 201);
+    let mut client = app.ws(&format!("/ws?token={token}")).await;
+    let frame = client.recv_until(|f| f["type"] == "alert").await;
+    assert_eq!(frame["alert"]["symbol"], "MSFT");
+    assert_eq!(frame["alert"]["kind"], "change_pct");
+    let alerts: serde_json::Value =
+        app.http.get(app.url("/alerts")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    assert!(!alerts["alerts"].as_array().unwrap().is_empty());
+    app.stop().await;
+}
