@@ -5,7 +5,7 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::ValueEnum;
 use lizards_provider::Backends;
 use lizards_registry::{MemoryRegistryStore, RedisRegistryStore, RegistryStore};
@@ -40,6 +40,7 @@ pub struct Platform {
     pub ingestion: Option<SocketAddr>,
     pub provider: Option<SocketAddr>,
     pub gateway: Option<SocketAddr>,
+    pub notifier: Option<SocketAddr>,
     tasks: Vec<JoinHandle<()>>,
     /// The registry stops last, so the other roles can deregister.
     registry_task: Option<(Shutdown, JoinHandle<()>)>,
@@ -135,10 +136,10 @@ pub async fn start(mut config: Config, target: Target, shutdown: Shutdown) -> an
     lizards_shared::http::install_crypto();
     let mut platform = Platform::default();
     let all = target == Target::All;
-    if target == Target::Notifier {
-        bail!("the notifier role is not part of this build yet");
-    }
-    if !all && matches!(target, Target::Ingestion | Target::Provider) && Shared::embedded_broker(&config) {
+    if !all
+        && matches!(target, Target::Ingestion | Target::Provider | Target::Notifier)
+        && Shared::embedded_broker(&config)
+    {
         tracing::warn!("the embedded broker only connects roles inside one process; set AMQP_URL or run --target all");
     }
     let backends = Shared::connect(&config).await?;
@@ -166,11 +167,25 @@ pub async fn start(mut config: Config, target: Target, shutdown: Shutdown) -> an
         platform.ingestion = Some(addr);
         platform.tasks.push(task);
     }
+    // The provider and the notifier share one SQL store in a process.
+    let sql = if all || matches!(target, Target::Provider | Target::Notifier) {
+        Some(sql_store(&config).await?)
+    } else {
+        None
+    };
     if all || target == Target::Provider {
-        let (store, accounts) = sql_store(&config).await?;
+        let (store, accounts) = sql.clone().context("SQL store")?;
         let backends = Backends { broker: backends.broker.clone(), store, accounts, cache: backends.cache.clone() };
         let (addr, task) = lizards_provider::build(config.clone(), backends, shutdown.clone()).await?.spawn();
         platform.provider = Some(addr);
+        platform.tasks.push(task);
+    }
+    if all || target == Target::Notifier {
+        let (_, accounts) = sql.clone().context("SQL store")?;
+        let backends = lizards_provider::notifier::Backends { broker: backends.broker.clone(), accounts };
+        let started = lizards_provider::notifier::build(config.clone(), backends, shutdown.clone()).await?;
+        let (addr, task) = started.spawn();
+        platform.notifier = Some(addr);
         platform.tasks.push(task);
     }
     if all || target == Target::Gateway {

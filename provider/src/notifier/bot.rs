@@ -101,7 +101,13 @@ impl Bot {
             "/start" => match self.store.link_telegram(argument, chat_id).await? {
                 Some(user) => {
                     tracing::info!(user = %user.id, chat_id, "Telegram chat linked");
-                    Ok(("linked", format!("Linked to {}. Alerts will arrive here; /set <seconds> sets the least time between them.", user.email)))
+                    Ok((
+                        "linked",
+                        format!(
+                            "Linked to {}. Alerts will arrive here; /set <seconds> sets the least time between them.",
+                            user.email
+                        ),
+                    ))
                 }
                 None => Ok(("unknown_code", format!("That code is unknown or was used already. {HOW_TO_LINK}"))),
             },

@@ -113,7 +113,8 @@ impl Deliverer {
         for delivery in pending {
             match self.unavailable(&user, delivery.channel) {
                 Some(reason) => {
-                    self.record(&alert, delivery.channel, DeliveryStatus::Skipped, delivery.attempts, Some(reason)).await;
+                    self.record(&alert, delivery.channel, DeliveryStatus::Skipped, delivery.attempts, Some(reason))
+                        .await;
                     self.metrics.count(delivery.channel, "skipped");
                 }
                 None => sendable.push(delivery),
@@ -122,11 +123,16 @@ impl Deliverer {
         if sendable.is_empty() {
             return Ok(Outcome::Done);
         }
-        if !(redelivered || slot_taken(&alert)) && !self.store.claim_notification_slot(user.id, Utc::now()).await? {
+        // A redelivered message may have taken the slot already: sending
+        // again beats suppressing an alert nobody received.
+        let claimed =
+            redelivered || slot_taken(&alert) || self.store.claim_notification_slot(user.id, Utc::now()).await?;
+        if !claimed {
             tracing::info!(user = %user.id, alert = %alert.id, "inside the user's minimum interval; suppressed");
             for delivery in sendable {
                 let reason = "inside the user's minimum interval between notifications";
-                self.record(&alert, delivery.channel, DeliveryStatus::Suppressed, delivery.attempts, Some(reason)).await;
+                self.record(&alert, delivery.channel, DeliveryStatus::Suppressed, delivery.attempts, Some(reason))
+                    .await;
                 self.metrics.count(delivery.channel, "suppressed");
             }
             return Ok(Outcome::Done);
@@ -177,7 +183,10 @@ impl Deliverer {
                     self.record(alert, channel, DeliveryStatus::Sent, attempt, None).await;
                     self.metrics.count(channel, "sent");
                     let since_fired = (Utc::now() - alert.fired_at).to_std().unwrap_or_default();
-                    self.metrics.delivery_seconds.with_label_values(&[channel.as_str()]).observe(since_fired.as_secs_f64());
+                    self.metrics
+                        .delivery_seconds
+                        .with_label_values(&[channel.as_str()])
+                        .observe(since_fired.as_secs_f64());
                     tracing::info!(user = %user.id, alert = %alert.id, %channel, attempt, "notification sent");
                     return Ended::Sent;
                 }
@@ -226,7 +235,14 @@ impl Deliverer {
 
     /// Records one channel's state; a store failure is logged and counted
     /// (a redelivery finds the channel as it was last recorded).
-    async fn record(&self, alert: &Alert, channel: Channel, status: DeliveryStatus, attempts: u32, error: Option<&str>) {
+    async fn record(
+        &self,
+        alert: &Alert,
+        channel: Channel,
+        status: DeliveryStatus,
+        attempts: u32,
+        error: Option<&str>,
+    ) {
         let error = error.map(|e| e.chars().take(MAX_ERROR).collect());
         let delivery = Delivery { channel, status, attempts, at: Utc::now(), error };
         if let Err(error) = self.store.set_delivery(alert.id, &delivery).await {

@@ -33,7 +33,8 @@ impl Mailer {
     pub fn new(url: &str, from: &str) -> Result<Mailer, MailerError> {
         let from = from.parse::<Mailbox>().map_err(|e| MailerError::From(e.to_string()))?;
         // The URL may carry a password: name the problem, not the URL.
-        let builder = AsyncSmtpTransport::<Tokio1Executor>::from_url(url).map_err(|e| MailerError::Url(e.to_string()))?;
+        let builder =
+            AsyncSmtpTransport::<Tokio1Executor>::from_url(url).map_err(|e| MailerError::Url(e.to_string()))?;
         Ok(Mailer { transport: builder.timeout(Some(SMTP_TIMEOUT)).build(), from })
     }
 

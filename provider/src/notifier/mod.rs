@@ -70,8 +70,10 @@ pub async fn build(config: Config, backends: Backends, shutdown: Shutdown) -> Re
     let registry = telemetry::metrics_registry(SERVICE_ID);
     let metrics = metrics::Metrics::new(&registry);
     let mailer = n.smtp_url.as_deref().map(|url| Mailer::new(url, &n.smtp_from)).transpose()?;
-    let telegram =
-        n.telegram_bot_token.as_deref().map(|token| Arc::new(Telegram::new(&n.telegram_api_url, token, n.webhook_timeout)));
+    let telegram = n
+        .telegram_bot_token
+        .as_deref()
+        .map(|token| Arc::new(Telegram::new(&n.telegram_api_url, token, n.webhook_timeout)));
     tracing::info!(email = mailer.is_some(), telegram = telegram.is_some(), "notifier channels");
     let deliverer = Arc::new(Deliverer {
         store: accounts.clone(),
@@ -93,7 +95,8 @@ pub async fn build(config: Config, backends: Backends, shutdown: Shutdown) -> Re
             })
         })
     };
-    let router = telemetry::http_layers(telemetry::ops_routes(registry.clone(), readiness), HttpMetrics::new(&registry));
+    let router =
+        telemetry::http_layers(telemetry::ops_routes(registry.clone(), readiness), HttpMetrics::new(&registry));
     let (listener, addr) = lizards_shared::http::bind(config.common.bind_host, n.notifier_port).await?;
     tracing::info!(%addr, "notifier listening");
 

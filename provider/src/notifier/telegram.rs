@@ -9,7 +9,7 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::deliver::SendError;
+use super::{deliver::SendError, webhook::describe};
 
 pub struct Telegram {
     http: reqwest::Client,
@@ -64,7 +64,7 @@ impl Telegram {
             .json(&json!({ "chat_id": chat_id, "text": text }))
             .send()
             .await
-            .map_err(|error| SendError::transient(format!("Telegram: {}", error.without_url())))?;
+            .map_err(|error| SendError::transient(format!("Telegram: {}", describe(error))))?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
@@ -89,21 +89,16 @@ impl Telegram {
     pub async fn get_updates(&self, offset: Option<i64>, wait: Duration) -> Result<Vec<Update>, String> {
         // Whole seconds, at least one: `timeout=0` would make this a busy loop.
         let wait = Duration::from_secs(wait.as_secs().max(1));
-        let mut query = vec![("timeout", wait.as_secs().to_string()), ("allowed_updates", r#"["message"]"#.into())];
+        // `allowed_updates=["message"]`, URL-encoded.
+        let mut url =
+            format!("{}?timeout={}&allowed_updates=%5B%22message%22%5D", self.url("getUpdates"), wait.as_secs());
         if let Some(offset) = offset {
-            query.push(("offset", offset.to_string()));
+            url.push_str(&format!("&offset={offset}"));
         }
-        let response = self
-            .http
-            .get(self.url("getUpdates"))
-            .query(&query)
-            .timeout(wait + self.timeout)
-            .send()
-            .await
-            .map_err(|error| error.without_url().to_string())?;
+        let response = self.http.get(url).timeout(wait + self.timeout).send().await.map_err(describe)?;
         let status = response.status();
         let answer: Answer<Vec<Update>> =
-            response.json().await.map_err(|error| format!("{status}: {}", error.without_url()))?;
+            response.json().await.map_err(|error| format!("{status}: {}", describe(error)))?;
         match answer {
             Answer { ok: true, result: Some(updates), .. } => Ok(updates),
             Answer { description, .. } => Err(format!("{status} {}", description.unwrap_or_default())),

@@ -36,22 +36,32 @@ impl Webhooks {
 
     pub async fn send(&self, url: &str, secret: Option<&str>, alert: &Alert) -> Result<(), SendError> {
         let body = serde_json::to_vec(&body(alert)).expect("alert serializes");
-        let mut request =
-            self.http.post(url).header(CONTENT_TYPE, "application/json").header(EVENT_HEADER, "alert");
+        let mut request = self.http.post(url).header(CONTENT_TYPE, "application/json").header(EVENT_HEADER, "alert");
         if let Some(secret) = secret {
             request = request.header(SIGNATURE_HEADER, signature(secret, &body));
         }
         // The URL is the user's and may carry a token: errors leave it out.
         let response = request.body(body).send().await.map_err(|error| {
-            let error = error.without_url();
-            if error.is_builder() || error.is_redirect() {
-                SendError::permanent(format!("webhook: {error}"))
-            } else {
-                SendError::transient(format!("webhook: {error}"))
-            }
+            let permanent = error.is_builder() || error.is_redirect();
+            let reason = format!("webhook: {}", describe(error));
+            if permanent { SendError::permanent(reason) } else { SendError::transient(reason) }
         })?;
         classify(response.status())
     }
+}
+
+/// A request error with its causes ("error sending request: ... connection
+/// refused"), without the URL, which may carry a token.
+pub(super) fn describe(error: reqwest::Error) -> String {
+    let error = error.without_url();
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// The JSON a webhook receives.
@@ -99,7 +109,8 @@ mod tests {
 
     #[test]
     fn only_timeouts_throttling_and_server_errors_are_retried() {
-        for (status, permanent) in [(500, false), (503, false), (408, false), (429, false), (400, true), (404, true), (301, true)]
+        for (status, permanent) in
+            [(500, false), (503, false), (408, false), (429, false), (400, true), (404, true), (301, true)]
         {
             let error = classify(StatusCode::from_u16(status).unwrap()).unwrap_err();
             assert_eq!(error.permanent, permanent, "{status}");

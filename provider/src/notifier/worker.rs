@@ -106,25 +106,30 @@ enum Step {
     Received(Option<Message>),
 }
 
-/// Handles one message to the end and settles it.
+/// Handles one message to the end and settles it. Counted as consumed
+/// once settled, so the count says "handled", not "taken".
 async fn handle(deliverer: Arc<Deliverer>, metrics: Metrics, message: Message, shutdown: Shutdown) {
+    settle(&deliverer, &metrics, message, &shutdown).await;
     metrics.consumed.with_label_values(&[NOTIFY_QUEUE]).inc();
+}
+
+async fn settle(deliverer: &Deliverer, metrics: &Metrics, message: Message, shutdown: &Shutdown) {
     let id = match alert_id(&message.body) {
         Ok(id) => id,
         Err(error) => {
             tracing::warn!(%error, routing_key = %message.routing_key, "unreadable notify message dead-lettered");
             metrics.errors.with_label_values(&["decode"]).inc();
-            dead_letter(&metrics, message).await;
+            dead_letter(metrics, message).await;
             return;
         }
     };
-    match deliverer.deliver(id, message.redelivered, &shutdown).await {
+    match deliverer.deliver(id, message.redelivered, shutdown).await {
         Ok(Outcome::Done) => {
             if let Err(error) = message.ack().await {
                 tracing::warn!(%error, alert = %id, "ack failed; the redelivery skips what was sent");
             }
         }
-        Ok(Outcome::Failed) => dead_letter(&metrics, message).await,
+        Ok(Outcome::Failed) => dead_letter(metrics, message).await,
         Ok(Outcome::Unfinished) => {
             let _ = message.nack(true).await;
         }
