@@ -108,7 +108,7 @@ async fn an_order_without_a_price_from_the_last_minute_is_a_conflict() {
     assert!(answer.detail().contains("no price for OLDX"), "{}", answer.body);
 }
 
-fn keyed<'a>(key: &'a str) -> [(&'a str, &'a str); 1] {
+fn keyed(key: &str) -> [(&str, &str); 1] {
     [("Idempotency-Key", key)]
 }
 

@@ -423,9 +423,11 @@ mod embedded {
         insert(&store, &[quote(&idle, 0, 1.0), quote(&kept, 0, 1.0)]).await;
         let none = store.untrack_idle(Utc::now() - Duration::hours(1), &[]).await.expect("untrack runs");
         assert!(none.is_empty(), "both arrived just now");
-        let dropped =
-            store.untrack_idle(Utc::now() + Duration::seconds(1), &[kept.clone()]).await.expect("untrack runs");
-        assert_eq!(dropped, [idle.clone()]);
+        let dropped = store
+            .untrack_idle(Utc::now() + Duration::seconds(1), std::slice::from_ref(&kept))
+            .await
+            .expect("untrack runs");
+        assert_eq!(dropped, std::slice::from_ref(&idle));
         assert_eq!(latest(&store, &idle).await, None);
         assert!(latest(&store, &kept).await.is_some());
         assert_eq!(count(&store, &idle).await, 1, "its quotes age out by retention, not here");
@@ -566,7 +568,8 @@ mod postgres {
         let Some(store) = postgres().await else { return };
         let symbol = unique_symbol();
         insert(&store, &series(&symbol, 1)).await;
-        let dropped = store.untrack_idle(Utc::now() - Duration::days(3650), &[symbol.clone()]).await.expect("runs");
+        let dropped =
+            store.untrack_idle(Utc::now() - Duration::days(3650), std::slice::from_ref(&symbol)).await.expect("runs");
         assert!(!dropped.contains(&symbol));
         assert!(latest(&store, &symbol).await.is_some());
     }
