@@ -18,6 +18,7 @@ pub mod persist;
 pub mod rest;
 pub mod retention;
 pub mod session;
+pub mod stats;
 pub mod ws;
 
 use std::{sync::Arc, time::Duration};
@@ -200,6 +201,13 @@ pub async fn build(config: Config, backends: Backends, shutdown: Shutdown) -> Re
     let demand_task =
         tokio::spawn(demand::publish(broker.clone(), hub.clone(), interest.clone(), instance, shutdown.clone()));
     let interest_task = tokio::spawn(interest.clone().refresh(account_store.clone(), shutdown.clone()));
+    let stats = stats::Stats {
+        quotes: store.clone(),
+        accounts: account_store.clone(),
+        interest: interest.clone(),
+        metrics: metrics.clone(),
+    };
+    let stats_task = tokio::spawn(stats.run(shutdown.clone()));
     let evaluator =
         Evaluator { broker: broker.clone(), accounts: accounts.clone(), interest, metrics: metrics.clone() };
     let evaluator_task = tokio::spawn(evaluator.run(shutdown.clone()));
@@ -245,7 +253,8 @@ pub async fn build(config: Config, backends: Backends, shutdown: Shutdown) -> Re
             interest_task,
             evaluator_task,
             outbox_task,
-            retention_task
+            retention_task,
+            stats_task
         );
         tracing::info!("provider stopped");
     };

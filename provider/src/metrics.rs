@@ -1,8 +1,8 @@
 //! Provider metrics: streaming, persistence and sessions.
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
-use lizards_shared::telemetry::{counter_vec, gauge, latency_buckets, register};
+use lizards_shared::telemetry::{counter_vec, gauge, gauge_vec, latency_buckets, register};
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -37,6 +37,10 @@ pub struct Metrics {
     /// Quotes (`old`) and tracked symbols (`unused`) removed by retention.
     pub retention_deleted: IntCounterVec,
     pub retention_duration: Histogram,
+    /// Read from the stores by [`crate::stats`].
+    pub users: IntGaugeVec,
+    pub tracked_symbols: IntGauge,
+    pub symbols_referenced: IntGauge,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -157,6 +161,13 @@ impl Metrics {
                 "lizards_retention_cycle_seconds",
                 "Duration of one retention cycle",
                 latency_buckets(),
+            ),
+            users: gauge_vec(registry, "lizards_users", "Registered users, by role", &["role"]),
+            tracked_symbols: gauge(registry, "lizards_tracked_symbols", "Symbols with a latest quote (GET /symbols)"),
+            symbols_referenced: gauge(
+                registry,
+                "lizards_symbols_referenced",
+                "Symbols an alert rule or open position names",
             ),
         }
     }

@@ -293,3 +293,21 @@ async fn admins_delete_quotes_older_than_a_number_of_seconds() {
     assert_eq!(history.body["quotes"][0]["price"], fresh.price);
     assert_eq!(provider.metric_where("lizards_retention_deleted_total", "reason=\"old\"").await, 1.0);
 }
+
+#[tokio::test]
+async fn users_tracked_and_referenced_symbols_are_gauges() {
+    let provider = spawn().await;
+    let user = provider.user().await;
+    provider.user().await;
+    provider.seed("IBM", 10.0).await;
+    provider.seed("ORCL", 20.0).await;
+    let rule = json!({"symbol": "IBM", "kind": "above", "threshold": 11});
+    assert_eq!(provider.post_as("/alerts/rules", Some(&user.token), rule).await.status, 201);
+    crate::helpers::wait_for(|| async {
+        provider.metric_where("lizards_users", "role=\"user\"").await == 2.0
+            && provider.metric_where("lizards_users", "role=\"admin\"").await == 1.0
+            && provider.metric("lizards_tracked_symbols").await == 2.0
+            && provider.metric("lizards_symbols_referenced").await == 1.0
+    })
+    .await;
+}

@@ -118,6 +118,45 @@ async fn change_pct_rules_fire_on_the_move_from_their_baseline() {
 }
 
 #[tokio::test]
+async fn a_windowed_change_pct_rule_compares_with_the_price_window_minutes_before() {
+    let provider = spawn().await;
+    let user = provider.user().await;
+    let mut earlier = crate::helpers::quote("NVDA", 100.0);
+    earlier.ts -= chrono::Duration::minutes(10);
+    provider.publish(&earlier).await;
+    provider.seed("NVDA", 101.0).await;
+    let body = json!({"symbol": "NVDA", "kind": "change_pct", "threshold": 5, "window": 5, "cooldown": 0});
+    assert_eq!(create_rule(&provider, &user, body).await["window"], 5);
+    // 101 was the latest price but the window reaches back to 100.
+    tick(&provider, "NVDA", 104.0).await;
+    assert!(alerts(&provider, &user).await.is_empty(), "+4 % in the window");
+    tick(&provider, "NVDA", 105.5).await;
+    let stored = alerts(&provider, &user).await;
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(stored[0]["message"], "NVDA moved +5.50% in 5 min: now 105.5");
+}
+
+#[tokio::test]
+async fn a_portfolio_change_pct_rule_fires_when_the_holdings_move() {
+    let provider = spawn().await;
+    let user = provider.user().await;
+    provider.seed("AMZN", 100.0).await;
+    assert_eq!(provider.post_as("/portfolio/deposit", Some(&user.token), json!({"amount": 1000})).await.status, 200);
+    let order = json!({"symbol": "AMZN", "side": "buy", "quantity": 8});
+    assert_eq!(provider.post_as("/portfolio/orders", Some(&user.token), order).await.status, 201);
+    // 200 cash + 8 × 100 = 1000 when the rule is made: that is its baseline.
+    create_rule(&provider, &user, json!({"kind": "portfolio_change_pct", "threshold": -10, "cooldown": 0})).await;
+    tick(&provider, "AMZN", 90.0).await;
+    assert!(alerts(&provider, &user).await.is_empty(), "200 + 720 = 920 is -8 %");
+    tick(&provider, "AMZN", 85.0).await;
+    let stored = alerts(&provider, &user).await;
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(stored[0]["kind"], "portfolio_change_pct");
+    assert_eq!(stored[0]["symbol"], Value::Null);
+    assert_eq!(stored[0]["message"], "Your portfolio moved -12.00%: now 880.00 USD");
+}
+
+#[tokio::test]
 async fn bad_rules_are_refused_with_the_field_named() {
     let provider = spawn().await;
     let user = provider.user().await;

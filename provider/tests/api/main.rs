@@ -3,6 +3,7 @@
 
 mod accounts;
 mod alerts;
+mod bad_input;
 mod grpc;
 mod helpers;
 mod persistence;

@@ -56,6 +56,8 @@ pub trait AccountStore: Send + Sync + 'static {
     async fn users(&self) -> Result<Vec<User>, AccountError>;
     /// Whether any user has the admin role.
     async fn has_admin(&self) -> Result<bool, AccountError>;
+    /// How many users hold each role (roles nobody holds left out).
+    async fn users_by_role(&self) -> Result<Vec<(Role, u64)>, AccountError>;
     /// Links a Telegram chat to the user holding `code` (and clears the
     /// code): the user, or `None` for an unknown code.
     async fn link_telegram(&self, code: &str, chat_id: i64) -> Result<Option<User>, AccountError>;
@@ -151,19 +153,17 @@ fn normalised(channels: &[Channel]) -> Vec<Channel> {
     channels
 }
 
-fn role_text(role: Role) -> &'static str {
-    match role {
-        Role::User => "user",
-        Role::Admin => "admin",
-    }
-}
-
 fn parse_role(text: &str) -> Option<Role> {
     match text {
         "user" => Some(Role::User),
         "admin" => Some(Role::Admin),
         _ => None,
     }
+}
+
+/// `SELECT role, count(*) ... GROUP BY role` rows as roles and counts.
+fn role_counts(rows: Vec<(String, i64)>) -> Result<Vec<(Role, u64)>, AccountError> {
+    rows.into_iter().map(|(role, n)| Ok((decode("role", &role, parse_role)?, count("count", n)?.into()))).collect()
 }
 
 /// A stored text column as `T`, or [`AccountError::Corrupt`] naming it.

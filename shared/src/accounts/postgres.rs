@@ -14,9 +14,9 @@ use sqlx::{PgExecutor, Postgres, QueryBuilder, Row, postgres::PgRow};
 
 use super::{
     AccountError, AccountStore, Alert, AlertId, Channel, Delivery, DeliveryStatus, Email, NewAlert, NewUser, Order,
-    OrderId, OrderRequest, Portfolio, Position, Rule, RuleId, RuleKind, RuleSpec, RuleState, Side, SymbolRefs, Targets,
-    User, UserId, UserPatch, channels_text, count, decode, ledger, parse_channels, parse_role, pending_deliveries,
-    role_text, with_deliveries,
+    OrderId, OrderRequest, Portfolio, Position, Role, Rule, RuleId, RuleKind, RuleSpec, RuleState, Side, SymbolRefs,
+    Targets, User, UserId, UserPatch, channels_text, count, decode, ledger, parse_channels, parse_role,
+    pending_deliveries, role_counts, with_deliveries,
 };
 use crate::{Symbol, store::PostgresStore};
 
@@ -161,7 +161,7 @@ impl AccountStore for PostgresStore {
         )
         .bind(user.email.as_str())
         .bind(&user.password_hash)
-        .bind(role_text(user.role))
+        .bind(user.role.as_str())
         .bind(user.targets.email)
         .bind(&user.targets.webhook_url)
         .bind(&user.targets.webhook_secret)
@@ -198,7 +198,7 @@ impl AccountStore for PostgresStore {
             changes += 1;
         }
         if let Some(role) = patch.role {
-            set.push("role = ").push_bind_unseparated(role_text(role));
+            set.push("role = ").push_bind_unseparated(role.as_str());
             changes += 1;
         }
         if let Some(on) = patch.email_notifications {
@@ -248,6 +248,13 @@ impl AccountStore for PostgresStore {
             .fetch_one(&self.read)
             .await?;
         Ok(any)
+    }
+
+    async fn users_by_role(&self) -> Result<Vec<(Role, u64)>, AccountError> {
+        let rows = sqlx::query_as("SELECT role, count(*) FROM users GROUP BY role ORDER BY role")
+            .fetch_all(&self.read)
+            .await?;
+        role_counts(rows)
     }
 
     async fn link_telegram(&self, code: &str, chat_id: i64) -> Result<Option<User>, AccountError> {

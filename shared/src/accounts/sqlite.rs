@@ -15,9 +15,9 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqliteExecutor, sqlite::SqliteRow};
 
 use super::{
     AccountError, AccountStore, Alert, AlertId, Channel, Delivery, DeliveryStatus, Email, NewAlert, NewUser, Order,
-    OrderId, OrderRequest, Portfolio, Position, Rule, RuleId, RuleKind, RuleSpec, RuleState, Side, SymbolRefs, Targets,
-    User, UserId, UserPatch, channels_text, count, decode, ledger, parse_channels, parse_role, pending_deliveries,
-    role_text, with_deliveries,
+    OrderId, OrderRequest, Portfolio, Position, Role, Rule, RuleId, RuleKind, RuleSpec, RuleState, Side, SymbolRefs,
+    Targets, User, UserId, UserPatch, channels_text, count, decode, ledger, parse_channels, parse_role,
+    pending_deliveries, role_counts, with_deliveries,
 };
 use crate::{Symbol, store::SqliteStore, time};
 
@@ -188,7 +188,7 @@ impl AccountStore for SqliteStore {
         )
         .bind(user.email.as_str())
         .bind(&user.password_hash)
-        .bind(role_text(user.role))
+        .bind(user.role.as_str())
         .bind(user.targets.email)
         .bind(&user.targets.webhook_url)
         .bind(&user.targets.webhook_secret)
@@ -226,7 +226,7 @@ impl AccountStore for SqliteStore {
             changes += 1;
         }
         if let Some(role) = patch.role {
-            set.push("role = ").push_bind_unseparated(role_text(role));
+            set.push("role = ").push_bind_unseparated(role.as_str());
             changes += 1;
         }
         if let Some(on) = patch.email_notifications {
@@ -282,6 +282,13 @@ impl AccountStore for SqliteStore {
             .fetch_one(&self.read)
             .await?;
         Ok(any)
+    }
+
+    async fn users_by_role(&self) -> Result<Vec<(Role, u64)>, AccountError> {
+        let rows = sqlx::query_as("SELECT role, count(*) FROM users GROUP BY role ORDER BY role")
+            .fetch_all(&self.read)
+            .await?;
+        role_counts(rows)
     }
 
     async fn link_telegram(&self, code: &str, chat_id: i64) -> Result<Option<User>, AccountError> {

@@ -29,6 +29,7 @@ pub async fn run_all(store: &dyn AccountStore) {
     deleting_a_user_deletes_everything_of_theirs(store).await;
     users_are_listed_oldest_first(store).await;
     has_admin_once_an_admin_exists(store).await;
+    users_are_counted_by_role(store).await;
     telegram_link_code_links_the_chat_once(store).await;
     notification_slot_respects_the_minimum_interval(store).await;
     rules_are_scoped_to_their_owner(store).await;
@@ -327,6 +328,19 @@ pub async fn has_admin_once_an_admin_exists(store: &dyn AccountStore) {
     let admin = store.create_user(&admin).await.expect("admin is created");
     assert_eq!(admin.role, Role::Admin);
     assert!(store.has_admin().await.expect("has_admin answers"));
+}
+
+pub async fn users_are_counted_by_role(store: &dyn AccountStore) {
+    let of = |counts: &[(Role, u64)], role: Role| counts.iter().find(|(r, _)| *r == role).map_or(0, |(_, n)| *n);
+    let before = store.users_by_role().await.expect("counts answer");
+    create_user(store).await;
+    create_user(store).await;
+    store.create_user(&NewUser { role: Role::Admin, ..new_user(unique_email("admin")) }).await.expect("admin");
+    let after = store.users_by_role().await.expect("counts answer");
+    // Other suites may add users to a shared database meanwhile: at least.
+    assert!(of(&after, Role::User) >= of(&before, Role::User) + 2, "{before:?} -> {after:?}");
+    assert!(of(&after, Role::Admin) > of(&before, Role::Admin), "{before:?} -> {after:?}");
+    assert!(after.iter().all(|(_, n)| *n > 0), "roles nobody holds are left out: {after:?}");
 }
 
 pub async fn telegram_link_code_links_the_chat_once(store: &dyn AccountStore) {
@@ -849,6 +863,14 @@ mod embedded {
     }
 
     #[tokio::test]
+    async fn users_are_counted_by_role() {
+        let (_dir, store) = sqlite().await;
+        assert_eq!(store.users_by_role().await.expect("counts answer"), [], "a fresh store has nobody");
+        super::users_are_counted_by_role(&store).await;
+        assert_eq!(store.users_by_role().await.expect("counts answer"), [(Role::Admin, 1), (Role::User, 2)]);
+    }
+
+    #[tokio::test]
     async fn telegram_link_code_links_the_chat_once() {
         let (_dir, store) = sqlite().await;
         super::telegram_link_code_links_the_chat_once(&store).await;
@@ -1037,6 +1059,12 @@ mod postgres {
     async fn has_admin_once_an_admin_exists() {
         let Some(store) = postgres().await else { return };
         super::has_admin_once_an_admin_exists(&store).await;
+    }
+
+    #[tokio::test]
+    async fn users_are_counted_by_role() {
+        let Some(store) = postgres().await else { return };
+        super::users_are_counted_by_role(&store).await;
     }
 
     #[tokio::test]

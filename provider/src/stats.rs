@@ -1,0 +1,48 @@
+//! Gauges read from the stores (SPEC §10, seed 003): users by role,
+//! tracked symbols and symbols rules or positions name. Counted by the database, so every
+//! provider instance reports the same figures; dashboards take `max`.
+
+use std::{sync::Arc, time::Duration};
+
+use lizards_shared::{accounts::AccountStore, jwt::Role, shutdown::Shutdown, store::QuoteStore};
+
+use crate::{alerts::Interest, metrics::Metrics};
+
+/// Two refreshes per default Prometheus scrape interval (15 s).
+pub const STATS_INTERVAL: Duration = Duration::from_secs(5);
+
+pub struct Stats {
+    pub quotes: Arc<dyn QuoteStore>,
+    pub accounts: Arc<dyn AccountStore>,
+    pub interest: Arc<Interest>,
+    pub metrics: Metrics,
+}
+
+impl Stats {
+    pub async fn run(self, shutdown: Shutdown) {
+        loop {
+            self.refresh().await;
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(STATS_INTERVAL) => {}
+            }
+        }
+    }
+
+    async fn refresh(&self) {
+        match self.accounts.users_by_role().await {
+            Ok(counts) => {
+                for role in [Role::User, Role::Admin] {
+                    let n = counts.iter().find(|(r, _)| *r == role).map_or(0, |(_, n)| *n);
+                    self.metrics.users.with_label_values(&[role.as_str()]).set(n as i64);
+                }
+            }
+            Err(error) => tracing::debug!(%error, "cannot count users"),
+        }
+        match self.quotes.latest_all().await {
+            Ok(tracked) => self.metrics.tracked_symbols.set(tracked.len() as i64),
+            Err(error) => tracing::debug!(%error, "cannot count tracked symbols"),
+        }
+        self.metrics.symbols_referenced.set(self.interest.all().len() as i64);
+    }
+}
