@@ -41,6 +41,8 @@ pub struct Platform {
     pub provider: Option<SocketAddr>,
     pub gateway: Option<SocketAddr>,
     pub notifier: Option<SocketAddr>,
+    /// The roles' broker (benchmarks publish on it as ingestion would).
+    pub broker: Option<Arc<dyn Broker>>,
     tasks: Vec<JoinHandle<()>>,
     /// The registry stops last, so the other roles can deregister.
     registry_task: Option<(Shutdown, JoinHandle<()>)>,
@@ -143,6 +145,7 @@ pub async fn start(mut config: Config, target: Target, shutdown: Shutdown) -> an
         tracing::warn!("the embedded broker only connects roles inside one process; set AMQP_URL or run --target all");
     }
     let backends = Shared::connect(&config).await?;
+    platform.broker = Some(backends.broker.clone());
 
     if all || target == Target::Registry {
         let registry_shutdown = if all { Shutdown::new() } else { shutdown.clone() };

@@ -1,6 +1,7 @@
 //! `lizards bench`: the project's own benchmarks (SPEC §12). Each run is
 //! bounded in clients and time, prints its figures and exits.
 
+mod alerts;
 mod gateway;
 
 use std::{
@@ -51,6 +52,10 @@ enum BenchKind {
     /// `proxy_pass` and the provider direct; cache hits; the rate-limit
     /// check's latency against the store.
     Gateway(gateway::GatewayBench),
+    /// Alert evaluation: quotes/s drained from `alerts.eval` with no rules,
+    /// quiet rules and flapping rules on the quoted symbols, and the time
+    /// from a crossing quote's publish to the owner's `alert` frame.
+    Alerts(alerts::AlertsBench),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -83,6 +88,7 @@ impl BenchCommand {
             BenchKind::Ws(bench) => bench.run(config).await,
             BenchKind::Persist(bench) => bench.run(config).await,
             BenchKind::Gateway(bench) => bench.run(config).await,
+            BenchKind::Alerts(bench) => bench.run(config).await,
         }
     }
 }
