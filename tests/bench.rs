@@ -18,3 +18,19 @@ fn bench_gateway_prints_its_figures_and_exits() {
     }
     assert!(stdout.contains("\"bench\":\"gateway\""), "the JSON summary line:\n{stdout}");
 }
+
+#[test]
+fn bench_alerts_prints_its_figures_and_exits() {
+    let output = Command::new(env!("CARGO_BIN_EXE_lizards"))
+        .args(["bench", "alerts", "--quotes", "200", "--symbols", "2", "--rules-per-symbol", "2", "--crossings", "5"])
+        .output()
+        .expect("the benchmark runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "exit {}\n{stdout}\n{}", output.status, String::from_utf8_lossy(&output.stderr));
+    for line in
+        ["no rules: evaluated", "quiet: evaluated", "flapping: evaluated", "crossing quote published → alert frame"]
+    {
+        assert!(stdout.contains(line), "'{line}' missing from:\n{stdout}");
+    }
+    assert!(stdout.contains("\"bench\":\"alerts\""), "the JSON summary line:\n{stdout}");
+}

@@ -117,6 +117,31 @@ async fn change_pct_rules_fire_on_the_move_from_their_baseline() {
     assert!((stored[0]["change_pct"].as_f64().unwrap() + 5.5).abs() < 1e-9, "{}", stored[0]);
 }
 
+/// Quotes published back to back reach the evaluator in batches: every
+/// crossing inside one still counts, and the cooldown still holds.
+#[tokio::test]
+async fn a_burst_of_crossings_fires_per_crossing_unless_cooling_down() {
+    let provider = spawn().await;
+    let user = provider.user().await;
+    provider.seed("AMD", 99.0).await;
+    let eager = json!({"symbol": "AMD", "kind": "above", "threshold": 100, "cooldown": 0});
+    let eager = create_rule(&provider, &user, eager).await;
+    let patient = create_rule(&provider, &user, json!({"symbol": "AMD", "kind": "above", "threshold": 100})).await;
+    let before = provider.metric_where("lizards_messages_consumed_total", "queue=\"alerts.eval\"").await;
+    for price in [101.0, 99.0].repeat(5) {
+        provider.publish(&crate::helpers::quote("AMD", price)).await;
+    }
+    wait_for(|| async {
+        provider.metric_where("lizards_messages_consumed_total", "queue=\"alerts.eval\"").await >= before + 10.0
+    })
+    .await;
+    let stored = alerts(&provider, &user).await;
+    let fired_by = |rule: &Value| stored.iter().filter(|a| a["rule_id"] == rule["id"]).count();
+    assert_eq!(fired_by(&eager), 5, "{stored:?}");
+    assert_eq!(fired_by(&patient), 1, "{stored:?}");
+    assert!(stored.iter().all(|a| a["price"] == 101.0), "{stored:?}");
+}
+
 #[tokio::test]
 async fn a_windowed_change_pct_rule_compares_with_the_price_window_minutes_before() {
     let provider = spawn().await;
