@@ -32,6 +32,8 @@ pub struct Metrics {
     pub accounts: IntCounterVec,
     pub alert_evaluations: IntCounterVec,
     pub alerts_fired: IntCounterVec,
+    /// Time to evaluate one batch from `alerts.eval`.
+    pub alert_batch_duration: Histogram,
     pub portfolio_operations: IntCounterVec,
     pub idempotency: IntCounterVec,
     /// Quotes (`old`) and tracked symbols (`unused`) removed by retention.
@@ -138,6 +140,12 @@ impl Metrics {
                 &["outcome"],
             ),
             alerts_fired: counter_vec(registry, "lizards_alerts_fired_total", "Alerts fired, by rule kind", &["kind"]),
+            alert_batch_duration: histogram(
+                registry,
+                "lizards_alert_eval_batch_seconds",
+                "Time to evaluate one batch of quotes from alerts.eval against the rules",
+                latency_buckets(),
+            ),
             portfolio_operations: counter_vec(
                 registry,
                 "lizards_portfolio_operations_total",

@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Duration};
 
 use lizards_shared::{
     Quote,
-    broker::{Broker, ConsumeOptions, Consumer, Delivery, PERSIST_QUEUE},
+    broker::{Broker, ConsumeOptions, Consumer, Delivery, PERSIST_QUEUE, consume_retrying},
     shutdown::Shutdown,
     store::QuoteStore,
 };
@@ -29,20 +29,17 @@ pub struct Persister {
 impl Persister {
     pub async fn run(self, shutdown: Shutdown) {
         let prefetch = self.batch.clamp(1, u16::MAX as usize) as u16;
-        let mut backoff = Duration::from_millis(100);
-        let mut consumer = loop {
-            match self.broker.consume(PERSIST_QUEUE, ConsumeOptions { prefetch, no_ack: false }).await {
-                Ok(consumer) => break consumer,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot consume {PERSIST_QUEUE}, retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(backoff) => backoff = (backoff * 2).min(MAX_BACKOFF),
-                    }
-                }
-            }
+        let Some(mut consumer) = consume_retrying(
+            self.broker.as_ref(),
+            PERSIST_QUEUE,
+            ConsumeOptions { prefetch, no_ack: false },
+            &shutdown,
+        )
+        .await
+        else {
+            return;
         };
-        backoff = Duration::from_millis(100);
+        let mut backoff = Duration::from_millis(100);
         loop {
             let first = tokio::select! {
                 _ = shutdown.cancelled() => break,

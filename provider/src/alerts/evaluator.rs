@@ -10,8 +10,8 @@ use std::{sync::Arc, time::Duration};
 use chrono::Utc;
 use lizards_shared::{
     Quote, Symbol,
-    accounts::{AccountError, Channel, Delivery, DeliveryStatus, NewAlert, Rule, RuleKind, RuleState},
-    broker::{ALERTS_EVAL_QUEUE, Broker, ConsumeOptions, Consumer, Delivery as Message},
+    accounts::{AccountError, Channel, Delivery, DeliveryStatus, NewAlert, Rule, RuleKind, RuleState, StateSave},
+    broker::{ALERTS_EVAL_QUEUE, Broker, ConsumeOptions, Consumer, Delivery as Message, consume_retrying},
     shutdown::Shutdown,
 };
 use rust_decimal::prelude::ToPrimitive;
@@ -39,20 +39,17 @@ pub struct Evaluator {
 
 impl Evaluator {
     pub async fn run(self, shutdown: Shutdown) {
-        let mut backoff = Duration::from_millis(100);
-        let mut consumer = loop {
-            match self.broker.consume(ALERTS_EVAL_QUEUE, ConsumeOptions { prefetch: PREFETCH, no_ack: false }).await {
-                Ok(consumer) => break consumer,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot consume {ALERTS_EVAL_QUEUE}, retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(backoff) => backoff = (backoff * 2).min(MAX_BACKOFF),
-                    }
-                }
-            }
+        let Some(mut consumer) = consume_retrying(
+            self.broker.as_ref(),
+            ALERTS_EVAL_QUEUE,
+            ConsumeOptions { prefetch: PREFETCH, no_ack: false },
+            &shutdown,
+        )
+        .await
+        else {
+            return;
         };
-        backoff = Duration::from_millis(100);
+        let mut backoff = Duration::from_millis(100);
         loop {
             let first = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -79,7 +76,10 @@ impl Evaluator {
     /// what was done and requeues the rest (`false`).
     async fn handle(&self, batch: Vec<Message>) -> bool {
         let taken = batch.len() as u64;
+        let started = std::time::Instant::now();
         let ok = self.evaluate_batch(batch).await;
+        // Busy time: quotes over its sum is what the evaluator could take.
+        self.metrics.alert_batch_duration.observe(started.elapsed().as_secs_f64());
         // Counted once evaluated, so "consumed" means "its rules are saved".
         self.metrics.consumed.with_label_values(&[ALERTS_EVAL_QUEUE]).inc_by(taken);
         ok
@@ -117,13 +117,43 @@ impl Evaluator {
     }
 
     /// Evaluates a batch of quotes: the rules about each symbol are read
-    /// once per batch and run over that symbol's quotes in order, and a
-    /// rule's state is written once per batch plus once per alert it fires
-    /// (a write per rule per quote limited the evaluator to ~100 quotes/s
-    /// with ten flapping rules per symbol on PostgreSQL; docs/benchmarks.md).
-    /// Portfolio rules see the quotes of every symbol their owner holds, so
-    /// they run after the symbol rules over all of their quotes in order.
+    /// once per batch and run over that symbol's quotes in order. An alert
+    /// is stored with its rule's state as it fires; the other changed
+    /// states of the batch are written together in one transaction. (A
+    /// write per rule per quote limited the evaluator to ~100 quotes/s with
+    /// ten flapping rules per symbol on PostgreSQL; docs/benchmarks.md.)
     async fn evaluate(&self, quotes: &[Quote]) -> Result<(), AccountError> {
+        let work = self.rules_with_quotes(quotes).await?;
+        let mut changed = Vec::new();
+        let mut moved_on = Vec::new();
+        for (rule, of_rule) in &work {
+            match self.run_rule(&mut rule.clone(), of_rule).await {
+                Ok(Some(save)) => changed.push(save),
+                Ok(None) => {}
+                Err(AccountError::Conflict) => moved_on.push(rule.id),
+                Err(error) => return Err(error),
+            }
+        }
+        if !changed.is_empty() {
+            let lost = self.accounts.store.save_states(&changed).await?;
+            let saved = (changed.len() - lost.len()) as u64;
+            self.metrics.alert_evaluations.with_label_values(&["changed"]).inc_by(saved);
+            moved_on.extend(lost);
+        }
+        // Another instance saved these first: run them again from what it
+        // stored (quotes older than the rule has seen change nothing).
+        for id in moved_on {
+            if let Some((rule, of_rule)) = work.iter().find(|(rule, _)| rule.id == id) {
+                self.rerun(rule, of_rule).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The rules each quoted symbol's quotes go through, with those quotes
+    /// in batch order. Portfolio rules see the quotes of every symbol their
+    /// owner holds.
+    async fn rules_with_quotes<'q>(&self, quotes: &'q [Quote]) -> Result<Vec<(Rule, Vec<&'q Quote>)>, AccountError> {
         let mut by_symbol: Vec<(&Symbol, Vec<&Quote>)> = Vec::new();
         for quote in quotes {
             match by_symbol.iter_mut().find(|(symbol, _)| **symbol == quote.symbol) {
@@ -131,48 +161,50 @@ impl Evaluator {
                 None => by_symbol.push((&quote.symbol, vec![quote])),
             }
         }
-        let mut portfolio_rules: Vec<(Rule, Vec<&Quote>)> = Vec::new();
+        let mut work: Vec<(Rule, Vec<&Quote>)> = Vec::new();
         for (symbol, of_symbol) in by_symbol {
             for rule in self.accounts.store.rules_for_quote(symbol).await? {
-                if rule.spec.kind != RuleKind::PortfolioChangePct {
-                    self.evaluate_rule(rule, &of_symbol).await?;
-                } else if let Some((_, seen)) = portfolio_rules.iter_mut().find(|(r, _)| r.id == rule.id) {
-                    seen.extend(&of_symbol);
-                } else {
-                    portfolio_rules.push((rule, of_symbol.clone()));
+                match work.iter_mut().find(|(seen, _)| seen.id == rule.id) {
+                    Some((_, of_rule)) => of_rule.extend(&of_symbol),
+                    None => work.push((rule, of_symbol.clone())),
                 }
             }
         }
-        for (rule, mut seen) in portfolio_rules {
-            // Back in batch order (the quotes are one slice).
-            seen.sort_by_key(|quote| std::ptr::from_ref::<Quote>(quote));
-            self.evaluate_rule(rule, &seen).await?;
+        for (_, of_rule) in &mut work {
+            // Back in batch order (every quote is an element of one slice).
+            of_rule.sort_by_key(|quote| std::ptr::from_ref::<Quote>(quote));
         }
-        Ok(())
+        Ok(work)
     }
 
-    /// Runs one rule over its quotes, saving with compare-and-set; when
-    /// another evaluator saved it first, starts again from the stored rule
-    /// (quotes older than it has seen then change nothing).
-    async fn evaluate_rule(&self, mut rule: Rule, quotes: &[&Quote]) -> Result<(), AccountError> {
+    /// Runs a rule again from its stored state and saves it on its own,
+    /// a few times if other evaluators keep winning.
+    async fn rerun(&self, rule: &Rule, quotes: &[&Quote]) -> Result<(), AccountError> {
         for _ in 0..CONFLICT_RETRIES {
-            match self.run_rule(&mut rule, quotes).await {
-                Err(AccountError::Conflict) => {
-                    self.metrics.alert_evaluations.with_label_values(&["conflict"]).inc();
-                    match self.accounts.store.rule(rule.user_id, rule.id).await? {
-                        Some(fresh) => rule = fresh,
-                        None => return Ok(()),
+            self.metrics.alert_evaluations.with_label_values(&["conflict"]).inc();
+            let Some(mut fresh) = self.accounts.store.rule(rule.user_id, rule.id).await? else { return Ok(()) };
+            match self.run_rule(&mut fresh, quotes).await {
+                Ok(None) => return Ok(()),
+                Ok(Some(save)) => match self.save(&mut fresh, &save.state, None).await {
+                    Ok(_) => {
+                        self.metrics.alert_evaluations.with_label_values(&["changed"]).inc();
+                        return Ok(());
                     }
-                }
-                other => return other,
+                    Err(AccountError::Conflict) => {}
+                    Err(error) => return Err(error),
+                },
+                Err(AccountError::Conflict) => {}
+                Err(error) => return Err(error),
             }
         }
         Ok(())
     }
 
-    /// One pass of a rule over its quotes; `rule.state` follows what is
-    /// stored, so a conflict after an alert does not fire it twice.
-    async fn run_rule(&self, rule: &mut Rule, quotes: &[&Quote]) -> Result<(), AccountError> {
+    /// One pass of a rule over its quotes. Alerts are stored as they fire
+    /// (`rule.state` then follows what is stored, so a later conflict does
+    /// not fire them twice); returns the final state to save, if it differs
+    /// from the stored one in more than `observed_at`.
+    async fn run_rule(&self, rule: &mut Rule, quotes: &[&Quote]) -> Result<Option<StateSave>, AccountError> {
         let mut state = rule.state.clone();
         for quote in quotes {
             let Some(observation) = self.observe(rule, quote).await? else { continue };
@@ -198,14 +230,11 @@ impl Evaluator {
             tracing::info!(user = %stored.user_id, rule = %rule.id, alert = %stored.id, message = %stored.message, "alert fired");
             publish(&*self.broker, &self.accounts, &self.metrics, &stored).await;
         }
-        // Not worth a write when only `observed_at` moved.
         if state.active == rule.state.active && state.baseline == rule.state.baseline {
             self.metrics.alert_evaluations.with_label_values(&["unchanged"]).inc();
-        } else {
-            self.save(rule, &state, None).await?;
-            self.metrics.alert_evaluations.with_label_values(&["changed"]).inc();
+            return Ok(None);
         }
-        Ok(())
+        Ok(Some(StateSave { rule: rule.id, expected_version: rule.state.version, state }))
     }
 
     /// Saves `state` over `rule`'s stored version and moves `rule` to it.

@@ -142,6 +142,34 @@ async fn a_burst_of_crossings_fires_per_crossing_unless_cooling_down() {
     assert!(stored.iter().all(|a| a["price"] == 101.0), "{stored:?}");
 }
 
+/// Two instances share `alerts.eval`: each quote is evaluated by one of
+/// them, and compare-and-set on the rule keeps a burst of crossings split
+/// between them to one alert per cooldown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_evaluating_one_rule_fire_it_once_per_cooldown() {
+    let provider = spawn().await;
+    let sibling = provider.sibling().await;
+    let user = provider.user().await;
+    provider.seed("INTC", 99.0).await;
+    create_rule(&provider, &user, json!({"symbol": "INTC", "kind": "above", "threshold": 100})).await;
+    // The sibling learns of the rule from the database.
+    wait_for(|| async { sibling.metric("lizards_symbols_referenced").await == 1.0 }).await;
+    let consumed = || async {
+        let label = "queue=\"alerts.eval\"";
+        provider.metric_where("lizards_messages_consumed_total", label).await
+            + sibling.metric_where("lizards_messages_consumed_total", label).await
+    };
+    let before = consumed().await;
+    for price in [101.0, 99.0].repeat(20) {
+        provider.publish(&crate::helpers::quote("INTC", price)).await;
+    }
+    wait_for(|| async { consumed().await >= before + 40.0 }).await;
+    let stored = alerts(&provider, &user).await;
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    let label = "queue=\"alerts.eval\"";
+    assert!(sibling.metric_where("lizards_messages_consumed_total", label).await > 0.0, "both instances took quotes");
+}
+
 #[tokio::test]
 async fn a_windowed_change_pct_rule_compares_with_the_price_window_minutes_before() {
     let provider = spawn().await;

@@ -65,8 +65,20 @@ pub async fn spawn() -> TestProvider {
 }
 
 pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> TestProvider {
-    lizards_shared::http::install_crypto();
     let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Arc::new(MemoryBroker::new());
+    let store = Arc::new(SqliteStore::open(&dir.path().join("test.db")).await.expect("sqlite"));
+    start(dir, broker, store, tweak).await
+}
+
+/// A provider on `broker` and `store`, its data directory in `dir`.
+async fn start(
+    dir: tempfile::TempDir,
+    broker: Arc<MemoryBroker>,
+    store: Arc<SqliteStore>,
+    tweak: impl FnOnce(&mut Config),
+) -> TestProvider {
+    lizards_shared::http::install_crypto();
     let mut config = Config::for_tests(dir.path());
     // No registry and no ingestion: unknown symbols fail their lookup fast.
     config.common.registry_url = "http://127.0.0.1:1".into();
@@ -75,8 +87,6 @@ pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> TestProvider {
     config.provider.admin_email = Some(ADMIN_EMAIL.into());
     config.provider.admin_password = Some(ADMIN_PASSWORD.into());
     tweak(&mut config);
-    let broker = Arc::new(MemoryBroker::new());
-    let store = Arc::new(SqliteStore::open(&dir.path().join("test.db")).await.expect("sqlite"));
     let backends = Backends {
         broker: broker.clone(),
         store: store.clone(),
@@ -91,6 +101,12 @@ pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> TestProvider {
 }
 
 impl TestProvider {
+    /// Another instance of the same deployment: this one's broker and
+    /// database, so they compete for the broker's queues.
+    pub async fn sibling(&self) -> TestProvider {
+        start(tempfile::tempdir().expect("tempdir"), self.broker.clone(), self.store.clone(), |_| {}).await
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }

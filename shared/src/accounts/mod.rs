@@ -37,6 +37,14 @@ pub enum AccountError {
     Corrupt(String),
 }
 
+/// A rule's new state, to be stored over `expected_version`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateSave {
+    pub rule: RuleId,
+    pub expected_version: i64,
+    pub state: RuleState,
+}
+
 /// Users, rules, alerts and portfolios. Every method taking a `UserId`
 /// beside another id only sees that user's rows: a rule id of another user
 /// is "not found", never someone else's data.
@@ -95,6 +103,10 @@ pub trait AccountStore: Send + Sync + 'static {
         state: &RuleState,
         alert: Option<&NewAlert>,
     ) -> Result<Option<Alert>, AccountError>;
+    /// Stores several rules' new states (no alerts) in one transaction,
+    /// each only if its rule is still at the expected version; returns the
+    /// rules that had moved on, for which nothing was written.
+    async fn save_states(&self, saves: &[StateSave]) -> Result<Vec<RuleId>, AccountError>;
 
     // Alerts.
     /// The user's alerts, newest first.

@@ -14,8 +14,8 @@ use sqlx::{PgExecutor, Postgres, QueryBuilder, Row, postgres::PgRow};
 
 use super::{
     AccountError, AccountStore, Alert, AlertId, Channel, Delivery, DeliveryStatus, Email, NewAlert, NewUser, Order,
-    OrderId, OrderRequest, Portfolio, Position, Role, Rule, RuleId, RuleKind, RuleSpec, RuleState, Side, SymbolRefs,
-    Targets, User, UserId, UserPatch, channels_text, count, decode, ledger, parse_channels, parse_role,
+    OrderId, OrderRequest, Portfolio, Position, Role, Rule, RuleId, RuleKind, RuleSpec, RuleState, Side, StateSave,
+    SymbolRefs, Targets, User, UserId, UserPatch, channels_text, count, decode, ledger, parse_channels, parse_role,
     pending_deliveries, role_counts, with_deliveries,
 };
 use crate::{Symbol, store::PostgresStore};
@@ -133,6 +133,30 @@ fn order_from_row(row: &PgRow) -> Result<Order, AccountError> {
         value: row.try_get("value")?,
         at: row.try_get("at")?,
     })
+}
+
+/// The rule's state written over `expected_version` (bumping it): whether
+/// the rule was still at that version.
+async fn update_state<'e>(
+    db: impl PgExecutor<'e>,
+    rule: RuleId,
+    expected_version: i64,
+    state: &RuleState,
+) -> Result<bool, AccountError> {
+    let saved = sqlx::query(
+        "UPDATE alert_rules SET active = $3, baseline = $4, observed_at = $5, last_fired_at = $6, \
+             version = version + 1 \
+         WHERE id = $1 AND version = $2",
+    )
+    .bind(rule.0)
+    .bind(expected_version)
+    .bind(state.active)
+    .bind(state.baseline)
+    .bind(state.observed_at)
+    .bind(state.last_fired_at)
+    .execute(db)
+    .await?;
+    Ok(saved.rows_affected() == 1)
 }
 
 async fn load_portfolio<'e>(db: impl PgExecutor<'e>, user: UserId) -> Result<Portfolio, AccountError> {
@@ -399,20 +423,8 @@ impl AccountStore for PostgresStore {
         alert: Option<&NewAlert>,
     ) -> Result<Option<Alert>, AccountError> {
         let mut tx = self.write.begin().await?;
-        let saved = sqlx::query(
-            "UPDATE alert_rules SET active = $3, baseline = $4, observed_at = $5, last_fired_at = $6, \
-                 version = version + 1 \
-             WHERE id = $1 AND version = $2",
-        )
-        .bind(rule.0)
-        .bind(expected_version)
-        .bind(state.active)
-        .bind(state.baseline)
-        .bind(state.observed_at)
-        .bind(state.last_fired_at)
-        .execute(&mut *tx)
-        .await?;
-        if saved.rows_affected() == 0 {
+        let saved = update_state(&mut *tx, rule, expected_version, state).await?;
+        if !saved {
             // Dropping the transaction rolls it back (nothing was written).
             return Err(AccountError::Conflict);
         }
@@ -452,6 +464,34 @@ impl AccountStore for PostgresStore {
         }
         tx.commit().await?;
         Ok(Some(stored))
+    }
+
+    async fn save_states(&self, saves: &[StateSave]) -> Result<Vec<RuleId>, AccountError> {
+        if saves.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One statement over arrays: a batch costs one round trip and one
+        // commit however many rules it changed.
+        let saved: std::collections::HashSet<i64> = sqlx::query_scalar(
+            "UPDATE alert_rules AS r SET active = u.active, baseline = u.baseline, observed_at = u.observed_at, \
+                 last_fired_at = u.last_fired_at, version = r.version + 1 \
+             FROM UNNEST($1::bigint[], $2::bigint[], $3::boolean[], $4::double precision[], \
+                         $5::timestamptz[], $6::timestamptz[]) \
+                  AS u(id, version, active, baseline, observed_at, last_fired_at) \
+             WHERE r.id = u.id AND r.version = u.version \
+             RETURNING r.id",
+        )
+        .bind(saves.iter().map(|s| s.rule.0).collect::<Vec<_>>())
+        .bind(saves.iter().map(|s| s.expected_version).collect::<Vec<_>>())
+        .bind(saves.iter().map(|s| s.state.active).collect::<Vec<_>>())
+        .bind(saves.iter().map(|s| s.state.baseline).collect::<Vec<_>>())
+        .bind(saves.iter().map(|s| s.state.observed_at).collect::<Vec<_>>())
+        .bind(saves.iter().map(|s| s.state.last_fired_at).collect::<Vec<_>>())
+        .fetch_all(&self.write)
+        .await?
+        .into_iter()
+        .collect();
+        Ok(saves.iter().map(|s| s.rule).filter(|id| !saved.contains(&id.0)).collect())
     }
 
     async fn alerts_of(&self, user: UserId, limit: u32) -> Result<Vec<Alert>, AccountError> {

@@ -15,8 +15,8 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqliteExecutor, sqlite::SqliteRow};
 
 use super::{
     AccountError, AccountStore, Alert, AlertId, Channel, Delivery, DeliveryStatus, Email, NewAlert, NewUser, Order,
-    OrderId, OrderRequest, Portfolio, Position, Role, Rule, RuleId, RuleKind, RuleSpec, RuleState, Side, SymbolRefs,
-    Targets, User, UserId, UserPatch, channels_text, count, decode, ledger, parse_channels, parse_role,
+    OrderId, OrderRequest, Portfolio, Position, Role, Rule, RuleId, RuleKind, RuleSpec, RuleState, Side, StateSave,
+    SymbolRefs, Targets, User, UserId, UserPatch, channels_text, count, decode, ledger, parse_channels, parse_role,
     pending_deliveries, role_counts, with_deliveries,
 };
 use crate::{Symbol, store::SqliteStore, time};
@@ -145,6 +145,30 @@ fn order_from_row(row: &SqliteRow) -> Result<Order, AccountError> {
         value: decimal(row, "value")?,
         at: timestamp(row, "at")?,
     })
+}
+
+/// The rule's state written over `expected_version` (bumping it): whether
+/// the rule was still at that version.
+async fn update_state<'e>(
+    db: impl SqliteExecutor<'e>,
+    rule: RuleId,
+    expected_version: i64,
+    state: &RuleState,
+) -> Result<bool, AccountError> {
+    let saved = sqlx::query(
+        "UPDATE alert_rules SET active = $3, baseline = $4, observed_at = $5, last_fired_at = $6, \
+             version = version + 1 \
+         WHERE id = $1 AND version = $2",
+    )
+    .bind(rule.0)
+    .bind(expected_version)
+    .bind(state.active)
+    .bind(state.baseline)
+    .bind(micros(state.observed_at))
+    .bind(micros(state.last_fired_at))
+    .execute(db)
+    .await?;
+    Ok(saved.rows_affected() == 1)
 }
 
 async fn load_portfolio<'e>(db: impl SqliteExecutor<'e>, user: UserId) -> Result<Portfolio, AccountError> {
@@ -432,20 +456,8 @@ impl AccountStore for SqliteStore {
         alert: Option<&NewAlert>,
     ) -> Result<Option<Alert>, AccountError> {
         let mut tx = self.write.begin_with(BEGIN_WRITE).await?;
-        let saved = sqlx::query(
-            "UPDATE alert_rules SET active = $3, baseline = $4, observed_at = $5, last_fired_at = $6, \
-                 version = version + 1 \
-             WHERE id = $1 AND version = $2",
-        )
-        .bind(rule.0)
-        .bind(expected_version)
-        .bind(state.active)
-        .bind(state.baseline)
-        .bind(micros(state.observed_at))
-        .bind(micros(state.last_fired_at))
-        .execute(&mut *tx)
-        .await?;
-        if saved.rows_affected() == 0 {
+        let saved = update_state(&mut *tx, rule, expected_version, state).await?;
+        if !saved {
             // Dropping the transaction rolls it back (nothing was written).
             return Err(AccountError::Conflict);
         }
@@ -487,6 +499,17 @@ impl AccountStore for SqliteStore {
         Ok(Some(stored))
     }
 
+    async fn save_states(&self, saves: &[StateSave]) -> Result<Vec<RuleId>, AccountError> {
+        let mut tx = self.write.begin_with(BEGIN_WRITE).await?;
+        let mut moved_on = Vec::new();
+        for save in saves {
+            if !update_state(&mut *tx, save.rule, save.expected_version, &save.state).await? {
+                moved_on.push(save.rule);
+            }
+        }
+        tx.commit().await?;
+        Ok(moved_on)
+    }
     async fn alerts_of(&self, user: UserId, limit: u32) -> Result<Vec<Alert>, AccountError> {
         let rows = sqlx::query(
             "SELECT a.*, d.channel, d.status, d.attempts, d.at, d.error \

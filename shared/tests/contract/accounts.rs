@@ -12,8 +12,8 @@ use lizards_shared::{
     Symbol,
     accounts::{
         AccountError, AccountStore, Alert, Channel, Delivery, DeliveryStatus, Email, NewAlert, NewUser, Order,
-        OrderError, OrderRequest, Portfolio, Position, Rule, RuleId, RuleKind, RuleSpec, RuleState, Side, SymbolRefs,
-        Targets, User, UserId, UserPatch,
+        OrderError, OrderRequest, Portfolio, Position, Rule, RuleId, RuleKind, RuleSpec, RuleState, Side, StateSave,
+        SymbolRefs, Targets, User, UserId, UserPatch,
     },
     jwt::Role,
     store::SqliteStore,
@@ -37,6 +37,7 @@ pub async fn run_all(store: &dyn AccountStore) {
     rules_for_quote_include_portfolio_rules_of_holders_only(store).await;
     save_evaluation_stores_state_and_alert_with_pending_deliveries(store).await;
     stale_evaluation_conflicts_and_writes_nothing(store).await;
+    save_states_writes_current_rules_and_names_the_moved_on(store).await;
     concurrent_evaluations_of_one_version_save_once(store).await;
     deleting_a_rule_keeps_its_alerts(store).await;
     alerts_are_listed_newest_first_within_limit(store).await;
@@ -524,6 +525,30 @@ pub async fn stale_evaluation_conflicts_and_writes_nothing(store: &dyn AccountSt
     assert!(matches!(unknown, Err(AccountError::Conflict)), "a deleted rule conflicts too");
 }
 
+pub async fn save_states_writes_current_rules_and_names_the_moved_on(store: &dyn AccountStore) {
+    let owner = create_user(store).await;
+    let current = create_rule(store, &owner, &spec(Some(&unique_symbol()), RuleKind::Above, 100.0)).await;
+    let moved = create_rule(store, &owner, &spec(Some(&unique_symbol()), RuleKind::Below, 100.0)).await;
+    fire(store, &moved, at(1)).await;
+    let moved_before = rule(store, &owner, &moved).await.expect("rule exists");
+
+    let state = RuleState { active: Some(true), baseline: Some(5.5), observed_at: Some(at(2)), ..RuleState::default() };
+    let saves = [current.id, moved.id].map(|id| StateSave {
+        rule: id,
+        expected_version: current.state.version,
+        state: state.clone(),
+    });
+    let moved_on = store.save_states(&saves).await.expect("save_states answers");
+    assert_eq!(moved_on, [moved.id]);
+    let saved = rule(store, &owner, &current).await.expect("rule exists");
+    assert_eq!(
+        (saved.state.active, saved.state.baseline, saved.state.observed_at, saved.state.version),
+        (Some(true), Some(5.5), Some(at(2)), current.state.version + 1)
+    );
+    assert_eq!(rule(store, &owner, &moved).await, Some(moved_before), "nothing written over a newer version");
+    assert_eq!(store.save_states(&[]).await.expect("an empty batch answers"), []);
+}
+
 pub async fn concurrent_evaluations_of_one_version_save_once(store: &dyn AccountStore) {
     let owner = create_user(store).await;
     let created = create_rule(store, &owner, &spec(Some(&unique_symbol()), RuleKind::Above, 100.0)).await;
@@ -907,6 +932,12 @@ mod embedded {
     }
 
     #[tokio::test]
+    async fn save_states_writes_current_rules_and_names_the_moved_on() {
+        let (_dir, store) = sqlite().await;
+        super::save_states_writes_current_rules_and_names_the_moved_on(&store).await;
+    }
+
+    #[tokio::test]
     async fn stale_evaluation_conflicts_and_writes_nothing() {
         let (_dir, store) = sqlite().await;
         super::stale_evaluation_conflicts_and_writes_nothing(&store).await;
@@ -1101,6 +1132,12 @@ mod postgres {
     async fn save_evaluation_stores_state_and_alert_with_pending_deliveries() {
         let Some(store) = postgres().await else { return };
         super::save_evaluation_stores_state_and_alert_with_pending_deliveries(&store).await;
+    }
+
+    #[tokio::test]
+    async fn save_states_writes_current_rules_and_names_the_moved_on() {
+        let Some(store) = postgres().await else { return };
+        super::save_states_writes_current_rules_and_names_the_moved_on(&store).await;
     }
 
     #[tokio::test]
