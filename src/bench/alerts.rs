@@ -9,10 +9,14 @@
 //! Three throughput phases, each on symbols of its own:
 //! - `no rules`: symbols nobody has a rule for (the common case: skipped
 //!   after a set lookup);
-//! - `quiet`: R rules per symbol whose condition never changes (one read
-//!   of the symbol's rules per quote, no write);
+//! - `quiet`: R rules per symbol whose condition never changes (reads
+//!   only);
 //! - `flapping`: R rules per symbol whose condition flips on every quote
-//!   (one compare-and-set write per rule per quote: the worst case).
+//!   (every rule's state changes: the worst case).
+//!
+//! Each phase reports quotes/s evaluated as published, and the evaluator's
+//! capacity: quotes over its busy time (`lizards_alert_eval_batch_seconds`),
+//! which the publisher's own speed does not cap.
 
 use std::{sync::Arc, time::Duration};
 

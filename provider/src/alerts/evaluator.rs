@@ -72,8 +72,8 @@ impl Evaluator {
         tracing::info!("alert evaluator stopped");
     }
 
-    /// Evaluates a batch in order and acks it; on a database failure, acks
-    /// what was done and requeues the rest (`false`).
+    /// Evaluates a batch and acks it; on a database failure, requeues it
+    /// all (`false`).
     async fn handle(&self, batch: Vec<Message>) -> bool {
         let taken = batch.len() as u64;
         let started = std::time::Instant::now();

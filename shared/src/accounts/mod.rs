@@ -173,6 +173,12 @@ fn parse_role(text: &str) -> Option<Role> {
     }
 }
 
+/// A rule's evaluation state written over its expected version, bumping it
+/// (both adapters; binds: id, expected version, active, baseline,
+/// observed_at, last_fired_at).
+const UPDATE_STATE: &str = "UPDATE alert_rules SET active = $3, baseline = $4, observed_at = $5, \
+                            last_fired_at = $6, version = version + 1 WHERE id = $1 AND version = $2";
+
 /// `SELECT role, count(*) ... GROUP BY role` rows as roles and counts.
 fn role_counts(rows: Vec<(String, i64)>) -> Result<Vec<(Role, u64)>, AccountError> {
     rows.into_iter().map(|(role, n)| Ok((decode("role", &role, parse_role)?, count("count", n)?.into()))).collect()

@@ -15,8 +15,8 @@ use sqlx::{PgExecutor, Postgres, QueryBuilder, Row, postgres::PgRow};
 use super::{
     AccountError, AccountStore, Alert, AlertId, Channel, Delivery, DeliveryStatus, Email, NewAlert, NewUser, Order,
     OrderId, OrderRequest, Portfolio, Position, Role, Rule, RuleId, RuleKind, RuleSpec, RuleState, Side, StateSave,
-    SymbolRefs, Targets, User, UserId, UserPatch, channels_text, count, decode, ledger, parse_channels, parse_role,
-    pending_deliveries, role_counts, with_deliveries,
+    SymbolRefs, Targets, UPDATE_STATE, User, UserId, UserPatch, channels_text, count, decode, ledger, parse_channels,
+    parse_role, pending_deliveries, role_counts, with_deliveries,
 };
 use crate::{Symbol, store::PostgresStore};
 
@@ -143,19 +143,15 @@ async fn update_state<'e>(
     expected_version: i64,
     state: &RuleState,
 ) -> Result<bool, AccountError> {
-    let saved = sqlx::query(
-        "UPDATE alert_rules SET active = $3, baseline = $4, observed_at = $5, last_fired_at = $6, \
-             version = version + 1 \
-         WHERE id = $1 AND version = $2",
-    )
-    .bind(rule.0)
-    .bind(expected_version)
-    .bind(state.active)
-    .bind(state.baseline)
-    .bind(state.observed_at)
-    .bind(state.last_fired_at)
-    .execute(db)
-    .await?;
+    let saved = sqlx::query(UPDATE_STATE)
+        .bind(rule.0)
+        .bind(expected_version)
+        .bind(state.active)
+        .bind(state.baseline)
+        .bind(state.observed_at)
+        .bind(state.last_fired_at)
+        .execute(db)
+        .await?;
     Ok(saved.rows_affected() == 1)
 }
 
