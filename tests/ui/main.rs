@@ -134,6 +134,15 @@ async fn a_watched_symbol_streams_live_prices_and_an_unknown_one_shows_the_error
     wait_until("XYZ123's row to go", || text(client, "tr[data-symbol='XYZ123'] .sym"), Option::is_none).await;
     screenshot(client, "unknown-symbol").await;
 
+    // A phone-sized window: everything fits its width.
+    client.set_window_size(390, 844).await.expect("resized");
+    let overflow = client
+        .execute("return document.documentElement.scrollWidth - window.innerWidth", vec![])
+        .await
+        .expect("measured");
+    assert!(overflow.as_i64().is_some_and(|px| px <= 0), "{overflow} px wider than the phone");
+    screenshot(client, "watchlist-phone").await;
+
     browser.client.close().await.expect("browser closes");
     app.stop().await;
 }
