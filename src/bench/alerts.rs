@@ -273,11 +273,7 @@ impl Bench {
     /// One sample from the provider's `/metrics` (0 when absent).
     async fn metric(&self, name: &str, label: &str) -> anyhow::Result<f64> {
         let page = self.http.get(format!("{}/metrics", self.base)).send().await?.text().await?;
-        Ok(page
-            .lines()
-            .find(|l| l.split(['{', ' ']).next() == Some(name) && l.contains(label))
-            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-            .unwrap_or(0.0))
+        Ok(super::sample(&page, name, label).unwrap_or(0.0))
     }
 
     /// One user with one `above 100` rule and no cooldown, watching on an

@@ -282,10 +282,15 @@ async fn client(
 /// Reads one counter from a Prometheus text page.
 async fn scrape(url: Option<&str>, metric: &str) -> Option<f64> {
     let body = lizards_shared::http::client().get(url?).send().await.ok()?.text().await.ok()?;
-    body.lines()
-        .find(|line| line.starts_with(metric) && !line.starts_with('#'))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
+    sample(&body, metric, "")
+}
+
+/// The first sample of metric `name` whose labels contain `label` (`""`:
+/// any) on a Prometheus text page.
+fn sample(page: &str, name: &str, label: &str) -> Option<f64> {
+    page.lines()
+        .find(|line| line.split(['{', ' ']).next() == Some(name) && line.contains(label))
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
 }
 
 #[derive(Debug, Clone, Args)]
