@@ -5,12 +5,14 @@
 //! at once never both fire a rule. Deliveries are acked after their rules'
 //! states are saved; a database failure requeues them.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use chrono::Utc;
 use lizards_shared::{
     Quote, Symbol,
-    accounts::{AccountError, Channel, Delivery, DeliveryStatus, NewAlert, Rule, RuleKind, RuleState, StateSave},
+    accounts::{
+        AccountError, Channel, Delivery, DeliveryStatus, NewAlert, Rule, RuleId, RuleKind, RuleState, StateSave,
+    },
     broker::{ALERTS_EVAL_QUEUE, Broker, ConsumeOptions, Consumer, Delivery as Message, consume_retrying},
     shutdown::Shutdown,
 };
@@ -154,19 +156,22 @@ impl Evaluator {
     /// in batch order. Portfolio rules see the quotes of every symbol their
     /// owner holds.
     async fn rules_with_quotes<'q>(&self, quotes: &'q [Quote]) -> Result<Vec<(Rule, Vec<&'q Quote>)>, AccountError> {
-        let mut by_symbol: Vec<(&Symbol, Vec<&Quote>)> = Vec::new();
+        // Indexed, not searched: a batch holds up to PREFETCH quotes and
+        // may touch as many symbols and many more rules.
+        let mut by_symbol: HashMap<&Symbol, Vec<&Quote>> = HashMap::new();
         for quote in quotes {
-            match by_symbol.iter_mut().find(|(symbol, _)| **symbol == quote.symbol) {
-                Some((_, of_symbol)) => of_symbol.push(quote),
-                None => by_symbol.push((&quote.symbol, vec![quote])),
-            }
+            by_symbol.entry(&quote.symbol).or_default().push(quote);
         }
         let mut work: Vec<(Rule, Vec<&Quote>)> = Vec::new();
+        let mut index: HashMap<RuleId, usize> = HashMap::new();
         for (symbol, of_symbol) in by_symbol {
             for rule in self.accounts.store.rules_for_quote(symbol).await? {
-                match work.iter_mut().find(|(seen, _)| seen.id == rule.id) {
-                    Some((_, of_rule)) => of_rule.extend(&of_symbol),
-                    None => work.push((rule, of_symbol.clone())),
+                match index.get(&rule.id) {
+                    Some(&at) => work[at].1.extend(&of_symbol),
+                    None => {
+                        index.insert(rule.id, work.len());
+                        work.push((rule, of_symbol.clone()));
+                    }
                 }
             }
         }
