@@ -1,6 +1,7 @@
 //! Gauges read from the stores (SPEC §10, seed 003): users by role,
-//! tracked symbols and symbols rules or positions name. Counted by the database, so every
-//! provider instance reports the same figures; dashboards take `max`.
+//! tracked symbols, and symbols that rules or positions name. Counted by
+//! the database, so every provider instance reports the same figures;
+//! dashboards take `max`.
 
 use std::{sync::Arc, time::Duration};
 
