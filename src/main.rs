@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 use lizards::{
     bench::BenchCommand,
+    client::ClientCommand,
     platform::{self, Target},
 };
 use lizards_shared::{config::Config, shutdown, telemetry};
@@ -35,6 +36,9 @@ struct Cli {
 enum Command {
     /// The project's own load and latency benchmarks (docs/benchmarks.md).
     Bench(BenchCommand),
+    /// The terminal client: quotes, history, a live table, alerts and the
+    /// portfolio of a running Lizards (docs/client.md).
+    Client(ClientCommand),
 }
 
 #[tokio::main]
@@ -46,6 +50,13 @@ async fn main() -> anyhow::Result<()> {
     telemetry::init_tracing(cli.config.common.log_format, default_filter);
     match cli.command {
         Some(Command::Bench(bench)) => bench.run(cli.config).await,
+        Some(Command::Client(client)) => {
+            if let Err(error) = client.run().await {
+                eprintln!("error: {error}");
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         None => run(cli.config, cli.target).await,
     }
 }

@@ -98,15 +98,23 @@ pub fn evaluate(spec: &RuleSpec, state: &RuleState, observation: Observation, no
 pub fn message(spec: &RuleSpec, firing: &Firing) -> String {
     let symbol = spec.symbol.as_ref().map_or("portfolio", |s| s.as_str());
     let pct = firing.change_pct.unwrap_or_default();
+    let now = readable(firing.value);
     match spec.kind {
-        RuleKind::Above => format!("{symbol} rose above {}: now {}", spec.threshold, firing.value),
-        RuleKind::Below => format!("{symbol} fell below {}: now {}", spec.threshold, firing.value),
+        RuleKind::Above => format!("{symbol} rose above {}: now {now}", spec.threshold),
+        RuleKind::Below => format!("{symbol} fell below {}: now {now}", spec.threshold),
         RuleKind::ChangePct => match spec.window_minutes {
-            Some(window) => format!("{symbol} moved {pct:+.2}% in {window} min: now {}", firing.value),
-            None => format!("{symbol} moved {pct:+.2}%: now {}", firing.value),
+            Some(window) => format!("{symbol} moved {pct:+.2}% in {window} min: now {now}"),
+            None => format!("{symbol} moved {pct:+.2}%: now {now}"),
         },
         RuleKind::PortfolioChangePct => format!("Your portfolio moved {pct:+.2}%: now {:.2} USD", firing.value),
     }
+}
+
+/// A price as people read it: four decimals (eight below 1), without
+/// trailing zeros; `413.4095917438002` is `413.4096`.
+fn readable(price: f64) -> String {
+    let text = if price.abs() >= 1.0 { format!("{price:.4}") } else { format!("{price:.8}") };
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 #[cfg(test)]
@@ -203,5 +211,9 @@ mod tests {
         assert_eq!(message(&spec(RuleKind::Above, 150.0), &firing), "AAPL rose above 150: now 151.5");
         let moved = Firing { value: 95.0, change_pct: Some(-5.0) };
         assert_eq!(message(&spec(RuleKind::ChangePct, -5.0), &moved), "AAPL moved -5.00%: now 95");
+        let long = Firing { value: 413.4095917438002, change_pct: Some(0.02) };
+        assert_eq!(message(&spec(RuleKind::ChangePct, 0.01), &long), "AAPL moved +0.02%: now 413.4096");
+        let small = Firing { value: 0.000123456789, change_pct: Some(1.0) };
+        assert_eq!(message(&spec(RuleKind::ChangePct, 1.0), &small), "AAPL moved +1.00%: now 0.00012346");
     }
 }
