@@ -81,13 +81,12 @@ impl Terminal {
         run.stderr
     }
 
-    /// Runs `args` until it succeeds with an output that is `done` (e.g.
-    /// until prices are stored).
-    async fn eventually(&self, args: &[&str], done: impl Fn(&str) -> bool) -> String {
+    /// Runs `args` until it succeeds (e.g. until a price is known).
+    async fn eventually(&self, args: &[&str]) -> String {
         let deadline = Instant::now() + WAIT;
         loop {
             let run = self.run(args).await;
-            if run.code == Some(0) && done(&run.stdout) {
+            if run.code == Some(0) {
                 return run.stdout;
             }
             assert!(Instant::now() < deadline, "{args:?} kept failing: {}", run.stderr);
@@ -112,13 +111,22 @@ async fn quote_mean_and_history_print_stored_prices_and_name_what_is_wrong() {
     let app = spawn_app().await;
     let terminal = Terminal::new(&app);
 
-    let quote = terminal.eventually(&["quote", "aapl", "MSFT"], |_| true).await;
+    let quote = terminal.eventually(&["quote", "aapl", "MSFT"]).await;
     let lines: Vec<&str> = quote.lines().collect();
     assert_eq!(lines.len(), 3, "{quote}");
     assert!(lines[0].starts_with("SYMBOL") && lines[1].starts_with("AAPL") && lines[2].starts_with("MSFT"), "{quote}");
     assert!(lines[1].contains("synthetic"), "{quote}");
 
-    let mean = terminal.eventually(&["mean", "AAPL", "--last", "3"], |out| !out.contains("only")).await;
+    // Three prices stored, asked of the provider itself: the gateway would
+    // cache a shorter answer for 10 s.
+    let provider = app.platform.as_ref().unwrap().provider.expect("provider runs");
+    let stored = format!("http://{provider}/quotes/AAPL/mean?last=3");
+    let deadline = Instant::now() + WAIT;
+    while app.http.get(&stored).send().await.unwrap().json::<serde_json::Value>().await.unwrap()["count"] != 3 {
+        assert!(Instant::now() < deadline, "three AAPL prices not stored in time");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mean = terminal.ok(&["mean", "AAPL", "--last", "3"]).await;
     assert!(mean.starts_with("AAPL: mean of the last 3 prices is "), "{mean}");
     let history = terminal.ok(&["history", "AAPL", "--limit", "3"]).await;
     assert_eq!(history.lines().count(), 4, "{history}");
@@ -146,7 +154,7 @@ async fn quote_mean_and_history_print_stored_prices_and_name_what_is_wrong() {
 async fn a_person_registers_deposits_buys_and_sets_alerts_from_the_terminal() {
     let app = spawn_app().await;
     let terminal = Terminal::new(&app);
-    terminal.eventually(&["quote", "AAPL"], |_| true).await;
+    terminal.eventually(&["quote", "AAPL"]).await;
 
     let not_yet = terminal.fails(1, &["portfolio"]).await;
     assert!(not_yet.contains("not signed in") && not_yet.contains("lizards client login"), "{not_yet}");
@@ -256,7 +264,7 @@ async fn watch_reconnects_when_the_platform_comes_back() {
 async fn the_menu_runs_entries_by_number_and_typed_commands() {
     let app = spawn_app().await;
     let terminal = Terminal::new(&app);
-    terminal.eventually(&["quote", "AAPL"], |_| true).await;
+    terminal.eventually(&["quote", "AAPL"]).await;
     let run = terminal.run_with_input(&[], "1\nAAPL BTC-USD\nquote msft\n42\nfrobnicate\n9\nq\n").await;
     assert_eq!(run.code, Some(0), "{}{}", run.stderr, run.stdout);
     assert!(run.stdout.contains("(not signed in)") && run.stdout.contains("1 quote"), "{}", run.stdout);

@@ -133,10 +133,11 @@ async fn console_errors(client: &Client) -> Vec<String> {
 }
 
 /// Chromium logs every 4xx answer as a failed load: after a deliberately
-/// refused request, that 422 must be all the console has.
-async fn expected_console_errors(client: &Client, path: &str) {
+/// refused request, its status must be all the console has.
+async fn expected_console_errors(client: &Client, path: &str, status: u16) {
     let errors = console_errors(client).await;
-    assert!(!errors.is_empty() && errors.iter().all(|e| e.contains(path) && e.contains(" 422 ")), "{errors:?}");
+    let expected = |e: &String| e.contains(path) && e.contains(&format!(" {status} "));
+    assert!(!errors.is_empty() && errors.iter().all(expected), "{errors:?}");
 }
 
 async fn click(client: &Client, css: &str) {
@@ -250,7 +251,7 @@ async fn a_user_registers_creates_an_alert_rule_sees_it_fire_and_buys_a_position
     click(client, "#auth-form button[value=register]").await;
     let refused = wait_until("the password error", || text(client, "#auth-error"), shown).await.unwrap();
     assert!(refused.contains("password"), "{refused}");
-    expected_console_errors(client, "/auth/register").await;
+    expected_console_errors(client, "/auth/register", 422).await;
 
     fill(client, "#auth-password", "correct horse battery").await;
     click(client, "#auth-form button[value=register]").await;
@@ -290,7 +291,7 @@ async fn a_user_registers_creates_an_alert_rule_sees_it_fire_and_buys_a_position
     let refused = wait_until("the order error", || text(client, "#portfolio-error"), shown).await.unwrap();
     assert!(refused.to_lowercase().contains("insufficient"), "{refused}");
     assert_eq!(text(client, position).await.as_deref(), Some("2"));
-    expected_console_errors(client, "/portfolio/orders").await;
+    expected_console_errors(client, "/portfolio/orders", 422).await;
 
     // Deleting the rule empties the list.
     click(client, "#rules li button").await;
@@ -302,6 +303,14 @@ async fn a_user_registers_creates_an_alert_rule_sees_it_fire_and_buys_a_position
     // Signing out hides the account panels again.
     click(client, "#sign-out").await;
     wait_until("signed out", || text(client, "#auth-title"), |t| t.as_deref() == Some("Sign in")).await;
+    assert_eq!(text(client, "#portfolio-title").await.as_deref(), Some(""), "the portfolio is hidden");
+
+    // A token the server refuses (expired, revoked) signs the page out.
+    client.execute("localStorage.setItem('lizards.token', 'forged')", vec![]).await.expect("storage");
+    client.refresh().await.expect("reload");
+    let expired = wait_until("the expiry message", || text(client, "#auth-error"), shown).await.unwrap();
+    assert_eq!(expired, "Your sign-in has expired; please sign in again.");
+    expected_console_errors(client, "/users/me", 401).await;
 
     browser.client.close().await.expect("browser closes");
     app.stop().await;

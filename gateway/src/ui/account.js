@@ -25,8 +25,8 @@ export function createAccount(els, { onChange }) {
     try {
       set(await api("/users/me"));
     } catch (error) {
-      if (error.status === 401) signOut("Your session has expired; please sign in again.");
-      else say(els.error, error.message);
+      // A refused token has signed out already (auth.expired).
+      if (error.status !== 401) say(els.error, error.message);
     }
   }
 

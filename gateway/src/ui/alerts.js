@@ -18,7 +18,7 @@ export function describe(rule) {
   }
 }
 
-export function createAlerts(els, { onUnauthorized }) {
+export function createAlerts(els) {
   els.kind.addEventListener("change", kindChanged);
 
   function kindChanged() {
@@ -37,12 +37,8 @@ export function createAlerts(els, { onUnauthorized }) {
       await api("/alerts/rules", { method: "POST", body });
       els.threshold.value = "";
       await refresh();
-    }).then(unauthorized);
+    });
   });
-
-  function unauthorized(error) {
-    if (error && error.status === 401) onUnauthorized();
-  }
 
   async function refresh() {
     try {
@@ -53,7 +49,6 @@ export function createAlerts(els, { onUnauthorized }) {
       els.noAlerts.hidden = alerts.alerts.length > 0;
     } catch (error) {
       say(els.error, error.message);
-      unauthorized(error);
     }
   }
 
@@ -75,7 +70,6 @@ export function createAlerts(els, { onUnauthorized }) {
       } catch (error) {
         remove.disabled = false;
         say(els.error, error.message);
-        unauthorized(error);
       }
     });
     li.append(text, remove);

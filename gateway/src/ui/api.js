@@ -9,6 +9,9 @@ export const auth = {
   set token(value) {
     if (value) localStorage.setItem(TOKEN_KEY, value); else localStorage.removeItem(TOKEN_KEY);
   },
+  // Called when the server refuses the token (expired, revoked, account
+  // deleted); the app signs out.
+  expired() {},
 };
 
 export class ApiError extends Error {
@@ -28,6 +31,7 @@ export async function api(path, { method = "GET", body } = {}) {
   const text = await response.text();
   let json = null;
   try { json = text ? JSON.parse(text) : null; } catch { /* not JSON: reported below */ }
+  if (response.status === 401 && headers.Authorization) auth.expired();
   if (!response.ok) throw new ApiError(response.status, problemMessage(response, json));
   return json;
 }

@@ -1,7 +1,7 @@
 // Lizards in the browser: wires the watchlist, the chart, the account, the
 // portfolio and the alerts to one WebSocket stream and the REST API.
 
-import { say } from "./api.js";
+import { auth, say } from "./api.js";
 import { createAccount } from "./account.js";
 import { createAlerts } from "./alerts.js";
 import { createChart } from "./chart.js";
@@ -46,10 +46,8 @@ const stream = createStream({
     if (unknown) watchlist.drop(unknown[1]);
     say(errorEl, message);
   },
-  onUnauthorized() { account.signOut("Your session has expired; please sign in again."); },
 });
 
-const signedOut = () => account.signOut("Your session has expired; please sign in again.");
 const portfolio = createPortfolio({
   panel: $("portfolio-panel"),
   cash: $("cash"),
@@ -65,7 +63,7 @@ const portfolio = createPortfolio({
   empty: $("no-positions"),
   message: $("portfolio-message"),
   error: $("portfolio-error"),
-}, { onUnauthorized: signedOut });
+});
 
 const alerts = createAlerts({
   panel: $("alerts-panel"),
@@ -79,7 +77,7 @@ const alerts = createAlerts({
   feed: $("feed"),
   noAlerts: $("no-alerts"),
   error: $("alerts-error"),
-}, { onUnauthorized: signedOut });
+});
 
 const account = createAccount({
   panel: $("auth-panel"),
@@ -106,6 +104,7 @@ $("add-form").addEventListener("submit", (event) => {
   if (symbol && watchlist.add(symbol)) stream.send({ type: "subscribe", symbols: [symbol] });
 });
 
+auth.expired = () => account.signOut("Your sign-in has expired; please sign in again.");
 watchlist.load();
 // Who is signed in decides which session the stream asks for.
 account.refresh().finally(() => stream.start());

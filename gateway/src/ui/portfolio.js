@@ -6,7 +6,7 @@ import { api, money, say, signed, submitting, trend } from "./api.js";
 
 const REFRESH_MS = 5000;
 
-export function createPortfolio(els, { onUnauthorized }) {
+export function createPortfolio(els) {
   let timer = null;
 
   els.depositForm.addEventListener("submit", (event) => {
@@ -17,7 +17,7 @@ export function createPortfolio(els, { onUnauthorized }) {
       els.amount.value = "";
       say(els.message, `Deposited ${money(amount)}; cash is now ${money(result.cash)}.`);
       await refresh();
-    }).then(unauthorized);
+    });
   });
 
   els.orderForm.addEventListener("submit", (event) => {
@@ -29,19 +29,14 @@ export function createPortfolio(els, { onUnauthorized }) {
       const verb = side === "buy" ? "Bought" : "Sold";
       say(els.message, `${verb} ${order.quantity} ${order.symbol} at ${money(order.price)} (${money(order.value)}).`);
       await refresh();
-    }).then(unauthorized);
+    });
   });
-
-  function unauthorized(error) {
-    if (error && error.status === 401) onUnauthorized();
-  }
 
   async function refresh() {
     try {
       render(await api("/portfolio"));
     } catch (error) {
       say(els.error, error.message);
-      unauthorized(error);
     }
   }
 

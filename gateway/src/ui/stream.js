@@ -15,7 +15,7 @@ export function createStream(handlers) {
     const headers = auth.token ? { Authorization: "Bearer " + auth.token } : {};
     const response = await fetch("/session", { method: "POST", headers });
     if (response.status === 401 && auth.token) {
-      handlers.onUnauthorized();
+      auth.expired();
       return session();
     }
     if (!response.ok) throw new Error("session: HTTP " + response.status);
