@@ -18,9 +18,11 @@ export class ApiError extends Error {
   constructor(status, message) { super(message); this.status = status; }
 }
 
-export async function api(path, { method = "GET", body } = {}) {
+// `open`: a public read, sent without the token so the gateway may answer
+// it from its shared cache.
+export async function api(path, { method = "GET", body, open = false } = {}) {
   const headers = { Accept: "application/json" };
-  if (auth.token) headers.Authorization = "Bearer " + auth.token;
+  if (auth.token && !open) headers.Authorization = "Bearer " + auth.token;
   if (body !== undefined) headers["Content-Type"] = "application/json";
   let response;
   try {

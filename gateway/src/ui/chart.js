@@ -45,13 +45,13 @@ export function createChart(canvas, { title, note, buttons }) {
     const path = `/quotes/${encodeURIComponent(symbol)}`;
     try {
       if (spec.interval) {
-        const body = await api(`${path}/candles?interval=${spec.interval}&from=${from}&limit=1000`);
+        const body = await api(`${path}/candles?interval=${spec.interval}&from=${from}&limit=1000`, { open: true });
         if (load !== loads) return;
         const loaded = body.candles.map((c) => ({ t: Date.parse(c.start), o: c.open, h: c.high, l: c.low, c: c.close }));
         const newest = loaded.length ? loaded[loaded.length - 1].t : -Infinity;
         candles = loaded.concat(candles.filter((c) => c.t > newest));
       } else {
-        const body = await api(`${path}/history?from=${from}&limit=1000`);
+        const body = await api(`${path}/history?from=${from}&limit=1000`, { open: true });
         if (load !== loads) return;
         const loaded = body.quotes.map((q) => ({ t: Date.parse(q.timestamp), p: q.price })).reverse();
         const newest = loaded.length ? loaded[loaded.length - 1].t : -Infinity;
