@@ -197,7 +197,7 @@ impl Inner {
         let stored = match self.store.get(&plan.key).await {
             Ok(stored) => stored?,
             Err(error) => {
-                self.metrics.store_failures.with_label_values(&["cache"]).inc();
+                self.metrics.store_failure("cache");
                 tracing::debug!(%error, "cache read failed; treating as a miss");
                 return None;
             }
@@ -213,7 +213,7 @@ impl Inner {
         match self.store.set(&plan.key, encode(entry, stored_at), Some(ttl)).await {
             Ok(()) => entry.stored_at = Some(stored_at),
             Err(error) => {
-                self.metrics.store_failures.with_label_values(&["cache"]).inc();
+                self.metrics.store_failure("cache");
                 tracing::debug!(%error, "cache write failed");
             }
         }

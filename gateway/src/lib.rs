@@ -91,6 +91,7 @@ pub async fn build(config: Config, store: Arc<dyn Cache>, shutdown: Shutdown) ->
     let upstreams = Arc::new(Upstreams::new(registry_client.clone(), config.gateway.gateway_balancer));
     let registry = telemetry::metrics_registry(SERVICE_ID);
     let metrics = metrics::Metrics::new(&registry);
+    let http_metrics = HttpMetrics::new(&registry, &metrics.ops);
     let state = Arc::new(GatewayState {
         upstreams: upstreams.clone(),
         http: proxy::http_client(),
@@ -113,7 +114,7 @@ pub async fn build(config: Config, store: Arc<dyn Cache>, shutdown: Shutdown) ->
         .fallback(proxy::handle)
         .with_state(state)
         .merge(telemetry::ops_routes(registry.clone(), readiness));
-    let router = telemetry::http_layers(router.layer(cors(&config.gateway.cors_origins)?), HttpMetrics::new(&registry));
+    let router = telemetry::http_layers(router.layer(cors(&config.gateway.cors_origins)?), http_metrics);
 
     let (listener, addr) = lizards_shared::http::bind(config.common.bind_host, config.gateway.gateway_port).await?;
     tracing::info!(%addr, "gateway listening");

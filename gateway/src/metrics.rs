@@ -2,7 +2,7 @@
 
 use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Registry};
 
-use lizards_shared::telemetry::{counter_vec, gauge, histogram_vec, latency_buckets, register};
+use lizards_shared::telemetry::{Operations, counter_vec, gauge, histogram_vec, latency_buckets, register};
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -14,11 +14,15 @@ pub struct Metrics {
     pub limited: IntCounterVec,
     pub ratelimit_check: Histogram,
     pub store_failures: IntCounterVec,
+    /// Seed 000's operations (every request is an `http` one) and errors
+    /// (`upstream`, `store`).
+    pub ops: Operations,
 }
 
 impl Metrics {
     pub fn new(registry: &Registry) -> Metrics {
-        Metrics {
+        let metrics = Metrics {
+            ops: Operations::new(registry, &[], &["upstream", "store"]),
             requests: counter_vec(
                 registry,
                 "lizards_gateway_requests_total",
@@ -68,6 +72,35 @@ impl Metrics {
                 "Cache-store (Redis) failures by use; rate limits fail open and the cache is bypassed",
                 &["use"],
             ),
+        };
+        metrics.prime();
+        metrics
+    }
+
+    /// The series of fixed label sets at zero, so dashboards and `rate()`
+    /// see them before their first event.
+    fn prime(&self) {
+        for policy in ["default", "user", "auth", "websocket"] {
+            self.limited.with_label_values(&[policy]);
         }
+        for route in crate::routes::ROUTES {
+            for kind in ["connect", "timeout"] {
+                self.upstream_errors.with_label_values(&[route.prefix, kind]);
+            }
+        }
+        for use_ in ["cache", "ratelimit"] {
+            self.store_failures.with_label_values(&[use_]);
+        }
+    }
+
+    pub fn upstream_error(&self, route: &str, kind: &str) {
+        self.upstream_errors.with_label_values(&[route, kind]).inc();
+        self.ops.errors.with_label_values(&["upstream"]).inc();
+    }
+
+    /// Redis failed for `use_` (`cache` or `ratelimit`).
+    pub fn store_failure(&self, use_: &str) {
+        self.store_failures.with_label_values(&[use_]).inc();
+        self.ops.errors.with_label_values(&["store"]).inc();
     }
 }

@@ -222,7 +222,7 @@ async fn send(state: &GatewayState, route: &Route, mut outgoing: Outgoing) -> Re
             }
             Ok(Err(error)) => error,
             Err(_) => {
-                state.metrics.upstream_errors.with_label_values(&[route.prefix, "timeout"]).inc();
+                state.metrics.upstream_error(route.prefix, "timeout");
                 tracing::warn!(instance = %picked.authority, timeout = ?outgoing.timeout, "upstream timed out");
                 return Err(Problem::new(StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout")
                     .detail(format!("'{}' did not answer within {:?}", route.service, outgoing.timeout))
@@ -230,7 +230,7 @@ async fn send(state: &GatewayState, route: &Route, mut outgoing: Outgoing) -> Re
             }
         };
         let kind = if error.is_connect() { "connect" } else { "broken" };
-        state.metrics.upstream_errors.with_label_values(&[route.prefix, kind]).inc();
+        state.metrics.upstream_error(route.prefix, kind);
         tracing::warn!(%error, instance = %picked.authority, "upstream request failed");
         state.upstreams.eject(&picked.authority);
         tried.push(picked.authority.clone());
@@ -347,7 +347,7 @@ async fn websocket(state: &GatewayState, route: &Route, client: SocketAddr, requ
     let upstream = match connected {
         Ok(upstream) => upstream,
         Err(error) => {
-            state.metrics.upstream_errors.with_label_values(&[route.prefix, "connect"]).inc();
+            state.metrics.upstream_error(route.prefix, "connect");
             state.upstreams.eject(&picked.authority);
             tracing::warn!(%error, instance = %picked.authority, "WebSocket upstream failed");
             return Problem::new(StatusCode::BAD_GATEWAY, "Bad Gateway")

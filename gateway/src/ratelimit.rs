@@ -140,7 +140,7 @@ impl RateLimiter {
                 throttle
             }
             Err(error) => {
-                self.metrics.store_failures.with_label_values(&["ratelimit"]).inc();
+                self.metrics.store_failure("ratelimit");
                 if !self.failing.swap(true, Ordering::Relaxed) {
                     tracing::warn!(%error, "rate-limit store unavailable; letting requests through unlimited");
                 }

@@ -44,6 +44,8 @@ pub enum BreakerState {
 }
 
 impl BreakerState {
+    pub const ALL: [BreakerState; 3] = [BreakerState::Closed, BreakerState::Open, BreakerState::HalfOpen];
+
     /// Name in `/sources/status`.
     pub fn as_str(self) -> &'static str {
         match self {

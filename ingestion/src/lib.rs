@@ -74,6 +74,7 @@ pub async fn build(
         config.ingestion.jump_flag_pct,
     ));
     let ingest = ingest::Ingest::new(pipeline.clone(), metrics.clone());
+    let http_metrics = HttpMetrics::new(&registry, &metrics.ops);
 
     let always_on = config
         .ingestion
@@ -94,6 +95,9 @@ pub async fn build(
         owner: format!("ingestion-{}", uuid::Uuid::new_v4()),
     };
     let sources = Arc::new(enabled::enabled(&config, &shared)?);
+    for source in sources.iter() {
+        shared.metrics.prime_source(source.id());
+    }
     let (tx, rx) = mpsc::channel(RECORD_BUFFER);
     let finder =
         Finder { sources: sources.clone(), demand, records: tx.clone(), timeout: config.common.symbol_lookup_timeout };
@@ -112,7 +116,7 @@ pub async fn build(
         ingest: ingest.clone(),
     })
     .merge(telemetry::ops_routes(registry.clone(), readiness));
-    let router = telemetry::http_layers(router, HttpMetrics::new(&registry));
+    let router = telemetry::http_layers(router, http_metrics);
 
     let (listener, addr) = lizards_shared::http::bind(config.common.bind_host, config.ingestion.ingestion_port).await?;
     tracing::info!(%addr, sources = ?config.ingestion.sources, "ingestion listening");

@@ -2,7 +2,7 @@
 
 use prometheus::{HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Registry};
 
-use lizards_shared::telemetry::{counter_vec, gauge, gauge_vec, histogram_vec, latency_buckets};
+use lizards_shared::telemetry::{Operations, counter_vec, gauge, gauge_vec, histogram_vec, latency_buckets};
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -28,11 +28,15 @@ pub struct Metrics {
     pub lease_held: IntGaugeVec,
     pub demand_symbols: IntGauge,
     pub demand_instances: IntGauge,
+    /// Seed 000's operations (quotes published) and errors (raw store,
+    /// publish).
+    pub ops: Operations,
 }
 
 impl Metrics {
     pub fn new(registry: &Registry) -> Metrics {
         Metrics {
+            ops: Operations::new(registry, &["quote"], &["raw_store", "publish"]),
             published: counter_vec(
                 registry,
                 "lizards_quotes_published_total",
@@ -119,6 +123,28 @@ impl Metrics {
                 "lizards_demand_instances",
                 "Provider instances whose demand set is current",
             ),
+        }
+    }
+
+    /// Creates a source's series at zero, so dashboards and `rate()` see
+    /// them before the first event (a series born at its first increment
+    /// hides that increment from `rate()`).
+    pub fn prime_source(&self, source: &str) {
+        self.published.with_label_values(&[source]);
+        self.publish_failures.with_label_values(&[source]);
+        self.flagged.with_label_values(&[source, "jump"]);
+        for reason in crate::validate::Reject::ALL {
+            self.rejected.with_label_values(&[source, reason.label()]);
+        }
+    }
+
+    /// A polled source's fetch and breaker series at zero (see
+    /// [`Metrics::prime_source`]).
+    pub fn prime_breaker(&self, source: &str) {
+        self.source_fetches.with_label_values(&[source, "ok"]);
+        self.source_fetch_seconds.with_label_values(&[source]);
+        for state in crate::breaker::BreakerState::ALL {
+            self.breaker_transitions.with_label_values(&[source, state.as_str()]);
         }
     }
 }

@@ -79,6 +79,7 @@ impl Pipeline {
                 // a fresh id and count the miss.
                 tracing::warn!(%error, "raw store insert failed; publishing without raw copy");
                 self.metrics.raw_store_errors.with_label_values(&["insert"]).inc();
+                self.metrics.ops.errors.with_label_values(&["raw_store"]).inc();
                 None
             }
         };
@@ -101,6 +102,7 @@ impl Pipeline {
         let started = Instant::now();
         if let Err(error) = self.broker.publish(QUOTES_EXCHANGE, &quote.symbol.routing_key(), quote.encode()).await {
             self.metrics.publish_failures.with_label_values(&[&record.source]).inc();
+            self.metrics.ops.errors.with_label_values(&["publish"]).inc();
             if let Some(id) = raw_id {
                 self.set_outcome(&id, RawOutcome::Rejected { reason: PUBLISH_FAILED.to_string() }).await;
             }
@@ -110,6 +112,7 @@ impl Pipeline {
         self.last.lock().await.insert(quote.symbol.clone(), price);
         self.metrics.delivery_time.with_label_values(&[QUOTES_EXCHANGE]).observe(started.elapsed().as_secs_f64());
         self.metrics.published.with_label_values(&[&record.source]).inc();
+        self.metrics.ops.operations.with_label_values(&["quote"]).inc();
         for flag in &flags {
             self.metrics.flagged.with_label_values(&[&record.source, flag]).inc();
         }
@@ -139,6 +142,7 @@ impl Pipeline {
             Err(error) => {
                 tracing::warn!(%error, "raw store insert of a reject failed");
                 self.metrics.raw_store_errors.with_label_values(&["insert"]).inc();
+                self.metrics.ops.errors.with_label_values(&["raw_store"]).inc();
             }
         }
     }
@@ -156,6 +160,7 @@ impl Pipeline {
         if let Err(error) = self.raw.set_outcome(id, outcome).await {
             tracing::warn!(%error, "raw store outcome update failed");
             self.metrics.raw_store_errors.with_label_values(&["set_outcome"]).inc();
+            self.metrics.ops.errors.with_label_values(&["raw_store"]).inc();
         }
     }
 

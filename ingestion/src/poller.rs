@@ -141,6 +141,7 @@ impl Poller {
             transitions: VecDeque::new(),
         };
         metrics.breaker_state.with_label_values(&[api.id()]).set(BreakerState::Closed.gauge());
+        metrics.prime_breaker(api.id());
         let state = State {
             breaker: Breaker::new(settings.breaker),
             reported: BreakerState::Closed,

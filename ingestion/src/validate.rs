@@ -25,6 +25,15 @@ pub enum Reject {
 }
 
 impl Reject {
+    pub const ALL: [Reject; 6] = [
+        Reject::InvalidPrice,
+        Reject::FutureTimestamp,
+        Reject::TooOld,
+        Reject::InvalidSymbol,
+        Reject::Duplicate,
+        Reject::InvalidVolume,
+    ];
+
     /// Metric label and stored reason.
     pub fn label(self) -> &'static str {
         match self {

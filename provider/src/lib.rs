@@ -175,7 +175,7 @@ pub async fn build(config: Config, backends: Backends, shutdown: Shutdown) -> Re
         .merge(mutating)
         .merge(rest::routes(rest::RestState { snapshots, store: store.clone() }))
         .merge(telemetry::ops_routes(registry.clone(), readiness));
-    let router = telemetry::http_layers(router, HttpMetrics::new(&registry));
+    let router = telemetry::http_layers(router, HttpMetrics::new(&registry, &metrics.ops));
 
     let (listener, addr) = lizards_shared::http::bind(config.common.bind_host, config.provider.provider_port).await?;
     tracing::info!(%addr, "provider listening");

@@ -50,6 +50,7 @@ pub async fn feed(mut consumer: Box<dyn Consumer>, hub: Arc<Hub>, metrics: Metri
             take(&hub, &mut quotes, &delivery);
         }
         metrics.consumed.with_label_values(&[&queue]).inc_by(count);
+        metrics.ops.operations.with_label_values(&["message"]).inc_by(count);
         hub.publish(&quotes);
         quotes.clear();
     }

@@ -1,8 +1,8 @@
 //! Provider metrics: streaming, persistence and sessions.
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry};
 
-use lizards_shared::telemetry::{counter_vec, gauge, gauge_vec, latency_buckets, register};
+use lizards_shared::telemetry::{Operations, counter_vec, gauge, gauge_vec, latency_buckets, register};
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -24,6 +24,8 @@ pub struct Metrics {
     pub persist_duration: Histogram,
     pub consumed: IntCounterVec,
     pub dead_lettered: IntCounterVec,
+    /// Seed 000's operations and errors (`errors` is `ops.errors`).
+    pub ops: Operations,
     pub errors: IntCounterVec,
     pub sessions_created: IntCounter,
     pub symbol_lookups: IntCounterVec,
@@ -55,7 +57,8 @@ fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> 
 
 impl Metrics {
     pub fn new(registry: &Registry) -> Metrics {
-        Metrics {
+        let ops = Operations::new(registry, &["message"], &["database", "session_store", "alert_publish", "retention"]);
+        let metrics = Metrics {
             ws_connections: gauge(registry, "lizards_ws_connections", "Open WebSocket connections"),
             ws_connections_opened: counter(
                 registry,
@@ -114,11 +117,8 @@ impl Metrics {
                 "Poison messages sent to the dead-letter queue",
                 &["queue"],
             ),
-            errors: register(
-                registry,
-                IntCounterVec::new(Opts::new("lizards_errors_total", "Errors by kind"), &["kind"])
-                    .expect("valid counter"),
-            ),
+            errors: ops.errors.clone(),
+            ops,
             sessions_created: counter(registry, "lizards_sessions_created_total", "Sessions created by POST /session"),
             symbol_lookups: counter_vec(
                 registry,
@@ -177,6 +177,29 @@ impl Metrics {
                 "lizards_symbols_referenced",
                 "Symbols an alert rule or open position names",
             ),
+        };
+        metrics.prime();
+        metrics
+    }
+
+    /// The series of fixed label sets at zero, so dashboards and `rate()`
+    /// see them before their first event.
+    fn prime(&self) {
+        for outcome in ["fired", "changed", "unchanged", "conflict", "failed"] {
+            self.alert_evaluations.with_label_values(&[outcome]);
+        }
+        for kind in lizards_shared::accounts::RuleKind::ALL {
+            self.alerts_fired.with_label_values(&[kind.as_str()]);
+        }
+        for queue in [lizards_shared::broker::PERSIST_QUEUE, lizards_shared::broker::ALERTS_EVAL_QUEUE] {
+            self.consumed.with_label_values(&[queue]);
+            self.dead_lettered.with_label_values(&[queue]);
+        }
+        for reason in ["client", "idle", "errors", "slow", "shutdown"] {
+            self.ws_closes.with_label_values(&[reason]);
+        }
+        for kind in ["price_update", "control"] {
+            self.ws_frames_sent.with_label_values(&[kind]);
         }
     }
 }

@@ -85,6 +85,7 @@ impl Persister {
     /// Writes one batch; `false` when the store failed (batch requeued).
     async fn write(&self, batch: Vec<Delivery>) -> bool {
         self.metrics.consumed.with_label_values(&[PERSIST_QUEUE]).inc_by(batch.len() as u64);
+        self.metrics.ops.operations.with_label_values(&["message"]).inc_by(batch.len() as u64);
         let mut quotes = Vec::with_capacity(batch.len());
         let mut deliveries: Vec<Delivery> = Vec::with_capacity(batch.len());
         for delivery in batch {

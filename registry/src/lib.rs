@@ -20,7 +20,7 @@ use lizards_shared::{
     discovery::{Registration, RegistryClient, keep_registered},
     service::Started,
     shutdown::Shutdown,
-    telemetry::{HttpMetrics, always_ready, http_layers, metrics_registry, ops_routes},
+    telemetry::{HttpMetrics, Operations, always_ready, http_layers, metrics_registry, ops_routes},
 };
 
 pub use error::RegistryError;
@@ -55,7 +55,7 @@ pub async fn build_with_store(
 
     let prometheus = metrics_registry(SERVICE_ID);
     let metrics = RegistryMetrics::new(&prometheus);
-    let http_metrics = HttpMetrics::new(&prometheus);
+    let http_metrics = HttpMetrics::new(&prometheus, &Operations::new(&prometheus, &[], &["store"]));
     let state = AppState {
         store: store.clone(),
         default_ttl: config.registry.registry_ttl,

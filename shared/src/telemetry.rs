@@ -109,16 +109,48 @@ async fn ready(State(state): State<OpsState>) -> Response {
     }
 }
 
-/// Per-route request counts and durations.
+/// Seed 000's pair, on every service: `lizards_operations_total{kind}`
+/// (HTTP requests, messages consumed, quotes published, requests proxied)
+/// and `lizards_errors_total{kind}` (incl. `database` when it is
+/// unreachable, and `http_5xx`); their ratio is the `lizards:error_ratio`
+/// recording rule.
+#[derive(Clone)]
+pub struct Operations {
+    pub operations: IntCounterVec,
+    pub errors: IntCounterVec,
+}
+
+impl Operations {
+    /// Registers both; the kinds named start at zero, so `rate()` sees
+    /// their first increment.
+    pub fn new(registry: &Registry, operations: &[&str], errors: &[&str]) -> Operations {
+        let ops = Operations {
+            operations: counter_vec(registry, "lizards_operations_total", "Operations handled, by kind", &["kind"]),
+            errors: counter_vec(registry, "lizards_errors_total", "Errors by kind", &["kind"]),
+        };
+        for kind in ["http"].iter().chain(operations) {
+            ops.operations.with_label_values(&[kind]);
+        }
+        for kind in ["http_5xx"].iter().chain(errors) {
+            ops.errors.with_label_values(&[kind]);
+        }
+        ops
+    }
+}
+
+/// Per-route request counts and durations, each request one `http`
+/// operation (a 5xx answer also an `http_5xx` error).
 #[derive(Clone)]
 pub struct HttpMetrics {
     requests: IntCounterVec,
     duration: HistogramVec,
+    ops: Operations,
 }
 
 impl HttpMetrics {
-    pub fn new(registry: &Registry) -> HttpMetrics {
+    pub fn new(registry: &Registry, ops: &Operations) -> HttpMetrics {
         HttpMetrics {
+            ops: ops.clone(),
             requests: counter_vec(
                 registry,
                 "lizards_http_requests_total",
@@ -145,7 +177,12 @@ async fn track(State(metrics): State<HttpMetrics>, request: Request, next: Next)
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
     let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
+    let status = response.status();
+    metrics.ops.operations.with_label_values(&["http"]).inc();
+    if status.is_server_error() {
+        metrics.ops.errors.with_label_values(&["http_5xx"]).inc();
+    }
+    let status = status.as_u16().to_string();
     metrics.requests.with_label_values(&[&method, &route, &status]).inc();
     metrics.duration.with_label_values(&[&method, &route]).observe(started.elapsed().as_secs_f64());
     response

@@ -84,6 +84,7 @@ impl Evaluator {
         self.metrics.alert_batch_duration.observe(started.elapsed().as_secs_f64());
         // Counted once evaluated, so "consumed" means "its rules are saved".
         self.metrics.consumed.with_label_values(&[ALERTS_EVAL_QUEUE]).inc_by(taken);
+        self.metrics.ops.operations.with_label_values(&["message"]).inc_by(taken);
         ok
     }
 

@@ -5,7 +5,8 @@ use prometheus::{HistogramVec, IntCounterVec, Registry};
 
 use lizards_shared::{
     accounts::Channel,
-    telemetry::{counter_vec, histogram_vec, latency_buckets},
+    broker::NOTIFY_QUEUE,
+    telemetry::{Operations, counter_vec, histogram_vec, latency_buckets},
 };
 
 #[derive(Clone)]
@@ -19,6 +20,8 @@ pub struct Metrics {
     pub delivery_seconds: HistogramVec,
     pub consumed: IntCounterVec,
     pub dead_lettered: IntCounterVec,
+    /// Seed 000's operations and errors (`errors` is `ops.errors`).
+    pub ops: Operations,
     pub errors: IntCounterVec,
     /// Telegram bot commands handled, by command and outcome.
     pub bot_commands: IntCounterVec,
@@ -26,7 +29,9 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new(registry: &Registry) -> Metrics {
-        Metrics {
+        let errors = ["decode", "notifier_task", "telegram_poll", "telegram_reply"];
+        let ops = Operations::new(registry, &["message"], &errors);
+        let metrics = Metrics {
             notifications: counter_vec(
                 registry,
                 "lizards_notifications_total",
@@ -59,14 +64,31 @@ impl Metrics {
                 "Messages rejected to the dead-letter exchange, by queue",
                 &["queue"],
             ),
-            errors: counter_vec(registry, "lizards_errors_total", "Errors by kind", &["kind"]),
+            errors: ops.errors.clone(),
+            ops,
             bot_commands: counter_vec(
                 registry,
                 "lizards_telegram_commands_total",
                 "Telegram bot commands handled, by command and outcome",
                 &["command", "outcome"],
             ),
+        };
+        metrics.prime();
+        metrics
+    }
+
+    /// Every channel's series at zero, so dashboards and `rate()` see them
+    /// before the first delivery.
+    fn prime(&self) {
+        for channel in Channel::ALL.map(Channel::as_str) {
+            for outcome in ["sent", "failed", "retried", "suppressed", "skipped"] {
+                self.notifications.with_label_values(&[channel, outcome]);
+            }
+            self.send_seconds.with_label_values(&[channel]);
+            self.delivery_seconds.with_label_values(&[channel]);
         }
+        self.consumed.with_label_values(&[NOTIFY_QUEUE]);
+        self.dead_lettered.with_label_values(&[NOTIFY_QUEUE]);
     }
 
     pub fn count(&self, channel: Channel, outcome: &str) {

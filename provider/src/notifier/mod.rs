@@ -95,8 +95,10 @@ pub async fn build(config: Config, backends: Backends, shutdown: Shutdown) -> Re
             })
         })
     };
-    let router =
-        telemetry::http_layers(telemetry::ops_routes(registry.clone(), readiness), HttpMetrics::new(&registry));
+    let router = telemetry::http_layers(
+        telemetry::ops_routes(registry.clone(), readiness),
+        HttpMetrics::new(&registry, &metrics.ops),
+    );
     let (listener, addr) = lizards_shared::http::bind(config.common.bind_host, n.notifier_port).await?;
     tracing::info!(%addr, "notifier listening");
 

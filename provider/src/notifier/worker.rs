@@ -111,6 +111,7 @@ enum Step {
 async fn handle(deliverer: Arc<Deliverer>, metrics: Metrics, message: Message, shutdown: Shutdown) {
     settle(&deliverer, &metrics, message, &shutdown).await;
     metrics.consumed.with_label_values(&[NOTIFY_QUEUE]).inc();
+    metrics.ops.operations.with_label_values(&["message"]).inc();
 }
 
 async fn settle(deliverer: &Deliverer, metrics: &Metrics, message: Message, shutdown: &Shutdown) {
