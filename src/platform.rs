@@ -16,6 +16,7 @@ use lizards_shared::{
     config::Config,
     rawstore::{MemoryRawStore, MongoRawStore, RawStore},
     shutdown::Shutdown,
+    slo::SloStore,
     store::{PostgresStore, QuoteStore, SqliteStore},
 };
 use tokio::task::JoinHandle;
@@ -120,17 +121,24 @@ impl Shared {
 }
 
 /// The SQL store (PostgreSQL when DATABASE_URL is set, else SQLite under
-/// DATA_DIR) as its two ports: quotes, and accounts.
-async fn sql_store(config: &Config) -> anyhow::Result<(Arc<dyn QuoteStore>, Arc<dyn AccountStore>)> {
+/// DATA_DIR) as its three ports.
+#[derive(Clone)]
+struct Sql {
+    quotes: Arc<dyn QuoteStore>,
+    accounts: Arc<dyn AccountStore>,
+    slos: Arc<dyn SloStore>,
+}
+
+async fn sql_store(config: &Config) -> anyhow::Result<Sql> {
     if let Some(url) = &config.common.database_url {
         let store =
             Arc::new(PostgresStore::connect(url).await.with_context(|| "connecting to PostgreSQL (DATABASE_URL)")?);
         tracing::info!("SQL store: PostgreSQL");
-        return Ok((store.clone(), store));
+        return Ok(Sql { quotes: store.clone(), accounts: store.clone(), slos: store });
     }
     let path = config.common.data_dir.join("lizards.db");
     let store = Arc::new(SqliteStore::open(&path).await.with_context(|| format!("opening {}", path.display()))?);
-    Ok((store.clone(), store))
+    Ok(Sql { quotes: store.clone(), accounts: store.clone(), slos: store })
 }
 
 /// Starts `target` and returns once every started role is listening.
@@ -146,11 +154,21 @@ pub async fn start(mut config: Config, target: Target, shutdown: Shutdown) -> an
     }
     let backends = Shared::connect(&config).await?;
     platform.broker = Some(backends.broker.clone());
+    // The registry (SLOs), the provider and the notifier share one SQL
+    // store in a process.
+    let sql = if all || matches!(target, Target::Registry | Target::Provider | Target::Notifier) {
+        Some(sql_store(&config).await?)
+    } else {
+        None
+    };
 
     if all || target == Target::Registry {
         let registry_shutdown = if all { Shutdown::new() } else { shutdown.clone() };
-        let store = Shared::registry_store(&config).await?;
-        let started = lizards_registry::build_with_store(config.clone(), registry_shutdown.clone(), store).await?;
+        let stores = lizards_registry::Stores {
+            registry: Shared::registry_store(&config).await?,
+            slos: sql.as_ref().context("SQL store")?.slos.clone(),
+        };
+        let started = lizards_registry::build_with(config.clone(), registry_shutdown.clone(), stores).await?;
         // Roles started after the registry use the address it really bound.
         config.common.registry_url = format!("http://{}", lizards_shared::http::dialable(started.addr));
         let (addr, task) = started.spawn();
@@ -170,21 +188,15 @@ pub async fn start(mut config: Config, target: Target, shutdown: Shutdown) -> an
         platform.ingestion = Some(addr);
         platform.tasks.push(task);
     }
-    // The provider and the notifier share one SQL store in a process.
-    let sql = if all || matches!(target, Target::Provider | Target::Notifier) {
-        Some(sql_store(&config).await?)
-    } else {
-        None
-    };
     if all || target == Target::Provider {
-        let (store, accounts) = sql.clone().context("SQL store")?;
+        let Sql { quotes: store, accounts, .. } = sql.clone().context("SQL store")?;
         let backends = Backends { broker: backends.broker.clone(), store, accounts, cache: backends.cache.clone() };
         let (addr, task) = lizards_provider::build(config.clone(), backends, shutdown.clone()).await?.spawn();
         platform.provider = Some(addr);
         platform.tasks.push(task);
     }
     if all || target == Target::Notifier {
-        let (_, accounts) = sql.clone().context("SQL store")?;
+        let accounts = sql.as_ref().context("SQL store")?.accounts.clone();
         let backends = lizards_provider::notifier::Backends { broker: backends.broker.clone(), accounts };
         let started = lizards_provider::notifier::build(config.clone(), backends, shutdown.clone()).await?;
         let (addr, task) = started.spawn();

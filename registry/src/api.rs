@@ -101,7 +101,7 @@ async fn register(
 
 /// A body that could not be read is a bad `body` field like any other, so
 /// clients get the same 400 problem instead of axum's plain-text 413.
-fn unreadable_body(rejection: BytesRejection) -> ApiError {
+pub(crate) fn unreadable_body(rejection: BytesRejection) -> ApiError {
     let message = match rejection {
         BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => {
             format!("is too large: at most {MAX_BODY_BYTES} bytes ({} KiB) are accepted", MAX_BODY_BYTES / 1024)

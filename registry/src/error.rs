@@ -16,6 +16,8 @@ use crate::{model::FieldError, store::StoreError};
 pub enum RegistryError {
     #[error("cannot bind the registry listener on {addr}: {source}")]
     Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot open the SLO store {}: {source}", path.display())]
+    SloStore { path: std::path::PathBuf, source: lizards_shared::store::StoreError },
 }
 
 /// Why a request failed.
@@ -31,17 +33,28 @@ pub enum ApiError {
     Unauthorized,
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("invalid SLO request")]
+    InvalidSlo(Vec<FieldError>),
+    #[error("unknown SLO {0}")]
+    UnknownSlo(String),
+    #[error("an SLO named {0:?} already exists")]
+    SloNameTaken(String),
+    #[error("the SLO store is unavailable")]
+    SloStore(#[from] lizards_shared::slo::SloStoreError),
 }
 
 impl ApiError {
     fn problem(&self) -> Problem {
         let detail = self.to_string();
         match self {
-            ApiError::Invalid(errors) => Problem::bad_request(detail)
+            ApiError::Invalid(errors) | ApiError::InvalidSlo(errors) => Problem::bad_request(detail)
                 .with("errors", serde_json::to_value(errors).expect("field errors serialize")),
-            ApiError::UnknownService(_) | ApiError::UnknownInstance { .. } => Problem::not_found(detail),
+            ApiError::UnknownService(_) | ApiError::UnknownInstance { .. } | ApiError::UnknownSlo(_) => {
+                Problem::not_found(detail)
+            }
+            ApiError::SloNameTaken(_) => Problem::new(StatusCode::CONFLICT, "Conflict").detail(detail),
             ApiError::Unauthorized => Problem::new(StatusCode::UNAUTHORIZED, "Unauthorized").detail(detail),
-            ApiError::Store(_) => Problem::unavailable(detail),
+            ApiError::Store(_) | ApiError::SloStore(_) => Problem::unavailable(detail),
         }
     }
 }
@@ -50,6 +63,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if let ApiError::Store(error) = &self {
             tracing::error!(%error, "registry store failed");
+        }
+        if let ApiError::SloStore(error) = &self {
+            tracing::error!(%error, "SLO store failed");
         }
         let mut response = self.problem().into_response();
         if matches!(self, ApiError::Unauthorized) {

@@ -9,6 +9,7 @@ pub mod error;
 mod health;
 mod metrics;
 pub mod model;
+mod slo;
 pub mod store;
 mod sweep;
 
@@ -20,6 +21,8 @@ use lizards_shared::{
     discovery::{Registration, RegistryClient, keep_registered},
     service::Started,
     shutdown::Shutdown,
+    slo::SloStore,
+    store::SqliteStore,
     telemetry::{HttpMetrics, Operations, always_ready, http_layers, metrics_registry, ops_routes},
 };
 
@@ -32,21 +35,36 @@ use crate::{api::AppState, auth::WriteToken, metrics::RegistryMetrics};
 /// The service id the registry registers itself under.
 pub const SERVICE_ID: &str = "registry";
 
-/// Binds the registry's listener with the embedded store; see
-/// [`build_with_store`].
+/// Where the registry keeps its state.
+pub struct Stores {
+    /// Services and instances (in-process, or Redis shared by registries).
+    pub registry: Arc<dyn RegistryStore>,
+    /// SLOs and their evaluations (the SQL store).
+    pub slos: Arc<dyn SloStore>,
+}
+
+/// Binds the registry's listener with the embedded stores; see [`build_with`].
 pub async fn build(config: Config, shutdown: Shutdown) -> Result<Started, RegistryError> {
     build_with_store(config, shutdown, Arc::new(MemoryRegistryStore::new())).await
 }
 
-/// Binds `bind_host:registry_port` (port 0 picks a free one) and returns the
-/// bound address with the future that serves until `shutdown`. That future
-/// also runs the TTL sweeper and the health checker, and keeps the registry
-/// registered in itself like any other service.
+/// [`build_with`] `store`, with SLOs in SQLite under `DATA_DIR`.
 pub async fn build_with_store(
     config: Config,
     shutdown: Shutdown,
     store: Arc<dyn RegistryStore>,
 ) -> Result<Started, RegistryError> {
+    let path = config.common.data_dir.join("lizards.db");
+    let slos = SqliteStore::open(&path).await.map_err(|source| RegistryError::SloStore { path, source })?;
+    build_with(config, shutdown, Stores { registry: store, slos: Arc::new(slos) }).await
+}
+
+/// Binds `bind_host:registry_port` (port 0 picks a free one) and returns the
+/// bound address with the future that serves until `shutdown`. That future
+/// also runs the TTL sweeper, the health checker and the SLO manager, and
+/// keeps the registry registered in itself like any other service.
+pub async fn build_with(config: Config, shutdown: Shutdown, stores: Stores) -> Result<Started, RegistryError> {
+    let Stores { registry: store, slos } = stores;
     let bind = SocketAddr::new(config.common.bind_host, config.registry.registry_port);
     let (listener, addr) = lizards_shared::http::bind(bind.ip(), bind.port())
         .await
@@ -55,14 +73,16 @@ pub async fn build_with_store(
 
     let prometheus = metrics_registry(SERVICE_ID);
     let metrics = RegistryMetrics::new(&prometheus);
+    let slo_metrics = slo::SloMetrics::new(&prometheus);
     let http_metrics = HttpMetrics::new(&prometheus, &Operations::new(&prometheus, &[], &["store"]));
-    let state = AppState {
-        store: store.clone(),
-        default_ttl: config.registry.registry_ttl,
-        token: WriteToken::new(config.common.registry_token.clone()),
-    };
-    let app = http_layers(api::router(state).merge(ops_routes(prometheus, always_ready())), http_metrics);
-    let serve = serve(listener, app, Background { config, addr, store, metrics }, shutdown);
+    let token = WriteToken::new(config.common.registry_token.clone());
+    let state = AppState { store: store.clone(), default_ttl: config.registry.registry_ttl, token: token.clone() };
+    let routes = api::router(state)
+        .merge(slo::router(slo::SloState { store: slos.clone(), token }))
+        .merge(ops_routes(prometheus, always_ready()));
+    let app = http_layers(routes, http_metrics);
+    let background = Background { config, addr, store, slos, metrics, slo_metrics };
+    let serve = serve(listener, app, background, shutdown);
     Ok(Started { addr, grpc: None, serve: Box::pin(serve) })
 }
 
@@ -71,7 +91,9 @@ struct Background {
     config: Config,
     addr: SocketAddr,
     store: Arc<dyn RegistryStore>,
+    slos: Arc<dyn SloStore>,
     metrics: RegistryMetrics,
+    slo_metrics: slo::SloMetrics,
 }
 
 async fn serve(listener: lizards_shared::http::Listener, app: Router, background: Background, shutdown: Shutdown) {
@@ -82,6 +104,14 @@ async fn serve(listener: lizards_shared::http::Listener, app: Router, background
         background.store.clone(),
         background.config.registry.registry_sweep,
         background.metrics,
+        tasks.clone(),
+    ));
+    let source = slo::Source::new(background.config.registry.prometheus_url.as_deref(), background.store.clone());
+    let slo_manager = tokio::spawn(slo::run(
+        background.slos,
+        source,
+        background.config.registry.slo_interval,
+        background.slo_metrics,
         tasks.clone(),
     ));
     let checker = tokio::spawn(health::run(background.store, tasks.clone()));
@@ -98,7 +128,7 @@ async fn serve(listener: lizards_shared::http::Listener, app: Router, background
         tracing::error!(%error, "registry server failed");
     }
     stop_tasks.cancel();
-    let _ = tokio::join!(sweeper, checker);
+    let _ = tokio::join!(sweeper, checker, slo_manager);
     tracing::info!("registry stopped");
 }
 

@@ -81,6 +81,13 @@ pub struct RegistryConfig {
     /// How often expired instances are swept.
     #[arg(long, env = "REGISTRY_SWEEP", default_value = "1s", value_parser = duration)]
     pub registry_sweep: Duration,
+    /// Prometheus the SLO manager queries; unset: it scrapes the registered
+    /// instances' `/metrics` itself.
+    #[arg(long, env = "PROMETHEUS_URL")]
+    pub prometheus_url: Option<String>,
+    /// How often every SLO is evaluated.
+    #[arg(long, env = "SLO_INTERVAL", default_value = "15s", value_parser = duration)]
+    pub slo_interval: Duration,
 }
 
 #[derive(Debug, Clone, Args)]

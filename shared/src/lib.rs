@@ -16,6 +16,7 @@ pub mod quote;
 pub mod rawstore;
 pub mod service;
 pub mod shutdown;
+pub mod slo;
 pub mod store;
 pub mod symbol;
 pub mod telemetry;

@@ -17,7 +17,7 @@ use std::{
     time::Duration,
 };
 
-use helpers::{WAIT, spawn_app, spawn_app_with};
+use helpers::{WAIT, spawn_app_with};
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -145,6 +145,17 @@ async fn every_metric_used_by_a_dashboard_or_rule_is_exported() {
     let app = spawn_app_with(|config| {
         config.ingestion.sources = vec!["synthetic".into(), "stooq".into()];
         config.ingestion.stooq_url = "http://127.0.0.1:9/".into();
+        config.registry.slo_interval = Duration::from_millis(100);
+    })
+    .await;
+    // An SLO, evaluated once, exports the per-SLO series.
+    let slo = serde_json::json!({"name": "up", "metric": "lizards_ws_connections", "aggregation": "value",
+        "comparison": ">", "threshold": -1, "window_minutes": 5});
+    assert_eq!(app.http.post(app.url("/slos")).json(&slo).send().await.unwrap().status(), 201);
+    let status = app.url("/slos/status");
+    wait_for("the SLO's first evaluation", async || {
+        let body: Value = app.http.get(&status).send().await.ok()?.json().await.ok()?;
+        (body["met"] == 1).then_some(())
     })
     .await;
     let platform = app.platform.as_ref().unwrap();
@@ -168,7 +179,13 @@ async fn every_metric_used_by_a_dashboard_or_rule_is_exported() {
 #[tokio::test]
 async fn prometheus_scrapes_every_instance_found_through_the_registry() {
     let Some(prometheus) = tool("prometheus") else { return };
-    let app = spawn_app().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // The SLO manager queries this Prometheus.
+    let app = spawn_app_with(|config| {
+        config.registry.prometheus_url = Some(format!("http://127.0.0.1:{port}"));
+        config.registry.slo_interval = Duration::from_millis(500);
+    })
+    .await;
     let registry = app.platform.as_ref().unwrap().registry.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = format!(
@@ -177,7 +194,6 @@ async fn prometheus_scrapes_every_instance_found_through_the_registry() {
          - url: http://{registry}/prometheus/targets\n        refresh_interval: 1s\n"
     );
     std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let _server = KillOnDrop(
         Command::new(prometheus)
             .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
@@ -219,7 +235,50 @@ async fn prometheus_scrapes_every_instance_found_through_the_registry() {
         assert!(Instant::now() < deadline, "no lizards_ws_connections in Prometheus: {body}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+
+    // SLOs on end-to-end latency, evaluated from Prometheus: a client
+    // streams prices, so the latency histogram fills.
+    let mut client = app.ws("/ws").await;
+    client.send(serde_json::json!({"type": "subscribe", "symbols": ["AAPL", "MSFT"]})).await;
+    let slo = |name: &str, threshold: f64| {
+        serde_json::json!({"name": name, "metric": "lizards_e2e_latency_seconds", "aggregation": "p99",
+            "comparison": "<", "threshold": threshold, "window_minutes": 5})
+    };
+    let mut ids = Vec::new();
+    for body in [slo("e2e p99 under 1 s", 1.0), slo("e2e p99 under 1 ns", 1e-9)] {
+        let created = app.http.post(app.url("/slos")).json(&body).send().await.unwrap();
+        assert_eq!(created.status(), 201);
+        ids.push(created.json::<Value>().await.unwrap()["id"].clone());
+    }
+    let status = app.url("/slos/status");
+    let report = wait_for("both SLOs judged from Prometheus", async || {
+        while client.recv_within(Duration::from_millis(10)).await.is_some() {}
+        let body: Value = app.http.get(&status).send().await.ok()?.json().await.ok()?;
+        (body["met"] == 1 && body["violated"] == 1).then_some(body)
+    })
+    .await;
+    assert_eq!(report["status"], "violated");
+    let met = report["slos"].as_array().unwrap().iter().find(|s| s["id"] == ids[0]).unwrap();
+    assert_eq!(met["status"], "met");
+    let p99 = met["value"].as_f64().expect("a p99 from Prometheus");
+    assert!(p99 > 0.0 && p99 < 1.0, "{p99}");
+    let violations = app.url(&format!("/slos/{}/violations?hours=1", ids[1]));
+    let violations: Value = app.http.get(&violations).send().await.unwrap().json().await.unwrap();
+    assert_eq!(violations["count"], 1, "{violations}");
+    assert_eq!(violations["violations"][0]["ongoing"], true);
     app.stop().await;
+}
+
+/// Polls `check` until it gives a value, failing after three deadlines.
+async fn wait_for<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + WAIT * 3;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {:?}", WAIT * 3);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 struct KillOnDrop(std::process::Child);

@@ -306,8 +306,11 @@ async fn a_user_registers_creates_an_alert_rule_sees_it_fire_and_buys_a_position
     assert_eq!(text(client, "#portfolio-title").await.as_deref(), Some(""), "the portfolio is hidden");
 
     // A token the server refuses (expired, revoked) signs the page out.
+    // Set from a page of the same origin without the app, so that nothing
+    // of the old page still in flight sees the forged token first.
+    client.goto(&app.url("/healthz")).await.expect("a plain page");
     client.execute("localStorage.setItem('lizards.token', 'forged')", vec![]).await.expect("storage");
-    client.refresh().await.expect("reload");
+    client.goto(&app.url("/")).await.expect("page opens");
     let expired = wait_until("the expiry message", || text(client, "#auth-error"), shown).await.unwrap();
     assert_eq!(expired, "Your sign-in has expired; please sign in again.");
     expected_console_errors(client, "/users/me", 401).await;

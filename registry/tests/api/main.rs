@@ -7,3 +7,4 @@ mod helpers;
 mod lifecycle;
 mod lookup;
 mod register;
+mod slos;

@@ -9,4 +9,5 @@ mod broker;
 mod cache;
 mod helpers;
 mod rawstore;
+mod slo;
 mod store;
