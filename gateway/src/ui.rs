@@ -15,6 +15,8 @@ const FILES: &[(&str, &str, &str)] = &[
     ("/index.html", include_str!("ui/index.html"), "text/html; charset=utf-8"),
     ("/style.css", include_str!("ui/style.css"), "text/css; charset=utf-8"),
     ("/logo.svg", include_str!("ui/logo.svg"), "image/svg+xml"),
+    // Browsers ask for it on pages without a <link rel="icon">.
+    ("/favicon.ico", include_str!("ui/logo.svg"), "image/svg+xml"),
     ("/app.js", include_str!("ui/app.js"), JS),
     ("/api.js", include_str!("ui/api.js"), JS),
     ("/stream.js", include_str!("ui/stream.js"), JS),
