@@ -7,11 +7,13 @@
 #   docker-compose           Debian's docker-compose (`config` validates the
 #                            compose file; no Docker engine needed)
 #   kubernetes-validate      PyPI (validates k8s/ against the Kubernetes schemas)
+#   openapi-spec-validator   PyPI (validates every service's /openapi.json)
 set -euo pipefail
 
 log() { printf '%s\n' "$*" >&2; }
 fail() { log "ops-tools.sh: $*"; exit 1; }
 KUBERNETES_VALIDATE_VERSION=1.37.0
+OPENAPI_SPEC_VALIDATOR_VERSION=0.9.0
 
 apt_install() {
   command -v apt-get >/dev/null || fail "$* missing and apt-get is not available"
@@ -34,8 +36,14 @@ if ! command -v kubernetes-validate >/dev/null; then
   pip install -q "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" >&2 || fail "pip could not install kubernetes-validate"
 fi
 
+if ! command -v openapi-spec-validator >/dev/null; then
+  log "installing openapi-spec-validator $OPENAPI_SPEC_VALIDATOR_VERSION (PyPI)"
+  pip install -q "openapi-spec-validator==$OPENAPI_SPEC_VALIDATOR_VERSION" >&2 || fail "pip could not install openapi-spec-validator"
+fi
+
 promtool --version >&2 || fail "promtool does not run"
 prometheus --version >&2 || fail "prometheus does not run"
 docker-compose version >&2 || fail "docker-compose does not run"
 kubernetes-validate --version >&2 || fail "kubernetes-validate does not run"
-log "ops-tools.sh: promtool, prometheus, docker-compose and kubernetes-validate are installed"
+openapi-spec-validator --help >/dev/null || fail "openapi-spec-validator does not run"
+log "ops-tools.sh: promtool, prometheus, docker-compose, kubernetes-validate and openapi-spec-validator are installed"

@@ -6,6 +6,7 @@
 pub mod cache;
 pub mod identity;
 pub mod metrics;
+mod openapi;
 pub mod proxy;
 pub mod ratelimit;
 pub mod routes;
@@ -51,6 +52,7 @@ pub struct GatewayState {
     pub jwt: Jwt,
     pub limiter: Option<RateLimiter>,
     pub cache: Option<ResponseCache>,
+    pub openapi: openapi::Merger,
     upstream_timeout: Duration,
     route_timeouts: PathRules<HumanDuration>,
 }
@@ -99,6 +101,7 @@ pub async fn build(config: Config, store: Arc<dyn Cache>, shutdown: Shutdown) ->
         limiter: RateLimiter::new(&config.gateway, store.clone(), metrics.clone()),
         cache: ResponseCache::new(&config.gateway, store, metrics.clone()),
         metrics,
+        openapi: openapi::Merger::new(),
         upstream_timeout: config.gateway.gateway_upstream_timeout,
         route_timeouts: config.gateway.gateway_route_timeouts.clone(),
     });
@@ -111,6 +114,7 @@ pub async fn build(config: Config, store: Arc<dyn Cache>, shutdown: Shutdown) ->
         })
     };
     let router = Router::new()
+        .route("/openapi.json", axum::routing::get(openapi::merged))
         .fallback(proxy::handle)
         .with_state(state)
         .merge(telemetry::ops_routes(registry.clone(), readiness));

@@ -24,6 +24,7 @@ use lizards_shared::{
     cache::Cache,
     config::Config,
     discovery::{Registration, RegistryClient, keep_registered},
+    openapi,
     rawstore::RawStore,
     service::Started,
     shutdown::Shutdown,
@@ -115,7 +116,8 @@ pub async fn build(
         finder,
         ingest: ingest.clone(),
     })
-    .merge(telemetry::ops_routes(registry.clone(), readiness));
+    .merge(telemetry::ops_routes(registry.clone(), readiness))
+    .merge(openapi::routes(&openapi::document(include_str!("../openapi.json"))));
     let router = telemetry::http_layers(router, http_metrics);
 
     let (listener, addr) = lizards_shared::http::bind(config.common.bind_host, config.ingestion.ingestion_port).await?;

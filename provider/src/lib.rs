@@ -34,6 +34,7 @@ use lizards_shared::{
     config::Config,
     discovery::{Registration, RegistryClient, keep_registered},
     jwt::Jwt,
+    openapi,
     service::Started,
     shutdown::Shutdown,
     store::QuoteStore,
@@ -174,7 +175,8 @@ pub async fn build(config: Config, backends: Backends, shutdown: Shutdown) -> Re
         .merge(ws_routes)
         .merge(mutating)
         .merge(rest::routes(rest::RestState { snapshots, store: store.clone() }))
-        .merge(telemetry::ops_routes(registry.clone(), readiness));
+        .merge(telemetry::ops_routes(registry.clone(), readiness))
+        .merge(openapi::routes(&openapi::document(include_str!("../openapi.json"))));
     let router = telemetry::http_layers(router, HttpMetrics::new(&registry, &metrics.ops));
 
     let (listener, addr) = lizards_shared::http::bind(config.common.bind_host, config.provider.provider_port).await?;

@@ -19,6 +19,7 @@ use axum::Router;
 use lizards_shared::{
     config::Config,
     discovery::{Registration, RegistryClient, keep_registered},
+    openapi,
     service::Started,
     shutdown::Shutdown,
     slo::SloStore,
@@ -79,7 +80,8 @@ pub async fn build_with(config: Config, shutdown: Shutdown, stores: Stores) -> R
     let state = AppState { store: store.clone(), default_ttl: config.registry.registry_ttl, token: token.clone() };
     let routes = api::router(state)
         .merge(slo::router(slo::SloState { store: slos.clone(), token }))
-        .merge(ops_routes(prometheus, always_ready()));
+        .merge(ops_routes(prometheus, always_ready()))
+        .merge(openapi::routes(&openapi::document(include_str!("../openapi.json"))));
     let app = http_layers(routes, http_metrics);
     let background = Background { config, addr, store, slos, metrics, slo_metrics };
     let serve = serve(listener, app, background, shutdown);

@@ -10,6 +10,7 @@ pub mod demand;
 pub mod discovery;
 pub mod http;
 pub mod jwt;
+pub mod openapi;
 pub mod problem;
 pub mod protocol;
 pub mod quote;

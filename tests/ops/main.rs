@@ -281,6 +281,79 @@ async fn wait_for<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T
     }
 }
 
+#[tokio::test]
+async fn every_service_documents_its_routes_and_the_gateway_merges_what_it_routes() {
+    let app = spawn_app_with(|_| {}).await;
+    let platform = app.platform.as_ref().unwrap();
+    let validator = tool("openapi-spec-validator");
+    let dir = tempfile::tempdir().unwrap();
+    let roles = [
+        ("registry", platform.registry),
+        ("ingestion", platform.ingestion),
+        ("provider", platform.provider),
+        ("notifier", platform.notifier),
+        ("gateway", platform.gateway),
+    ];
+    let mut merged = Value::Null;
+    for (role, addr) in roles {
+        let base = format!("http://{}", addr.expect("every role runs"));
+        let response = app.http.get(format!("{base}/openapi.json")).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{role}");
+        assert_eq!(response.headers()["content-type"], "application/json", "{role}");
+        let document: Value = response.json().await.unwrap();
+        assert_eq!(document["openapi"], "3.1.0", "{role}");
+        assert!(document["paths"].get("/healthz").is_some(), "{role} documents /healthz");
+        if let Some(validator) = &validator {
+            let file = dir.path().join(format!("{role}.json"));
+            std::fs::write(&file, document.to_string()).unwrap();
+            succeeds(validator, &[file.to_str().unwrap()], dir.path());
+        }
+        if role == "gateway" {
+            merged = document;
+            continue;
+        }
+        // Every documented operation is served: no 404 without a problem
+        // document (no route at all) and no 405.
+        for (path, item) in document["paths"].as_object().unwrap() {
+            if path == "/ws" {
+                continue;
+            }
+            let concrete = path
+                .replace("{symbol}", "AAPL")
+                .replace("{service_id}", "provider")
+                .replace("{instance_id}", "no-such-instance")
+                .replace("{id}", "999999");
+            for method in item.as_object().unwrap().keys() {
+                let method = reqwest::Method::from_bytes(method.to_ascii_uppercase().as_bytes()).unwrap();
+                let request = app.http.request(method.clone(), format!("{base}{concrete}"));
+                let request = if ["POST", "PUT", "PATCH"].contains(&method.as_str()) {
+                    request.header("content-type", "application/json").body("{}")
+                } else {
+                    request
+                };
+                let response = request.send().await.unwrap();
+                let status = response.status().as_u16();
+                let problem = response.headers().get("content-type").is_some_and(|t| t == "application/problem+json");
+                assert!(
+                    status != 405 && (status != 404 || problem),
+                    "{role}: {method} {path} is not served ({status})"
+                );
+            }
+        }
+    }
+    // The gateway's document: what it routes, with the methods it routes.
+    let paths = merged["paths"].as_object().unwrap();
+    for path in ["/", "/quotes/{symbol}", "/portfolio/orders", "/sources", "/ingest", "/services", "/slos/status"] {
+        assert!(paths.contains_key(path), "the gateway does not document {path}");
+    }
+    assert!(paths["/services/{service_id}"].get("get").is_some());
+    assert!(paths["/services/{service_id}"].get("post").is_none(), "registrations go to the registry itself");
+    assert!(!paths.contains_key("/prometheus/targets"), "not routed by the gateway");
+    assert!(merged["components"]["schemas"].get("Portfolio").is_some());
+    assert!(merged["info"].get("x-lizards-unavailable").is_none(), "{}", merged["info"]);
+    app.stop().await;
+}
+
 struct KillOnDrop(std::process::Child);
 
 impl Drop for KillOnDrop {

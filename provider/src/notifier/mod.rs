@@ -22,6 +22,7 @@ use lizards_shared::{
     broker::{Broker, BrokerError, declare_topology},
     config::Config,
     discovery::{Registration, RegistryClient, keep_registered},
+    openapi,
     service::Started,
     shutdown::Shutdown,
     telemetry::{self, HttpMetrics, Readiness},
@@ -95,10 +96,9 @@ pub async fn build(config: Config, backends: Backends, shutdown: Shutdown) -> Re
             })
         })
     };
-    let router = telemetry::http_layers(
-        telemetry::ops_routes(registry.clone(), readiness),
-        HttpMetrics::new(&registry, &metrics.ops),
-    );
+    let routes = telemetry::ops_routes(registry.clone(), readiness)
+        .merge(openapi::routes(&openapi::document(include_str!("../../openapi-notifier.json"))));
+    let router = telemetry::http_layers(routes, HttpMetrics::new(&registry, &metrics.ops));
     let (listener, addr) = lizards_shared::http::bind(config.common.bind_host, n.notifier_port).await?;
     tracing::info!(%addr, "notifier listening");
 
