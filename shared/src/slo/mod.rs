@@ -219,6 +219,29 @@ pub fn compliance(samples: &[Sample]) -> Option<f64> {
     Some(judged.iter().filter(|met| **met).count() as f64 / judged.len() as f64)
 }
 
+/// Binds a spec's columns in table order: name, metric, labels, aggregation,
+/// comparison, threshold, window_minutes (both adapters' inserts and
+/// updates).
+fn bind_spec<'q, DB: sqlx::Database>(
+    query: sqlx::query::Query<'q, DB, DB::Arguments>,
+    spec: &SloSpec,
+) -> sqlx::query::Query<'q, DB, DB::Arguments>
+where
+    for<'e> String: sqlx::Encode<'e, DB> + sqlx::Type<DB>,
+    for<'e> &'static str: sqlx::Encode<'e, DB> + sqlx::Type<DB>,
+    for<'e> f64: sqlx::Encode<'e, DB> + sqlx::Type<DB>,
+    for<'e> i64: sqlx::Encode<'e, DB> + sqlx::Type<DB>,
+{
+    query
+        .bind(spec.name.clone())
+        .bind(spec.metric.clone())
+        .bind(labels_text(&spec.labels))
+        .bind(spec.aggregation.as_str())
+        .bind(spec.comparison.as_str())
+        .bind(spec.threshold)
+        .bind(i64::from(spec.window_minutes))
+}
+
 /// Labels as stored: a JSON object.
 fn labels_text(labels: &BTreeMap<String, String>) -> String {
     serde_json::to_string(labels).expect("labels serialize")

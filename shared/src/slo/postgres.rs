@@ -6,8 +6,8 @@ use chrono::{DateTime, Utc};
 use sqlx::{Postgres, QueryBuilder, Row, postgres::PgRow};
 
 use super::{
-    Sample, Slo, SloId, SloSpec, SloStore, SloStoreError, labels_text, parse_aggregation, parse_comparison,
-    parse_labels, window, write_error,
+    Sample, Slo, SloId, SloSpec, SloStore, SloStoreError, bind_spec, parse_aggregation, parse_comparison, parse_labels,
+    window, write_error,
 };
 use crate::store::PostgresStore;
 
@@ -44,19 +44,8 @@ impl SloStore for PostgresStore {
             "updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING ",
             columns!()
         );
-        let row = sqlx::query(sql)
-            .bind(&spec.name)
-            .bind(&spec.metric)
-            .bind(labels_text(&spec.labels))
-            .bind(spec.aggregation.as_str())
-            .bind(spec.comparison.as_str())
-            .bind(spec.threshold)
-            .bind(i64::from(spec.window_minutes))
-            .bind(now)
-            .bind(now)
-            .fetch_one(&self.write)
-            .await
-            .map_err(write_error)?;
+        let row =
+            bind_spec(sqlx::query(sql), spec).bind(now).bind(now).fetch_one(&self.write).await.map_err(write_error)?;
         slo_from_row(&row)
     }
 
@@ -66,14 +55,7 @@ impl SloStore for PostgresStore {
             "window_minutes = $7, updated_at = $8 WHERE id = $9 RETURNING ",
             columns!()
         );
-        let row = sqlx::query(sql)
-            .bind(&spec.name)
-            .bind(&spec.metric)
-            .bind(labels_text(&spec.labels))
-            .bind(spec.aggregation.as_str())
-            .bind(spec.comparison.as_str())
-            .bind(spec.threshold)
-            .bind(i64::from(spec.window_minutes))
+        let row = bind_spec(sqlx::query(sql), spec)
             .bind(now)
             .bind(id)
             .fetch_optional(&self.write)

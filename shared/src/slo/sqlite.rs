@@ -6,8 +6,8 @@ use chrono::{DateTime, Utc};
 use sqlx::{QueryBuilder, Row, Sqlite, sqlite::SqliteRow};
 
 use super::{
-    Sample, Slo, SloId, SloSpec, SloStore, SloStoreError, labels_text, parse_aggregation, parse_comparison,
-    parse_labels, window, write_error,
+    Sample, Slo, SloId, SloSpec, SloStore, SloStoreError, bind_spec, parse_aggregation, parse_comparison, parse_labels,
+    window, write_error,
 };
 use crate::{store::SqliteStore, time};
 
@@ -44,14 +44,7 @@ impl SloStore for SqliteStore {
             "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING ",
             columns!()
         );
-        let row = sqlx::query(sql)
-            .bind(&spec.name)
-            .bind(&spec.metric)
-            .bind(labels_text(&spec.labels))
-            .bind(spec.aggregation.as_str())
-            .bind(spec.comparison.as_str())
-            .bind(spec.threshold)
-            .bind(i64::from(spec.window_minutes))
+        let row = bind_spec(sqlx::query(sql), spec)
             .bind(time::micros(&now))
             .bind(time::micros(&now))
             .fetch_one(&self.write)
@@ -66,14 +59,7 @@ impl SloStore for SqliteStore {
             "window_minutes = ?, updated_at = ? WHERE id = ? RETURNING ",
             columns!()
         );
-        let row = sqlx::query(sql)
-            .bind(&spec.name)
-            .bind(&spec.metric)
-            .bind(labels_text(&spec.labels))
-            .bind(spec.aggregation.as_str())
-            .bind(spec.comparison.as_str())
-            .bind(spec.threshold)
-            .bind(i64::from(spec.window_minutes))
+        let row = bind_spec(sqlx::query(sql), spec)
             .bind(time::micros(&now))
             .bind(id)
             .fetch_optional(&self.write)
