@@ -2,6 +2,7 @@
 //! bounded in clients and time, prints its figures and exits.
 
 mod alerts;
+mod conns;
 mod gateway;
 
 use std::{
@@ -56,6 +57,9 @@ enum BenchKind {
     /// quiet rules and flapping rules on the quoted symbols, and the time
     /// from a crossing quote's publish to the owner's `alert` frame.
     Alerts(alerts::AlertsBench),
+    /// Idle WebSocket connections on one provider process (run as a child
+    /// process): resident memory per connection and open files.
+    Conns(conns::ConnsBench),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -89,6 +93,7 @@ impl BenchCommand {
             BenchKind::Persist(bench) => bench.run(config).await,
             BenchKind::Gateway(bench) => bench.run(config).await,
             BenchKind::Alerts(bench) => bench.run(config).await,
+            BenchKind::Conns(bench) => bench.run().await,
         }
     }
 }

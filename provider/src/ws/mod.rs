@@ -20,8 +20,10 @@ use serde_json::json;
 pub use connection::ConnContext;
 
 /// Per-connection read buffer: small, so idle connections stay cheap
-/// (tungstenite's default is 128 KiB).
-const READ_BUFFER: usize = 4 * 1024;
+/// (tungstenite's default is 128 KiB). Client frames are small; a larger
+/// one grows the buffer as it arrives. 4 KiB → 1 KiB took an idle
+/// connection from ~10.7 to ~7.7 KB (docs/benchmarks.md, `bench conns`).
+const READ_BUFFER: usize = 1024;
 /// Largest message the socket accepts at all; frames above `WS_MAX_FRAME`
 /// but below this get a "frame too large" error and the connection lives on.
 const MAX_MESSAGE: usize = 1024 * 1024;
