@@ -2,10 +2,19 @@
 //! numbers, prints its figures and exits by itself. Speed is not checked
 //! here (docs/benchmarks.md has the measured runs).
 
-use std::process::Command;
+use std::{process::Command, sync::Mutex};
+
+/// Benchmarks run one at a time: each loads both cores, and two at once
+/// starve each other past their deadlines.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 #[test]
 fn bench_gateway_prints_its_figures_and_exits() {
+    let _serial = serial();
     let output = Command::new(env!("CARGO_BIN_EXE_lizards"))
         .args(["bench", "gateway", "--rounds", "1", "--duration", "300ms", "--warmup", "100ms"])
         .args(["--connections", "2", "--checks", "20"])
@@ -21,6 +30,7 @@ fn bench_gateway_prints_its_figures_and_exits() {
 
 #[test]
 fn bench_alerts_prints_its_figures_and_exits() {
+    let _serial = serial();
     let output = Command::new(env!("CARGO_BIN_EXE_lizards"))
         .args(["bench", "alerts", "--quotes", "200", "--symbols", "2", "--rules-per-symbol", "2", "--crossings", "5"])
         .output()
@@ -37,6 +47,7 @@ fn bench_alerts_prints_its_figures_and_exits() {
 
 #[test]
 fn bench_conns_holds_its_connections_on_a_child_provider_and_reports_their_memory() {
+    let _serial = serial();
     let output = Command::new(env!("CARGO_BIN_EXE_lizards"))
         .args(["bench", "conns", "--connections", "50", "--settle", "300ms"])
         .output()
