@@ -1,25 +1,45 @@
-//! `lizards bench conns`: how many idle WebSocket connections one provider
-//! process holds, and the resident memory each costs it (SPEC §12: ≥ 18,000
-//! per process at ≤ 10 KB each). The provider runs as a child process of
-//! this binary (`--target provider`, embedded backends), so its resident
-//! set is its own; this process opens the connections, subscribes each to
-//! one symbol, answers pings, and reads the child's `/proc` figures.
+//! `lizards bench conns`: how many idle WebSocket connections provider
+//! processes hold, and the resident memory each costs (SPEC §12: ≥ 18,000
+//! per process at ≤ 10 KB each, ≥ 50,000 across three processes sharing one
+//! broker). Providers run as child processes of this binary
+//! (`--target provider`), so each resident set is a provider's own. The
+//! connections come from this process, or from `--client-processes` child
+//! processes of it, each from its own 127.0.0.x address (one process holds
+//! fewer than 20,000 descriptors). Every connection subscribes to
+//! `--symbols` symbols and keeps reading (pings are answered); after
+//! `--settle`, each provider's `VmRSS` and open descriptors are read from
+//! `/proc`.
 
-use std::{net::TcpListener, process::Stdio, time::Duration};
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener},
+    process::Stdio,
+    sync::Arc,
+    time::Duration,
+};
 
 use anyhow::Context;
 use clap::Args;
 use futures::{SinkExt, StreamExt};
+use lizards_shared::config::Config;
 use serde_json::json;
-use tokio::{process::Child, sync::Semaphore, time::Instant};
-use tokio_tungstenite::tungstenite::Message;
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, BufReader},
+    net::{TcpSocket, TcpStream},
+    process::Child,
+    sync::Semaphore,
+    time::Instant,
+};
+use tokio_tungstenite::{
+    WebSocketStream,
+    tungstenite::{Message, client::IntoClientRequest, protocol::WebSocketConfig},
+};
 
 #[derive(Debug, Clone, Args)]
 pub struct ConnsBench {
-    /// Connections to open (the open-file limit of this process bounds it).
+    /// Connections to open in all (spread evenly over the providers).
     #[arg(long, default_value_t = 1000)]
     connections: usize,
-    /// Connections being opened at once.
+    /// Connections being opened at once, per client process.
     #[arg(long, default_value_t = 100)]
     concurrency: usize,
     /// Time connections stay open, idle, before the memory is read.
@@ -28,9 +48,24 @@ pub struct ConnsBench {
     /// Symbols each connection subscribes to (0: connected only).
     #[arg(long, default_value_t = 1)]
     symbols: usize,
+    /// Provider processes; more than one share the broker at AMQP_URL.
+    #[arg(long, default_value_t = 1)]
+    providers: usize,
+    /// Processes opening the connections (0: this one), each from its own
+    /// 127.0.0.x source address.
+    #[arg(long, default_value_t = 0)]
+    client_processes: usize,
+    /// Internal: be one client process of these WebSocket URLs.
+    #[arg(long, hide = true)]
+    client_of: Vec<String>,
+    /// Internal: the client process's source address.
+    #[arg(long, hide = true)]
+    source_ip: Option<IpAddr>,
 }
 
-/// The provider child; killed on drop.
+type Socket = WebSocketStream<TcpStream>;
+
+/// A provider child; killed on drop.
 struct Provider {
     child: Child,
     pid: u32,
@@ -39,7 +74,7 @@ struct Provider {
 }
 
 impl Provider {
-    async fn start() -> anyhow::Result<Provider> {
+    async fn start(amqp_url: Option<&str>) -> anyhow::Result<Provider> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let data = tempfile::tempdir()?;
         let mut command = tokio::process::Command::new(std::env::current_exe()?);
@@ -55,14 +90,17 @@ impl Provider {
         for url in ["AMQP_URL", "DATABASE_URL", "REDIS_URL", "MONGODB_URI", "LIZARDS_TARGET"] {
             command.env_remove(url);
         }
+        if let Some(url) = amqp_url {
+            command.env("AMQP_URL", url);
+        }
         let child = command.stdout(Stdio::null()).stderr(Stdio::null()).kill_on_drop(true).spawn()?;
         let pid = child.id().context("provider pid")?;
-        let provider = Provider { child, pid, url: format!("127.0.0.1:{port}"), _data: data };
-        let health = format!("http://{}/healthz", provider.url);
+        let provider = Provider { child, pid, url: format!("ws://127.0.0.1:{port}/ws"), _data: data };
+        let health = format!("http://127.0.0.1:{port}/healthz");
         let http = lizards_shared::http::client();
         let deadline = Instant::now() + Duration::from_secs(30);
         while !http.get(&health).send().await.is_ok_and(|r| r.status().is_success()) {
-            anyhow::ensure!(Instant::now() < deadline, "the provider did not start on {}", provider.url);
+            anyhow::ensure!(Instant::now() < deadline, "the provider on port {port} did not start");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Ok(provider)
@@ -81,69 +119,169 @@ impl Provider {
     }
 }
 
+/// One WebSocket connection from `source` (any address when `None`), with a
+/// small read buffer so 50,000 clients fit the generator's memory.
+async fn connect(url: &str, source: Option<IpAddr>) -> anyhow::Result<Socket> {
+    let request = url.into_client_request()?;
+    let host = request.uri().host().context("host")?;
+    let port = request.uri().port_u16().context("port")?;
+    let addr: SocketAddr = format!("{host}:{port}").parse()?;
+    let socket = TcpSocket::new_v4()?;
+    if let Some(ip) = source {
+        socket.bind(SocketAddr::new(ip, 0))?;
+    }
+    let stream = socket.connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let config = WebSocketConfig::default().read_buffer_size(4096);
+    let (socket, _) = tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await?;
+    Ok(socket)
+}
+
+/// Opens `count` connections spread over `urls`, each subscribed to
+/// `symbols` symbols, and keeps reading them until dropped.
+async fn open(
+    urls: &[String],
+    count: usize,
+    symbols: usize,
+    concurrency: usize,
+    source: Option<IpAddr>,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let gate = Arc::new(Semaphore::new(concurrency.max(1)));
+    let mut opening = Vec::with_capacity(count);
+    for i in 0..count {
+        let permit = gate.clone().acquire_owned().await?;
+        let url = urls[i % urls.len()].clone();
+        opening.push(tokio::spawn(async move {
+            let result = connect(&url, source).await;
+            drop(permit);
+            let mut socket = result?;
+            // Idle but real: a small watchlist each, spread over 30 symbols.
+            let symbols: Vec<&str> =
+                (0..symbols).map(|k| lizards_ingestion::sources::synthetic::UNIVERSE[(i + k) % 30].0).collect();
+            if !symbols.is_empty() {
+                socket.send(Message::text(json!({"type": "subscribe", "symbols": symbols}).to_string())).await?;
+            }
+            anyhow::Ok(socket)
+        }));
+    }
+    let mut readers = Vec::with_capacity(count);
+    for task in opening {
+        let socket = task.await??;
+        // Keep reading, so pings are answered and frames do not pile up.
+        readers.push(tokio::spawn(async move { socket.for_each(|_| async {}).await }));
+    }
+    Ok(readers)
+}
+
 impl ConnsBench {
-    pub async fn run(self) -> anyhow::Result<()> {
-        let mut provider = Provider::start().await?;
-        let url = format!("ws://{}/ws", provider.url);
-        // One warm-up connection, so what the first connection allocates
-        // once (pools, buffers) is in the baseline.
-        let (warm, _) = tokio_tungstenite::connect_async(&url).await?;
+    pub async fn run(self, config: Config) -> anyhow::Result<()> {
+        if !self.client_of.is_empty() {
+            return self.run_client().await;
+        }
+        let shared = config.common.amqp_url.as_deref();
+        anyhow::ensure!(self.providers == 1 || shared.is_some(), "--providers above 1 share a broker: set AMQP_URL");
+        let mut providers = Vec::with_capacity(self.providers);
+        for _ in 0..self.providers.max(1) {
+            providers.push(Provider::start(shared.filter(|_| self.providers > 1)).await?);
+        }
+        let urls: Vec<String> = providers.iter().map(|p| p.url.clone()).collect();
+        // One warm-up connection each, so what the first connection
+        // allocates once (pools, buffers) is in the baseline.
+        let warm = open(&urls, urls.len(), 0, 1, None).await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let baseline = provider.rss()?;
+        let baselines: Vec<u64> = providers.iter().map(Provider::rss).collect::<anyhow::Result<_>>()?;
 
         let started = Instant::now();
-        let gate = std::sync::Arc::new(Semaphore::new(self.concurrency.max(1)));
-        let mut opening = Vec::with_capacity(self.connections);
-        for i in 0..self.connections {
-            let permit = gate.clone().acquire_owned().await?;
-            let (url, symbols) = (url.clone(), self.symbols);
-            opening.push(tokio::spawn(async move {
-                let result = tokio_tungstenite::connect_async(&url).await;
-                drop(permit);
-                let (mut socket, _) = result?;
-                // Idle but real: a small watchlist each, spread over 30 symbols.
-                let symbols: Vec<&str> =
-                    (0..symbols).map(|k| lizards_ingestion::sources::synthetic::UNIVERSE[(i + k) % 30].0).collect();
-                if !symbols.is_empty() {
-                    socket.send(Message::text(json!({"type": "subscribe", "symbols": symbols}).to_string())).await?;
-                }
-                anyhow::Ok(socket)
+        let (local, clients) = if self.client_processes == 0 {
+            (open(&urls, self.connections, self.symbols, self.concurrency, None).await?, Vec::new())
+        } else {
+            (Vec::new(), self.start_clients(&urls).await?)
+        };
+        let connect_seconds = started.elapsed().as_secs_f64();
+        tokio::time::sleep(self.settle).await;
+
+        let per_provider = self.connections as f64 / providers.len() as f64;
+        let mut report = Vec::new();
+        for (provider, baseline) in providers.iter().zip(&baselines) {
+            let rss = provider.rss()?;
+            report.push(json!({
+                "rss_bytes": rss,
+                "open_files": provider.open_files()?,
+                "bytes_per_connection": (rss.saturating_sub(*baseline) as f64 / per_provider).round(),
             }));
         }
-        let mut sockets = Vec::with_capacity(self.connections);
-        for task in opening {
-            sockets.push(task.await??);
-        }
-        let connect_seconds = started.elapsed().as_secs_f64();
-        // Keep reading, so pings are answered and frames do not pile up.
-        let readers: Vec<_> = sockets
-            .into_iter()
-            .map(|socket| tokio::spawn(async move { socket.for_each(|_| async {}).await }))
-            .collect();
-        tokio::time::sleep(self.settle).await;
-        let rss = provider.rss()?;
-        let open_files = provider.open_files()?;
-        let per_connection = rss.saturating_sub(baseline) as f64 / self.connections.max(1) as f64;
-        let alive = readers.iter().filter(|r| !r.is_finished()).count();
+        let alive =
+            local.iter().filter(|r| !r.is_finished()).count() + if clients.is_empty() { 0 } else { self.connections };
         println!(
             "{}",
             json!({
                 "bench": "conns",
                 "connections": self.connections,
+                "providers": providers.len(),
+                "client_processes": self.client_processes,
                 "symbols_each": self.symbols,
                 "alive": alive,
                 "connect_seconds": connect_seconds,
-                "provider_open_files": open_files,
-                "provider_rss_baseline_bytes": baseline,
-                "provider_rss_bytes": rss,
-                "bytes_per_connection": per_connection.round(),
+                "per_provider": report,
             })
         );
-        for reader in readers {
+        for reader in local.into_iter().chain(warm) {
             reader.abort();
         }
-        drop(warm);
-        provider.child.kill().await?;
+        for mut client in clients {
+            let _ = client.kill().await;
+        }
+        for mut provider in providers {
+            provider.child.kill().await?;
+        }
+        Ok(())
+    }
+
+    /// Starts the client processes and waits until each has opened its
+    /// share of the connections.
+    async fn start_clients(&self, urls: &[String]) -> anyhow::Result<Vec<Child>> {
+        let processes = self.client_processes;
+        let mut clients = Vec::with_capacity(processes);
+        for k in 0..processes {
+            let share = self.connections / processes + usize::from(k < self.connections % processes);
+            let source = Ipv4Addr::new(127, 0, 0, u8::try_from(k + 2).context("at most 250 client processes")?);
+            let mut command = tokio::process::Command::new(std::env::current_exe()?);
+            command.args(["bench", "conns", "--connections", &share.to_string()]);
+            command.args(["--symbols", &self.symbols.to_string(), "--concurrency", &self.concurrency.to_string()]);
+            command.args(["--source-ip", &source.to_string()]);
+            for url in urls {
+                command.args(["--client-of", url]);
+            }
+            command.env("RUST_LOG", "error").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::null());
+            let child = command.kill_on_drop(true).spawn()?;
+            clients.push(child);
+        }
+        for client in &mut clients {
+            let stdout = client.stdout.take().context("client stdout")?;
+            let mut lines = BufReader::new(stdout).lines();
+            let ready = async {
+                while let Some(line) = lines.next_line().await? {
+                    if line.starts_with("ready") {
+                        return anyhow::Ok(());
+                    }
+                }
+                anyhow::bail!("a client process ended before it was ready")
+            };
+            tokio::time::timeout(Duration::from_secs(300), ready)
+                .await
+                .context("a client process took over 5 minutes")??;
+        }
+        Ok(clients)
+    }
+
+    /// One client process: opens its connections, says `ready`, and holds
+    /// them until its standard input closes (the parent ends or kills it).
+    async fn run_client(&self) -> anyhow::Result<()> {
+        let readers = open(&self.client_of, self.connections, self.symbols, self.concurrency, self.source_ip).await?;
+        println!("ready {}", readers.len());
+        let mut stdin = tokio::io::stdin();
+        let mut sink = Vec::new();
+        let _ = stdin.read_to_end(&mut sink).await;
         Ok(())
     }
 }

@@ -93,7 +93,7 @@ impl BenchCommand {
             BenchKind::Persist(bench) => bench.run(config).await,
             BenchKind::Gateway(bench) => bench.run(config).await,
             BenchKind::Alerts(bench) => bench.run(config).await,
-            BenchKind::Conns(bench) => bench.run().await,
+            BenchKind::Conns(bench) => bench.run(config).await,
         }
     }
 }
