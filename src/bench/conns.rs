@@ -147,28 +147,40 @@ async fn open(
     source: Option<IpAddr>,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     let gate = Arc::new(Semaphore::new(concurrency.max(1)));
-    let mut opening = Vec::with_capacity(count);
+    let (opened, mut results) = tokio::sync::mpsc::unbounded_channel();
+    let mut readers = Vec::with_capacity(count);
     for i in 0..count {
         let permit = gate.clone().acquire_owned().await?;
-        let url = urls[i % urls.len()].clone();
-        opening.push(tokio::spawn(async move {
-            let result = connect(&url, source).await;
-            drop(permit);
-            let mut socket = result?;
-            // Idle but real: a small watchlist each, spread over 30 symbols.
-            let symbols: Vec<&str> =
-                (0..symbols).map(|k| lizards_ingestion::sources::synthetic::UNIVERSE[(i + k) % 30].0).collect();
-            if !symbols.is_empty() {
-                socket.send(Message::text(json!({"type": "subscribe", "symbols": symbols}).to_string())).await?;
+        let (url, opened) = (urls[i % urls.len()].clone(), opened.clone());
+        readers.push(tokio::spawn(async move {
+            let socket = async {
+                let mut socket = connect(&url, source).await?;
+                // Idle but real: a small watchlist each, spread over 30 symbols.
+                let symbols: Vec<&str> =
+                    (0..symbols).map(|k| lizards_ingestion::sources::synthetic::UNIVERSE[(i + k) % 30].0).collect();
+                if !symbols.is_empty() {
+                    socket.send(Message::text(json!({"type": "subscribe", "symbols": symbols}).to_string())).await?;
+                }
+                anyhow::Ok(socket)
             }
-            anyhow::Ok(socket)
+            .await;
+            drop(permit);
+            match socket {
+                Ok(socket) => {
+                    let _ = opened.send(Ok(()));
+                    // Read from the start, so pings are answered while the
+                    // others are still connecting: a connection silent for
+                    // 60 s is closed by the provider.
+                    socket.for_each(|_| async {}).await;
+                }
+                Err(error) => {
+                    let _ = opened.send(Err(error));
+                }
+            }
         }));
     }
-    let mut readers = Vec::with_capacity(count);
-    for task in opening {
-        let socket = task.await??;
-        // Keep reading, so pings are answered and frames do not pile up.
-        readers.push(tokio::spawn(async move { socket.for_each(|_| async {}).await }));
+    for _ in 0..count {
+        results.recv().await.context("a connection task ended")??;
     }
     Ok(readers)
 }
@@ -210,8 +222,9 @@ impl ConnsBench {
                 "bytes_per_connection": (rss.saturating_sub(*baseline) as f64 / per_provider).round(),
             }));
         }
-        let alive =
-            local.iter().filter(|r| !r.is_finished()).count() + if clients.is_empty() { 0 } else { self.connections };
+        // Client processes only say they connected; the providers' open
+        // descriptors say how many are still there.
+        let alive = clients.is_empty().then(|| local.iter().filter(|r| !r.is_finished()).count());
         println!(
             "{}",
             json!({
