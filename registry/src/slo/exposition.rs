@@ -66,7 +66,8 @@ fn parse_labels(mut text: &str) -> Option<(BTreeMap<String, String>, &str)> {
     }
 }
 
-fn number(text: &str) -> Option<f64> {
+/// A sample value or a bucket bound (`le`), `+Inf` and `NaN` included.
+pub fn number(text: &str) -> Option<f64> {
     match text {
         "+Inf" | "Inf" => Some(f64::INFINITY),
         "-Inf" => Some(f64::NEG_INFINITY),

@@ -139,7 +139,7 @@ fn scraped(spec: &SloSpec, series: &[Series], history: &mut VecDeque<Snapshot>, 
         Some(_) => {
             let mut buckets: BTreeMap<Bound, f64> = BTreeMap::new();
             for s in matching(series, &format!("{}_bucket", spec.metric), &spec.labels) {
-                let bound = s.labels.get("le").and_then(|le| exposition_bound(le))?;
+                let bound = s.labels.get("le").and_then(|le| exposition::number(le)).map(Bound)?;
                 *buckets.entry(bound).or_default() += s.value;
             }
             if buckets.is_empty() {
@@ -193,13 +193,6 @@ fn matching<'a>(
     labels: &'a BTreeMap<String, String>,
 ) -> impl Iterator<Item = &'a Series> + 'a {
     series.iter().filter(move |s| s.name == name && s.matches(labels))
-}
-
-fn exposition_bound(le: &str) -> Option<Bound> {
-    match le {
-        "+Inf" | "Inf" => Some(Bound(f64::INFINITY)),
-        _ => le.parse().ok().map(Bound),
-    }
 }
 
 #[cfg(test)]
