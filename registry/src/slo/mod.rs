@@ -22,6 +22,9 @@ pub use measure::Source;
 /// Evaluations are kept this long: the longest violations query (6 h) and
 /// the longest window (24 h).
 const KEEP: chrono::TimeDelta = chrono::TimeDelta::hours(25);
+/// Older evaluations are deleted this often, not at every evaluation (the
+/// delete scans the table; nothing reads past 24 hours anyway).
+const PRUNE_EVERY: chrono::TimeDelta = chrono::TimeDelta::hours(1);
 
 #[derive(Clone)]
 pub struct SloMetrics {
@@ -65,14 +68,22 @@ pub async fn run(
     tracing::info!(source = source.name(), ?interval, "SLO manager evaluating");
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pruned: Option<DateTime<Utc>> = None;
     loop {
         tokio::select! {
             _ = ticks.tick() => {}
             () = shutdown.cancelled() => return,
         }
-        if let Err(error) = evaluate(store.as_ref(), &mut source, &metrics, Utc::now()).await {
+        let now = Utc::now();
+        if let Err(error) = evaluate(store.as_ref(), &mut source, &metrics, now).await {
             metrics.evaluations.with_label_values(&["failed"]).inc();
             tracing::warn!(%error, source = source.name(), "SLO evaluation failed");
+        }
+        if pruned.is_none_or(|at| now - at >= PRUNE_EVERY) {
+            match store.prune_samples(now - KEEP).await {
+                Ok(_) => pruned = Some(now),
+                Err(error) => tracing::warn!(%error, "pruning old SLO evaluations failed"),
+            }
         }
     }
 }
@@ -95,7 +106,6 @@ async fn evaluate(
     let values = if slos.is_empty() { Vec::new() } else { source.measure(&slos, now).await? };
     let samples: Vec<Sample> = slos.iter().zip(values).map(|(slo, value)| Sample::new(slo, now, value)).collect();
     store.record_samples(&samples).await?;
-    store.prune_samples(now - KEEP).await?;
     metrics.value.reset();
     metrics.met.reset();
     for (slo, sample) in slos.iter().zip(&samples) {
