@@ -121,11 +121,10 @@ async fn quote_mean_and_history_print_stored_prices_and_name_what_is_wrong() {
     // cache a shorter answer for 10 s.
     let provider = app.platform.as_ref().unwrap().provider.expect("provider runs");
     let stored = format!("http://{provider}/quotes/AAPL/mean?last=3");
-    let deadline = Instant::now() + WAIT;
-    while app.http.get(&stored).send().await.unwrap().json::<serde_json::Value>().await.unwrap()["count"] != 3 {
-        assert!(Instant::now() < deadline, "three AAPL prices not stored in time");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    lizards_testkit::eventually("three AAPL prices are stored", || async {
+        app.http.get(&stored).send().await.unwrap().json::<serde_json::Value>().await.unwrap()["count"] == 3
+    })
+    .await;
     let mean = terminal.ok(&["mean", "AAPL", "--last", "3"]).await;
     assert!(mean.starts_with("AAPL: mean of the last 3 prices is "), "{mean}");
     let history = terminal.ok(&["history", "AAPL", "--limit", "3"]).await;

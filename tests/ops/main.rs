@@ -153,7 +153,7 @@ async fn every_metric_used_by_a_dashboard_or_rule_is_exported() {
         "comparison": ">", "threshold": -1, "window_minutes": 5});
     assert_eq!(app.http.post(app.url("/slos")).json(&slo).send().await.unwrap().status(), 201);
     let status = app.url("/slos/status");
-    wait_for("the SLO's first evaluation", async || {
+    wait_for("the SLO's first evaluation", WAIT * 3, async || {
         let body: Value = app.http.get(&status).send().await.ok()?.json().await.ok()?;
         (body["met"] == 1).then_some(())
     })
@@ -226,15 +226,11 @@ async fn prometheus_scrapes_every_instance_found_through_the_registry() {
 
     // And the platform's own series are queryable there.
     let query = format!("http://127.0.0.1:{port}/api/v1/query?query=lizards_ws_connections");
-    let deadline = Instant::now() + WAIT;
-    loop {
+    wait_for("lizards_ws_connections in Prometheus", WAIT, async || {
         let body: Value = app.http.get(&query).send().await.unwrap().json().await.unwrap();
-        if body["data"]["result"].as_array().is_some_and(|r| !r.is_empty()) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no lizards_ws_connections in Prometheus: {body}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+        body["data"]["result"].as_array().is_some_and(|r| !r.is_empty()).then_some(())
+    })
+    .await;
 
     // SLOs on end-to-end latency, evaluated from Prometheus: a client
     // streams prices, so the latency histogram fills.
@@ -251,7 +247,7 @@ async fn prometheus_scrapes_every_instance_found_through_the_registry() {
         ids.push(created.json::<Value>().await.unwrap()["id"].clone());
     }
     let status = app.url("/slos/status");
-    let report = wait_for("both SLOs judged from Prometheus", async || {
+    let report = wait_for("both SLOs judged from Prometheus", WAIT * 3, async || {
         while client.recv_within(Duration::from_millis(10)).await.is_some() {}
         let body: Value = app.http.get(&status).send().await.ok()?.json().await.ok()?;
         (body["met"] == 1 && body["violated"] == 1).then_some(body)
@@ -269,14 +265,14 @@ async fn prometheus_scrapes_every_instance_found_through_the_registry() {
     app.stop().await;
 }
 
-/// Polls `check` until it gives a value, failing after three deadlines.
-async fn wait_for<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + WAIT * 3;
+/// Polls `check` until it gives a value, failing after `within`.
+async fn wait_for<T>(what: &str, within: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + within;
     loop {
         if let Some(value) = check().await {
             return value;
         }
-        assert!(Instant::now() < deadline, "{what}: not within {:?}", WAIT * 3);
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
