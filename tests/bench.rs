@@ -61,3 +61,22 @@ fn bench_conns_holds_connections_from_client_processes_on_a_child_provider() {
     assert!(provider["open_files"].as_u64().unwrap() > 50, "{summary}");
     assert!(provider["bytes_per_connection"].as_f64().is_some(), "{summary}");
 }
+
+#[test]
+fn bench_ws_measures_lizards_and_the_plain_reference_and_exits() {
+    let _serial = serial();
+    let output = Command::new(env!("CARGO_BIN_EXE_lizards"))
+        .args(["bench", "ws", "--clients", "5", "--symbols", "2", "--rate", "100"])
+        .args(["--warmup", "300ms", "--duration", "700ms", "--reference"])
+        .output()
+        .expect("the benchmark runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "exit {}\n{stdout}\n{}", output.status, String::from_utf8_lossy(&output.stderr));
+    let line = stdout.lines().find(|l| l.contains("\"bench\":\"ws\"")).expect("the JSON summary line");
+    let summary: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(summary["connected"], 5, "{summary}");
+    // Both servers delivered something, so the ratio means something.
+    assert!(summary["updates_per_s"].as_f64().unwrap() > 0.0, "{summary}");
+    assert!(summary["reference"]["updates_per_s"].as_f64().unwrap() > 0.0, "{summary}");
+    assert!(summary["ratio"].as_f64().is_some(), "{summary}");
+}

@@ -7,6 +7,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 use lizards_shared::{
     Quote, Symbol,
@@ -192,12 +193,13 @@ impl Hub {
                 }
             }
         }
-        let mut frames: HashMap<Vec<u32>, (Bytes, Arc<[PriceFragment]>)> = HashMap::new();
+        let mut frames: HashMap<Vec<u32>, (Utf8Bytes, Arc<[PriceFragment]>)> = HashMap::new();
         let mut conflated = 0;
         for (_, (outbox, indexes)) in routes {
             let (frame, fragments) = frames.entry(indexes).or_insert_with_key(|indexes| {
                 let fragments: Arc<[PriceFragment]> = indexes.iter().map(|&i| fresh[i as usize].clone()).collect();
-                (price_update(fragments.iter()), fragments)
+                let frame = Utf8Bytes::try_from(price_update(fragments.iter())).expect("price updates are UTF-8 JSON");
+                (frame, fragments)
             });
             conflated += outbox.offer_batch(frame, fragments);
         }
@@ -233,7 +235,7 @@ mod tests {
     fn updates(outbox: &Outbox) -> Option<String> {
         let now = Instant::now();
         match outbox.next(now, now) {
-            Next::Updates { frame, .. } => Some(String::from_utf8(frame.to_vec()).unwrap()),
+            Next::Updates { frame, .. } => Some(frame.to_string()),
             _ => None,
         }
     }

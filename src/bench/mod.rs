@@ -4,6 +4,7 @@
 mod alerts;
 mod conns;
 mod gateway;
+mod reference;
 
 use std::{
     collections::HashMap,
@@ -84,6 +85,11 @@ pub struct WsBench {
     /// an in-process platform (its source then sets the rate).
     #[arg(long)]
     url: Option<String>,
+    /// Then run the same clients against a minimal tokio-tungstenite
+    /// broadcast server of the same protocol (no broker, store or outbox)
+    /// publishing at the same rate, and print Lizards / reference.
+    #[arg(long)]
+    reference: bool,
 }
 
 impl BenchCommand {
@@ -98,12 +104,37 @@ impl BenchCommand {
     }
 }
 
+/// A server frame as the benchmark client reads it. `D` is what it keeps of
+/// `data`: only its size on most frames, the timestamps on sampled ones.
 #[derive(Deserialize)]
-struct Frame<'a> {
+struct Frame<'a, D> {
     #[serde(rename = "type", borrow)]
     kind: &'a str,
-    #[serde(borrow, default)]
-    data: Option<HashMap<&'a str, Update<'a>>>,
+    #[serde(default = "Option::default")]
+    data: Option<D>,
+}
+
+/// The number of entries of a JSON object, read without keeping them.
+struct Entries(usize);
+
+impl<'de> Deserialize<'de> for Entries {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Count;
+        impl<'de> serde::de::Visitor<'de> for Count {
+            type Value = Entries;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Entries, A::Error> {
+                let mut count = 0;
+                while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {
+                    count += 1;
+                }
+                Ok(Entries(count))
+            }
+        }
+        deserializer.deserialize_map(Count)
+    }
 }
 
 #[derive(Deserialize)]
@@ -123,6 +154,44 @@ struct Counters {
 /// Latency is sampled on one frame in this many, to keep the client's share
 /// of the CPU small.
 const LATENCY_SAMPLE: u64 = 4;
+
+/// What one target delivered to the benchmark clients.
+struct WsFigures {
+    connected: u64,
+    seconds: f64,
+    updates_per_s: f64,
+    frames_per_s: f64,
+    latency: Histogram<u64>,
+}
+
+impl WsFigures {
+    fn ms(&self, quantile: f64) -> f64 {
+        self.latency.value_at_quantile(quantile) as f64 / 1000.0
+    }
+
+    fn print(&self, name: &str, rate: f64) {
+        // Every client watches every published symbol.
+        let ideal = rate * self.connected as f64;
+        println!("{name}: connected and subscribed: {} clients", self.connected);
+        println!(
+            "{name}: delivered symbol updates/s: {:.0} (each quote to every client: {ideal:.0})",
+            self.updates_per_s
+        );
+        println!(
+            "{name}: frames/s: {:.0} ({:.2} updates per frame)",
+            self.frames_per_s,
+            self.updates_per_s / self.frames_per_s.max(1.0)
+        );
+        println!(
+            "{name}: latency quote ts → receipt (ms): p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}  (samples {})",
+            self.ms(0.5),
+            self.ms(0.9),
+            self.ms(0.99),
+            self.latency.max() as f64 / 1000.0,
+            self.latency.len()
+        );
+    }
+}
 
 impl WsBench {
     pub async fn run(self, config: Config) -> anyhow::Result<()> {
@@ -148,7 +217,52 @@ impl WsBench {
             self.warmup,
             self.duration
         );
+        let (lizards, conflated) = self.measure(&url, &symbols, metrics_url.as_deref()).await?;
+        shutdown.cancel();
+        if let Some(platform) = platform {
+            platform.stopped().await;
+        }
+        lizards.print("lizards", self.rate);
+        if let Some(conflated) = conflated {
+            println!("lizards: server conflated updates/s: {conflated:.0}");
+        }
+        let mut summary = serde_json::json!({
+            "bench": "ws", "clients": self.clients, "connected": lizards.connected, "symbols": symbols.len(),
+            "rate": self.rate, "seconds": lizards.seconds, "updates_per_s": lizards.updates_per_s.round(),
+            "frames_per_s": lizards.frames_per_s.round(), "p50_ms": lizards.ms(0.5), "p99_ms": lizards.ms(0.99),
+            "conflated_per_s": conflated.map(f64::round),
+        });
+        if self.reference {
+            // After Lizards has stopped, so the two never share the cores.
+            let stop = Shutdown::new();
+            let server = reference::start(&symbols, self.rate, stop.clone()).await?;
+            let url = format!("ws://{}/ws", server.addr);
+            let (plain, _) = self.measure(&url, &symbols, None).await?;
+            stop.cancel();
+            plain.print("reference", self.rate);
+            let skipped = server.skipped.load(Ordering::Relaxed);
+            println!("reference: frames skipped by lagging connections: {skipped}");
+            let ratio = lizards.updates_per_s / plain.updates_per_s.max(1.0);
+            println!("lizards / reference delivered updates: {ratio:.2}");
+            summary["reference"] = serde_json::json!({
+                "updates_per_s": plain.updates_per_s.round(), "frames_per_s": plain.frames_per_s.round(),
+                "p50_ms": plain.ms(0.5), "p99_ms": plain.ms(0.99), "skipped_frames": skipped,
+            });
+            summary["ratio"] = serde_json::json!((ratio * 100.0).round() / 100.0);
+        }
+        println!("{summary}");
+        Ok(())
+    }
 
+    /// Connects the clients to `url`, waits for the warm-up, then counts for
+    /// the measured time. Also returns the server's conflated updates/s when
+    /// its metrics are known.
+    async fn measure(
+        &self,
+        url: &str,
+        symbols: &[String],
+        metrics_url: Option<&str>,
+    ) -> anyhow::Result<(WsFigures, Option<f64>)> {
         let counters = Arc::new(Counters::default());
         let gate = Arc::new(Semaphore::new(64));
         let stop = Shutdown::new();
@@ -156,7 +270,7 @@ impl WsBench {
         let mut tasks = Vec::with_capacity(self.clients);
         for _ in 0..self.clients {
             let (url, subscribe, counters, gate, stop) =
-                (url.clone(), subscribe.clone(), counters.clone(), gate.clone(), stop.clone());
+                (url.to_string(), subscribe.clone(), counters.clone(), gate.clone(), stop.clone());
             tasks.push(tokio::spawn(async move { client(url, subscribe, counters, gate, stop).await }));
         }
         let connect_deadline = Instant::now() + Duration::from_secs(120);
@@ -167,16 +281,15 @@ impl WsBench {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let connected = counters.subscribed.load(Ordering::Relaxed);
-        println!("connected and subscribed: {connected}/{} clients", self.clients);
         tokio::time::sleep(self.warmup).await;
 
-        let conflated_before = scrape(metrics_url.as_deref(), "lizards_ws_updates_conflated_total").await;
+        let conflated_before = scrape(metrics_url, "lizards_ws_updates_conflated_total").await;
         let (u0, f0, t0) =
             (counters.updates.load(Ordering::Relaxed), counters.frames.load(Ordering::Relaxed), Instant::now());
         tokio::time::sleep(self.duration).await;
         let (u1, f1, elapsed) =
             (counters.updates.load(Ordering::Relaxed), counters.frames.load(Ordering::Relaxed), t0.elapsed());
-        let conflated_after = scrape(metrics_url.as_deref(), "lizards_ws_updates_conflated_total").await;
+        let conflated_after = scrape(metrics_url, "lizards_ws_updates_conflated_total").await;
         stop.cancel();
 
         let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
@@ -185,39 +298,16 @@ impl WsBench {
                 latency.add(h)?;
             }
         }
-        shutdown.cancel();
-        if let Some(platform) = platform {
-            platform.stopped().await;
-        }
-
-        let secs = elapsed.as_secs_f64();
-        let updates_per_s = (u1 - u0) as f64 / secs;
-        let frames_per_s = (f1 - f0) as f64 / secs;
-        // Every client watches every published symbol.
-        let ideal = self.rate * connected as f64;
-        let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
-        println!("delivered symbol updates/s: {updates_per_s:.0} (each quote to every client: {ideal:.0})");
-        println!("frames/s: {frames_per_s:.0} ({:.2} updates per frame)", updates_per_s / frames_per_s.max(1.0));
-        println!(
-            "latency quote ts → receipt (ms): p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}  (samples {})",
-            ms(0.5),
-            ms(0.9),
-            ms(0.99),
-            latency.max() as f64 / 1000.0,
-            latency.len()
-        );
-        if let (Some(before), Some(after)) = (conflated_before, conflated_after) {
-            println!("server conflated updates/s: {:.0}", (after - before) / secs);
-        }
-        println!(
-            "{}",
-            serde_json::json!({
-                "bench": "ws", "clients": self.clients, "connected": connected, "symbols": symbols.len(),
-                "rate": self.rate, "seconds": secs, "updates_per_s": updates_per_s.round(),
-                "frames_per_s": frames_per_s.round(), "p50_ms": ms(0.5), "p99_ms": ms(0.99),
-            })
-        );
-        Ok(())
+        let seconds = elapsed.as_secs_f64();
+        let figures = WsFigures {
+            connected,
+            seconds,
+            updates_per_s: (u1 - u0) as f64 / seconds,
+            frames_per_s: (f1 - f0) as f64 / seconds,
+            latency,
+        };
+        let conflated = conflated_before.zip(conflated_after).map(|(before, after)| (after - before) / seconds);
+        Ok((figures, conflated))
     }
 }
 
@@ -229,7 +319,9 @@ async fn client(
     gate: Arc<Semaphore>,
     stop: Shutdown,
 ) -> Option<Histogram<u64>> {
-    let config = WebSocketConfig::default().read_buffer_size(16 * 1024);
+    // tungstenite zero-fills up to this much before every read: frames here
+    // are ~0.6 KiB, and a larger one is still read whole.
+    let config = WebSocketConfig::default().read_buffer_size(4 * 1024);
     let socket = {
         let _permit = gate.acquire().await.ok()?;
         match tokio_tungstenite::connect_async_with_config(&url, Some(config), true).await {
@@ -255,14 +347,19 @@ async fn client(
             },
         };
         let Message::Text(text) = message else { continue };
-        let Ok(frame) = serde_json::from_str::<Frame>(text.as_str()) else { continue };
+        let Ok(frame) = serde_json::from_str::<Frame<Entries>>(text.as_str()) else { continue };
         match (frame.kind, frame.data) {
-            ("price_update", Some(data)) => {
+            ("price_update", Some(Entries(count))) => {
                 frames += 1;
                 counters.frames.fetch_add(1, Ordering::Relaxed);
-                counters.updates.fetch_add(data.len() as u64, Ordering::Relaxed);
+                counters.updates.fetch_add(count as u64, Ordering::Relaxed);
                 if frames.is_multiple_of(LATENCY_SAMPLE) {
                     let now = Utc::now();
+                    let Ok(Frame { data: Some(data), .. }) =
+                        serde_json::from_str::<Frame<HashMap<&str, Update>>>(&text)
+                    else {
+                        continue;
+                    };
                     for update in data.values() {
                         if let Ok(ts) = DateTime::parse_from_rfc3339(update.timestamp) {
                             let us = (now - ts.to_utc()).num_microseconds().unwrap_or(0).max(1) as u64;

@@ -89,7 +89,6 @@ pub async fn serve(socket: WebSocket, ctx: Arc<ConnContext>, params: ConnectPara
     ctx.metrics.ws_connections_opened.inc();
     let (sink, stream) = socket.split();
     let writer_done = Shutdown::new();
-    let throttle = Arc::new(std::sync::Mutex::new(Duration::ZERO));
     let (lookups_tx, lookups_rx) = mpsc::channel(64);
     let mut reader = Reader {
         id: conn_id,
@@ -101,11 +100,10 @@ pub async fn serve(socket: WebSocket, ctx: Arc<ConnContext>, params: ConnectPara
         errors: ErrorBudget::new(ctx.settings.error_limit, ctx.settings.error_window),
         session: None,
         user: None,
-        throttle: throttle.clone(),
         lookups_tx,
     };
     reader.start(params).await;
-    let write = write_loop(sink, outbox.clone(), ctx.clone(), throttle, writer_done.clone());
+    let write = write_loop(sink, outbox.clone(), ctx.clone(), writer_done.clone());
     let read = reader.run(stream, lookups_rx, writer_done);
     let ((), ()) = tokio::join!(write, read);
     reader.finish().await;
@@ -124,7 +122,6 @@ struct Reader {
     session: Option<String>,
     /// The authenticated user: alerts reach this connection.
     user: Option<UserId>,
-    throttle: Arc<std::sync::Mutex<Duration>>,
     lookups_tx: mpsc::Sender<Lookup>,
 }
 
@@ -282,7 +279,7 @@ impl Reader {
         match request {
             ClientRequest::Subscribe { symbols, id, throttle_ms } => {
                 if let Some(ms) = throttle_ms {
-                    *self.throttle.lock().expect("throttle lock") = Duration::from_millis(ms).min(MAX_THROTTLE);
+                    self.outbox.set_throttle(Duration::from_millis(ms).min(MAX_THROTTLE));
                 }
                 let (valid, flow) = self.valid_symbols(symbols);
                 match self.subscribe(valid, id).await {
@@ -430,13 +427,16 @@ fn text(bytes: Bytes) -> Message {
     Message::Text(Utf8Bytes::try_from(bytes).expect("server frames are UTF-8 JSON"))
 }
 
+/// Most messages put into one write: what is ready goes out together (one
+/// syscall), up to this many.
+const MAX_MESSAGES_PER_WRITE: usize = 32;
+
 /// Writes the outbox to the socket; ends after a close frame, a failed
 /// write, or a socket that stayed unwritable for `WS_SLOW_CLOSE`.
 async fn write_loop(
     mut sink: SplitSink<WebSocket, Message>,
     outbox: Arc<Outbox>,
     ctx: Arc<ConnContext>,
-    throttle: Arc<std::sync::Mutex<Duration>>,
     done: Shutdown,
 ) {
     let settings = &ctx.settings;
@@ -446,62 +446,87 @@ async fn write_loop(
     // pongs keep it from the idle timeout) and must still get its 1001.
     let mut next_ping = Instant::now() + settings.ping_interval;
     let mut not_before = Instant::now();
-    loop {
+    // Looked up once, not per frame.
+    let sent_control = metrics.ws_frames_sent.with_label_values(&["control"]);
+    let sent_updates = metrics.ws_frames_sent.with_label_values(&["price_update"]);
+    'writing: loop {
         if ctx.shutdown.is_cancelled() {
             metrics.ws_closes.with_label_values(&["shutdown"]).inc();
             close(&mut sink, GOING_AWAY, "server shutting down").await;
             break;
         }
         let now = Instant::now();
+        let mut fed = 0;
         if now >= next_ping {
             next_ping = now + settings.ping_interval;
-            if !send(&mut sink, Message::Ping(Bytes::new()), settings.slow_close, metrics).await {
+            if !write(&mut sink, Write::Feed(Message::Ping(Bytes::new())), settings.slow_close, metrics).await {
                 break;
             }
-            continue;
+            fed += 1;
         }
-        let (message, kind) = match outbox.next(now, not_before) {
-            Next::Control(frame) => (text(frame), "control"),
-            Next::Updates { frame, symbols, oldest_live_micros } => {
-                metrics.ws_symbol_updates_sent.inc_by(symbols as u64);
-                if let Some(oldest) = oldest_live_micros {
-                    let now_us = chrono::Utc::now().timestamp_micros();
-                    metrics.e2e_latency.observe((now_us - oldest).max(0) as f64 / 1e6);
-                }
-                let throttle = *throttle.lock().expect("throttle lock");
-                not_before = Instant::now() + throttle;
-                (text(frame), "price_update")
+        // Everything ready now is fed, then written at once.
+        let last = loop {
+            if fed == MAX_MESSAGES_PER_WRITE {
+                break None;
             }
-            Next::Close(code, reason) => {
+            let message = match outbox.next(now, not_before) {
+                Next::Control(frame) => {
+                    sent_control.inc();
+                    text(frame)
+                }
+                Next::Updates { frame, symbols, oldest_live_micros } => {
+                    sent_updates.inc();
+                    metrics.ws_symbol_updates_sent.inc_by(symbols as u64);
+                    if let Some(oldest) = oldest_live_micros {
+                        let now_us = chrono::Utc::now().timestamp_micros();
+                        metrics.e2e_latency.observe((now_us - oldest).max(0) as f64 / 1e6);
+                    }
+                    not_before = now + outbox.throttle();
+                    Message::Text(frame)
+                }
+                other => break Some(other),
+            };
+            if !write(&mut sink, Write::Feed(message), settings.slow_close, metrics).await {
+                break 'writing;
+            }
+            fed += 1;
+        };
+        if fed > 0 && !write(&mut sink, Write::Flush, settings.slow_close, metrics).await {
+            break;
+        }
+        match last {
+            Some(Next::Close(code, reason)) => {
                 close(&mut sink, code, &reason).await;
                 break;
             }
-            Next::Wait(due) => {
+            Some(Next::Wait(due)) if fed == 0 => {
                 let wake = tokio::time::Instant::from_std(due.map_or(next_ping, |due| due.min(next_ping)));
                 tokio::select! {
                     _ = outbox.changed() => {}
                     _ = ctx.shutdown.cancelled() => {}
                     _ = tokio::time::sleep_until(wake) => {}
                 }
-                continue;
             }
-        };
-        metrics.ws_frames_sent.with_label_values(&[kind]).inc();
-        if !send(&mut sink, message, settings.slow_close, metrics).await {
-            break;
+            _ => {}
         }
     }
     done.cancel();
 }
 
-/// Sends one message; `false` when the connection is finished.
-async fn send(
-    sink: &mut SplitSink<WebSocket, Message>,
-    message: Message,
-    slow_close: Duration,
-    metrics: &Metrics,
-) -> bool {
-    match tokio::time::timeout(slow_close, sink.send(message)).await {
+enum Write {
+    /// Queue a message in the socket's write buffer.
+    Feed(Message),
+    /// Write the buffer out.
+    Flush,
+}
+
+/// One step of writing; `false` when the connection is finished.
+async fn write(sink: &mut SplitSink<WebSocket, Message>, step: Write, slow_close: Duration, metrics: &Metrics) -> bool {
+    let result = match step {
+        Write::Feed(message) => tokio::time::timeout(slow_close, sink.feed(message)).await,
+        Write::Flush => tokio::time::timeout(slow_close, sink.flush()).await,
+    };
+    match result {
         Ok(Ok(())) => true,
         Ok(Err(_)) => false,
         Err(_) => {

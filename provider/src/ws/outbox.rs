@@ -9,10 +9,12 @@
 //! price after a newer one, the same price twice, or an update after its
 //! `unsubscribed`.
 //!
-//! While the writer is idle, a fan-out batch is handed over as the frame the
-//! hub serialized once for every connection watching the same symbols; only
-//! when updates pile up behind a busy socket does a connection assemble its
-//! own frame from the conflated fragments.
+//! Fan-out batches are handed over as the frame the hub serialized once for
+//! every connection watching the same symbols. Up to `MAX_SHARED_FRAMES` of
+//! them queue while the writer is busy, and the writer sends what is queued
+//! in one write. Only past that (a slow client), or with a batch window or a
+//! throttle, does a connection merge updates into a frame of its own, keeping
+//! the newest price per symbol.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -20,6 +22,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 use lizards_shared::{
     Symbol,
@@ -30,6 +33,10 @@ use tokio::sync::Notify;
 /// Control frames a client may leave unread before it is dropped: client
 /// requests are rate limited, so only a client that never reads gets here.
 pub const MAX_CONTROL_FRAMES: usize = 4096;
+/// Shared frames queued for one connection before its updates are merged
+/// (conflated): bounded memory, while a writer that only fell a few
+/// batches behind still delivers every update without building frames.
+pub const MAX_SHARED_FRAMES: usize = 8;
 
 pub struct Outbox {
     state: Mutex<State>,
@@ -40,15 +47,18 @@ pub struct Outbox {
 #[derive(Default)]
 struct State {
     control: VecDeque<Bytes>,
-    /// A frame shared with other connections, with its fragments in case it
-    /// has to be merged with later updates.
-    ready: Option<(Bytes, Arc<[PriceFragment]>)>,
+    /// Frames shared with other connections (their text checked once by
+    /// the hub, not by each connection), oldest first, with their fragments
+    /// in case they have to be merged with later updates.
+    ready: VecDeque<(Utf8Bytes, Arc<[PriceFragment]>)>,
     pending: HashMap<Symbol, PriceFragment>,
     /// When the oldest not-yet-written update arrived (for `WS_BATCH_MS`).
     pending_since: Option<Instant>,
     close: Option<(u16, String)>,
     /// Watched symbols → newest quote time accepted (`i64::MIN`: none yet).
     watched: HashMap<Symbol, i64>,
+    /// The client's `throttle_ms`: least time between two update frames.
+    throttle: Duration,
 }
 
 /// What the writer should do next.
@@ -57,7 +67,7 @@ pub enum Next {
     /// `oldest_live_micros`: the oldest `ingested_at` among live updates
     /// (None when the frame holds only snapshots).
     Updates {
-        frame: Bytes,
+        frame: Utf8Bytes,
         symbols: usize,
         oldest_live_micros: Option<i64>,
     },
@@ -67,13 +77,16 @@ pub enum Next {
 }
 
 impl State {
-    /// Moves a shared frame back into the conflation map.
-    fn unshare(&mut self) {
-        if let Some((_, fragments)) = self.ready.take() {
+    /// Moves the shared frames back into the conflation map; returns how
+    /// many of their updates were replaced by newer ones.
+    fn unshare(&mut self) -> u64 {
+        let mut conflated = 0;
+        for (_, fragments) in std::mem::take(&mut self.ready) {
             for fragment in fragments.iter() {
-                self.pending.insert(fragment.symbol.clone(), fragment.clone());
+                conflated += self.pending.insert(fragment.symbol.clone(), fragment.clone()).is_some() as u64;
             }
         }
+        conflated
     }
 
     /// Accepts a fragment if its symbol is watched and it is newer than
@@ -101,7 +114,7 @@ impl State {
     }
 
     fn has_updates(&self) -> bool {
-        self.ready.is_some() || !self.pending.is_empty()
+        !self.ready.is_empty() || !self.pending.is_empty()
     }
 }
 
@@ -137,25 +150,51 @@ impl Outbox {
         }
     }
 
+    /// Sets the least time between two update frames (`throttle_ms`).
+    pub fn set_throttle(&self, throttle: Duration) {
+        self.lock().throttle = throttle;
+    }
+
+    pub fn throttle(&self) -> Duration {
+        self.lock().throttle
+    }
+
     /// Offers a fan-out batch; returns how many updates it conflated.
-    pub fn offer_batch(&self, frame: &Bytes, fragments: &Arc<[PriceFragment]>) -> u64 {
+    pub fn offer_batch(&self, frame: &Utf8Bytes, fragments: &Arc<[PriceFragment]>) -> u64 {
         let conflated = {
             let mut state = self.lock();
-            let admitted: Vec<bool> = fragments.iter().map(|f| state.admit(f)).collect();
-            if !state.has_updates() && admitted.iter().all(|a| *a) {
-                // The common case: hand over the frame shared with others.
-                state.ready = Some((frame.clone(), fragments.clone()));
-                state.pending_since = Some(Instant::now());
-                0
-            } else {
-                state.unshare();
-                let mut conflated = 0;
-                for (fragment, _) in fragments.iter().zip(admitted).filter(|(_, admitted)| *admitted) {
+            // A batch window or a throttle asks for updates merged into
+            // fewer frames: then at most one shared frame waits.
+            let limit = if self.batch_window.is_zero() && state.throttle.is_zero() { MAX_SHARED_FRAMES } else { 1 };
+            // The common case: room in the queue and every fragment
+            // admitted, so the frame shared with others is queued as it is.
+            // Otherwise, or from the first fragment not admitted, updates
+            // are merged into the conflation map.
+            let mut sharing = state.pending.is_empty() && state.ready.len() < limit;
+            let mut conflated = if sharing { 0 } else { state.unshare() };
+            for (index, fragment) in fragments.iter().enumerate() {
+                let admitted = state.admit(fragment);
+                if sharing && admitted {
+                    continue;
+                }
+                if sharing {
+                    sharing = false;
+                    conflated += state.unshare();
+                    for earlier in &fragments[..index] {
+                        conflated += state.pending.insert(earlier.symbol.clone(), earlier.clone()).is_some() as u64;
+                    }
+                }
+                if admitted {
                     conflated += state.pending.insert(fragment.symbol.clone(), fragment.clone()).is_some() as u64;
                 }
-                state.pending_since.get_or_insert_with(Instant::now);
-                conflated
             }
+            if sharing {
+                state.ready.push_back((frame.clone(), fragments.clone()));
+            }
+            if state.has_updates() {
+                state.pending_since.get_or_insert_with(Instant::now);
+            }
+            conflated
         };
         self.notify.notify_one();
         conflated
@@ -168,7 +207,7 @@ impl Outbox {
         }
         {
             let mut state = self.lock();
-            state.unshare();
+            let _ = state.unshare();
             state.merge(fragments);
             state.pending_since.get_or_insert_with(Instant::now);
         }
@@ -178,7 +217,7 @@ impl Outbox {
     /// Stops watching symbols and drops their pending updates.
     pub fn forget(&self, symbols: &[Symbol]) {
         let mut state = self.lock();
-        state.unshare();
+        let _ = state.unshare();
         for symbol in symbols {
             state.watched.remove(symbol);
             state.pending.remove(symbol);
@@ -197,7 +236,7 @@ impl Outbox {
     /// Pending price updates (for tests and the memory bound).
     pub fn pending_updates(&self) -> usize {
         let state = self.lock();
-        state.pending.len() + state.ready.as_ref().map_or(0, |(_, f)| f.len())
+        state.pending.len() + state.ready.iter().map(|(_, f)| f.len()).sum::<usize>()
     }
 
     /// The next thing to write. Updates wait for the batch window and for
@@ -217,14 +256,18 @@ impl Outbox {
         if due > now {
             return Next::Wait(Some(due));
         }
-        state.pending_since = None;
-        if let Some((frame, fragments)) = state.ready.take() {
+        if let Some((frame, fragments)) = state.ready.pop_front() {
+            if !state.has_updates() {
+                state.pending_since = None;
+            }
             return Next::Updates { frame, symbols: fragments.len(), oldest_live_micros: oldest_live(&fragments) };
         }
+        state.pending_since = None;
         let fragments: Vec<PriceFragment> = state.pending.drain().map(|(_, f)| f).collect();
         drop(state);
         let oldest_live_micros = oldest_live(&fragments);
-        Next::Updates { frame: price_update(&fragments), symbols: fragments.len(), oldest_live_micros }
+        let frame = Utf8Bytes::try_from(price_update(&fragments)).expect("price updates are UTF-8 JSON");
+        Next::Updates { frame, symbols: fragments.len(), oldest_live_micros }
     }
 
     /// Waits until something may have been queued.
@@ -258,8 +301,8 @@ mod tests {
         outbox
     }
 
-    fn batch(fragments: Vec<PriceFragment>) -> (Bytes, Arc<[PriceFragment]>) {
-        (price_update(&fragments), fragments.into())
+    fn batch(fragments: Vec<PriceFragment>) -> (Utf8Bytes, Arc<[PriceFragment]>) {
+        (Utf8Bytes::try_from(price_update(&fragments)).unwrap(), fragments.into())
     }
 
     #[test]
@@ -290,7 +333,7 @@ mod tests {
         let now = Instant::now();
         let Next::Updates { frame, symbols, .. } = outbox.next(now, now) else { panic!("expected updates") };
         assert_eq!(symbols, 2);
-        let text = std::str::from_utf8(&frame).unwrap();
+        let text = frame.as_str();
         assert!(text.contains("\"999\""), "{text}");
     }
 
@@ -305,7 +348,7 @@ mod tests {
         let now = Instant::now();
         assert!(matches!(outbox.next(now, now), Next::Control(f) if f == "ack"));
         let Next::Updates { frame, .. } = outbox.next(now, now) else { panic!("expected updates") };
-        assert!(std::str::from_utf8(&frame).unwrap().contains("\"10\""));
+        assert!(frame.as_str().contains("\"10\""));
         assert!(matches!(outbox.next(now, now), Next::Wait(None)));
     }
 
@@ -318,7 +361,7 @@ mod tests {
         let now = Instant::now();
         let Next::Updates { frame, symbols, .. } = outbox.next(now, now) else { panic!("expected updates") };
         assert_eq!(symbols, 1);
-        assert!(!std::str::from_utf8(&frame).unwrap().contains("AAPL"));
+        assert!(!frame.as_str().contains("AAPL"));
     }
 
     #[test]
@@ -358,6 +401,54 @@ mod tests {
         outbox.forget(&[Symbol::parse("AAPL").unwrap()]);
         let (frame, fragments) = batch(vec![fragment("AAPL", 11), fragment("TSLA", 11)]);
         outbox.offer_batch(&frame, &fragments);
+        assert!(matches!(outbox.next(now, now), Next::Wait(None)));
+    }
+
+    #[test]
+    fn a_batch_partly_admitted_gets_a_frame_of_its_own_with_the_admitted_updates() {
+        let outbox = outbox(Duration::ZERO);
+        let (frame, fragments) = batch(vec![fragment("AAPL", 10)]);
+        outbox.offer_batch(&frame, &fragments);
+        let now = Instant::now();
+        assert!(matches!(outbox.next(now, now), Next::Updates { .. }));
+        // MSFT is new; AAPL at 10 was sent already.
+        let (frame, fragments) = batch(vec![fragment("MSFT", 10), fragment("AAPL", 10)]);
+        outbox.offer_batch(&frame, &fragments);
+        let now = Instant::now();
+        let Next::Updates { frame: sent, symbols, .. } = outbox.next(now, now) else { panic!("expected updates") };
+        assert_eq!(symbols, 1);
+        assert_ne!(sent.as_ptr(), frame.as_ptr(), "not the shared frame");
+        assert!(sent.as_str().contains("MSFT") && !sent.as_str().contains("AAPL"), "{sent}");
+    }
+
+    #[test]
+    fn a_writer_a_few_batches_behind_gets_every_shared_frame_in_order() {
+        let outbox = outbox(Duration::ZERO);
+        let batches: Vec<_> = (1..=3).map(|ts| batch(vec![fragment("AAPL", ts), fragment("MSFT", ts)])).collect();
+        let conflated: u64 = batches.iter().map(|(frame, fragments)| outbox.offer_batch(frame, fragments)).sum();
+        assert_eq!(conflated, 0);
+        let now = Instant::now();
+        for (frame, _) in &batches {
+            let Next::Updates { frame: sent, .. } = outbox.next(now, now) else { panic!("expected updates") };
+            assert_eq!(sent.as_ptr(), frame.as_ptr(), "the shared bytes, in order");
+        }
+        assert!(matches!(outbox.next(now, now), Next::Wait(None)));
+    }
+
+    #[test]
+    fn a_throttled_connection_merges_batches_into_one_frame_with_the_newest_prices() {
+        let outbox = outbox(Duration::ZERO);
+        outbox.set_throttle(Duration::from_millis(100));
+        let mut conflated = 0;
+        for ts in 1..=3 {
+            let (frame, fragments) = batch(vec![fragment("AAPL", ts)]);
+            conflated += outbox.offer_batch(&frame, &fragments);
+        }
+        assert_eq!(conflated, 2);
+        let now = Instant::now();
+        let Next::Updates { frame, symbols, .. } = outbox.next(now, now) else { panic!("expected updates") };
+        assert_eq!(symbols, 1);
+        assert!(frame.as_str().contains("\"3\""), "{frame}");
         assert!(matches!(outbox.next(now, now), Next::Wait(None)));
     }
 
