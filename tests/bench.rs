@@ -80,3 +80,21 @@ fn bench_ws_measures_lizards_and_the_plain_reference_and_exits() {
     assert!(summary["reference"]["updates_per_s"].as_f64().unwrap() > 0.0, "{summary}");
     assert!(summary["ratio"].as_f64().is_some(), "{summary}");
 }
+
+#[test]
+fn bench_persist_writes_to_postgres_next_to_psql_copy_and_exits() {
+    let Some(database) = lizards_testkit::real_url("DATABASE_URL") else { return };
+    let _serial = serial();
+    let output = Command::new(env!("CARGO_BIN_EXE_lizards"))
+        .args(["bench", "persist", "--rows", "2000", "--batch", "500"])
+        .env("DATABASE_URL", database)
+        .output()
+        .expect("the benchmark runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "exit {}\n{stdout}\n{}", output.status, String::from_utf8_lossy(&output.stderr));
+    let line = stdout.lines().find(|l| l.contains("\"bench\":\"persist\"")).expect("the JSON summary line");
+    let summary: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(summary["rows"], 2000, "{summary}");
+    assert!(summary["store_quotes_per_s"].as_f64().unwrap() > 0.0, "{summary}");
+    assert!(summary["copy_quotes_per_s"].as_f64().unwrap() > 0.0, "{summary}");
+}
