@@ -98,3 +98,21 @@ fn bench_persist_writes_to_postgres_next_to_psql_copy_and_exits() {
     assert!(summary["store_quotes_per_s"].as_f64().unwrap() > 0.0, "{summary}");
     assert!(summary["copy_quotes_per_s"].as_f64().unwrap() > 0.0, "{summary}");
 }
+
+#[test]
+fn bench_broker_measures_plain_rabbitmq_and_exits() {
+    let Some(amqp) = lizards_testkit::real_url("AMQP_URL") else { return };
+    let _serial = serial();
+    let output = Command::new(env!("CARGO_BIN_EXE_lizards"))
+        .args(["bench", "broker", "--rate", "200", "--warmup", "300ms", "--duration", "700ms"])
+        .env("AMQP_URL", amqp)
+        .output()
+        .expect("the benchmark runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "exit {}\n{stdout}\n{}", output.status, String::from_utf8_lossy(&output.stderr));
+    let line = stdout.lines().find(|l| l.contains("\"bench\":\"broker\"")).expect("the JSON summary line");
+    let summary: serde_json::Value = serde_json::from_str(line).unwrap();
+    for figure in ["confirmed_per_s", "live_per_s", "durable_per_s"] {
+        assert!(summary[figure].as_f64().unwrap() > 0.0, "{figure}: {summary}");
+    }
+}

@@ -2,6 +2,7 @@
 //! bounded in clients and time, prints its figures and exits.
 
 mod alerts;
+mod broker;
 mod conns;
 mod gateway;
 mod reference;
@@ -58,6 +59,10 @@ enum BenchKind {
     /// quiet rules and flapping rules on the quoted symbols, and the time
     /// from a crossing quote's publish to the owner's `alert` frame.
     Alerts(alerts::AlertsBench),
+    /// The plain reference for latency through RabbitMQ: lapin alone
+    /// publishing quotes with confirms to the platform's three queues (no
+    /// Lizards); publish → live-queue latency and RabbitMQ's CPU.
+    Broker(broker::BrokerBench),
     /// Idle WebSocket connections on one provider process (run as a child
     /// process): resident memory per connection and open files.
     Conns(conns::ConnsBench),
@@ -100,6 +105,7 @@ impl BenchCommand {
             BenchKind::Gateway(bench) => bench.run(config).await,
             BenchKind::Alerts(bench) => bench.run(config).await,
             BenchKind::Conns(bench) => bench.run(config).await,
+            BenchKind::Broker(bench) => bench.run(config).await,
         }
     }
 }
