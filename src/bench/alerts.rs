@@ -131,7 +131,7 @@ impl AlertsBench {
             }));
         }
         let latency = bench.crossings(self.crossings).await?;
-        let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
+        let ms = |q: f64| super::ms(&latency, q);
         println!(
             "crossing quote published → alert frame (ms): p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}  (samples {})",
             ms(0.5),

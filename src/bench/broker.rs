@@ -123,7 +123,7 @@ impl BrokerBench {
         // Clock ticks are 1/100 s (`getconf CLK_TCK`).
         let cpu = |a: Option<u64>, b: Option<u64>| a.zip(b).map(|(b, a)| (a - b) as f64 / 100.0 / seconds * 100.0);
         let (confirmed, live_rate, durable_rate) = (rate(0), rate(1), rate(2) / 2.0);
-        let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+        let ms = |q: f64| super::ms(&histogram, q);
         let beam_cpu = cpu(before.1, after.1);
         let own_cpu = cpu(before.2, after.2);
         println!("confirmed publishes/s: {confirmed:.0}");

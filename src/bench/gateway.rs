@@ -67,7 +67,7 @@ struct Throughput {
 
 impl Throughput {
     fn ms(&self, quantile: f64) -> f64 {
-        self.latency.value_at_quantile(quantile) as f64 / 1000.0
+        super::ms(&self.latency, quantile)
     }
 }
 
@@ -138,7 +138,7 @@ impl GatewayBench {
         let mut summary = serde_json::Map::new();
         for (i, (name, ..)) in targets.iter().enumerate() {
             let rate = median(rounds.iter().map(|r| r[i]).collect());
-            let ms = |q: f64| latency[i].value_at_quantile(q) as f64 / 1000.0;
+            let ms = |q: f64| super::ms(&latency[i], q);
             println!("{name:<40} {rate:>9.0} req/s   p50 {:.2} ms  p99 {:.2} ms", ms(0.5), ms(0.99));
             summary.insert(name.to_string(), serde_json::json!({"rps": rate.round(), "p99_ms": ms(0.99)}));
         }

@@ -172,7 +172,7 @@ struct WsFigures {
 
 impl WsFigures {
     fn ms(&self, quantile: f64) -> f64 {
-        self.latency.value_at_quantile(quantile) as f64 / 1000.0
+        ms(&self.latency, quantile)
     }
 
     fn print(&self, name: &str, rate: f64) {
@@ -385,6 +385,11 @@ async fn client(
     }
     let _ = tx.send(Message::Close(None)).await;
     Some(latency)
+}
+
+/// A latency quantile of a histogram of microseconds, in milliseconds.
+fn ms(latency: &Histogram<u64>, quantile: f64) -> f64 {
+    latency.value_at_quantile(quantile) as f64 / 1000.0
 }
 
 /// Reads one counter from a Prometheus text page.
