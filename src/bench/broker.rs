@@ -78,7 +78,8 @@ impl BrokerBench {
         setup.exchange_declare(exchange.as_str().into(), ExchangeKind::Topic, options, FieldTable::default()).await?;
         let durable = [format!("{prefix}.persist"), format!("{prefix}.alerts")];
         for queue in &durable {
-            let options = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
+            // Auto-delete too, so a run that fails half-way leaves nothing.
+            let options = QueueDeclareOptions { durable: true, auto_delete: true, ..QueueDeclareOptions::default() };
             declare_bound(&setup, queue, options, &exchange).await?;
         }
         let live = format!("{prefix}.live");
