@@ -102,13 +102,19 @@ impl BrokerBench {
         let latency = tokio::spawn(listen(channel, live.clone(), counts.clone(), measuring.clone(), stop.clone()));
         let publisher = connection.create_channel().await?;
         publisher.confirm_select(ConfirmSelectOptions::default()).await?;
-        tasks.push(tokio::spawn(publish(publisher, exchange.clone(), self.clone(), counts.clone(), stop.clone())));
+        let publishing = Shutdown::new();
+        let publisher =
+            tokio::spawn(publish(publisher, exchange.clone(), self.clone(), counts.clone(), publishing.clone()));
 
         tokio::time::sleep(self.warmup).await;
         measuring.store(true, Ordering::Relaxed);
         let before = (snapshot(&counts), cpu_ticks("beam.smp"), cpu_ticks_self(), Instant::now());
         tokio::time::sleep(self.duration).await;
         let after = (snapshot(&counts), cpu_ticks("beam.smp"), cpu_ticks_self(), Instant::now());
+        // Publishing stops first: the queues (and with them the exchange)
+        // go away with their consumers.
+        publishing.cancel();
+        publisher.await??;
         stop.cancel();
         let histogram = latency.await??;
         for task in tasks {
