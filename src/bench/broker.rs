@@ -50,6 +50,10 @@ pub struct BrokerBench {
     /// Measured time.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     duration: Duration,
+    /// Publish non-persistent messages (delivery mode 1), to see what
+    /// persistence costs; the platform always publishes persistent ones.
+    #[arg(long)]
+    transient: bool,
 }
 
 /// Consumer prefetch of the durable queues (the provider's is 1,024).
@@ -151,6 +155,7 @@ impl BrokerBench {
             "{}",
             serde_json::json!({
                 "bench": "broker", "rate": self.rate, "symbols": self.symbols, "in_flight": self.in_flight,
+                "persistent": !self.transient,
                 "seconds": seconds, "confirmed_per_s": confirmed.round(), "live_per_s": live_rate.round(),
                 "durable_per_s": durable_rate.round(), "p50_ms": ms(0.5), "p99_ms": ms(0.99),
                 "rabbitmq_cpu_pct": beam_cpu.map(f64::round), "bench_cpu_pct": own_cpu.map(f64::round),
@@ -204,7 +209,7 @@ async fn publish(
             while confirms.len() >= bench.in_flight {
                 confirmed(confirms.next().await, &counts)?;
             }
-            let properties = BasicProperties::default().with_delivery_mode(2);
+            let properties = BasicProperties::default().with_delivery_mode(if bench.transient { 1 } else { 2 });
             let confirm = channel
                 .basic_publish(
                     exchange.as_str().into(),
