@@ -5,8 +5,7 @@
 //!
 //! A batch is written in one transaction with `INSERT ... SELECT FROM
 //! UNNEST(...)`, binding one array per column: eight bind parameters however
-//! many rows, and one prepared statement that stays cached. (A large batch
-//! is sent as a few such statements, see `STATEMENT_BYTES`.) It is first
+//! many rows, and one prepared statement that stays cached. It is first
 //! tried as a plain INSERT, which PostgreSQL runs ~1.5x faster than `ON
 //! CONFLICT DO NOTHING` (no speculative insertion per row); only a batch
 //! that hits a stored quote (a redelivery) is written again, skipping
@@ -59,45 +58,6 @@ const INSERT_NEW_QUOTES: &str = "\
     FROM UNNEST($1::text[], $2::timestamptz[], $3::float8[], $4::float8[], $5::text[], $6::text[], \
                 $7::timestamptz[]) AS batch (symbol, ts, price, volume, source, ingest_id, ingested_at) \
     ON CONFLICT (symbol, source, ts) DO NOTHING";
-
-/// The most bind data one statement carries. sqlx 0.9.0 does not set
-/// TCP_NODELAY (sqlx issue #4335, fixed upstream after 0.9.0) and writes a larger message in
-/// several pieces (one per 16 KiB TLS record); the last piece then waits
-/// for the server's delayed ACK, ~40 ms per statement. A message that fits
-/// one TLS record goes out in one piece, so a batch is sent as several
-/// statements of at most this size, each answered at once. (Measured with
-/// `lizards bench persist`; unneeded once sqlx sets TCP_NODELAY again.)
-const STATEMENT_BYTES: usize = 15 * 1024;
-
-/// Bytes a row adds to a statement's bind message: a 4-byte length for each
-/// of its seven array elements, four 8-byte values (a missing volume counted
-/// too) and three strings.
-fn row_bytes(quote: &Quote) -> usize {
-    7 * 4 + 4 * 8 + quote.symbol.as_str().len() + quote.source.len() + quote.ingest_id.len()
-}
-
-/// Splits `quotes` into runs of at most [`STATEMENT_BYTES`] of bind data
-/// (at least one row each).
-fn statements<'q, 'a>(quotes: &'q [&'a Quote]) -> impl Iterator<Item = &'q [&'a Quote]> {
-    let mut rest = quotes;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
-        }
-        let mut bytes = 0;
-        let len = rest
-            .iter()
-            .take_while(|quote| {
-                bytes += row_bytes(quote);
-                bytes <= STATEMENT_BYTES
-            })
-            .count()
-            .max(1);
-        let (statement, tail) = rest.split_at(len);
-        rest = tail;
-        Some(statement)
-    })
-}
 
 /// SQLSTATE of a duplicate key.
 const UNIQUE_VIOLATION: &str = "23505";
@@ -241,13 +201,8 @@ impl PostgresStore {
         now: DateTime<Utc>,
     ) -> Result<u64, StoreError> {
         let mut tx = self.write.begin().await?;
-        let mut inserted = 0;
-        for statement in statements(quotes) {
-            inserted += Columns::of(statement).bind(insert, now).execute(&mut *tx).await?.rows_affected();
-        }
-        for statement in statements(newest) {
-            Columns::of(statement).bind(UPSERT_LATEST, now).execute(&mut *tx).await?;
-        }
+        let inserted = Columns::of(quotes).bind(insert, now).execute(&mut *tx).await?.rows_affected();
+        Columns::of(newest).bind(UPSERT_LATEST, now).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(inserted)
     }
@@ -412,44 +367,5 @@ impl QuoteStore for PostgresStore {
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.read).await?;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn quote(ingest_id_len: usize) -> Quote {
-        Quote {
-            symbol: Symbol::parse("AAPL").expect("valid symbol"),
-            price: 1.0,
-            ts: Utc::now(),
-            volume: None,
-            source: "test".into(),
-            ingest_id: "x".repeat(ingest_id_len),
-            ingested_at: Utc::now(),
-        }
-    }
-
-    #[test]
-    fn statements_stay_within_the_byte_budget_and_keep_every_row_in_order() {
-        let quotes: Vec<Quote> = (0..1000).map(|i| quote(i % 40)).collect();
-        let refs: Vec<&Quote> = quotes.iter().collect();
-        let split: Vec<&[&Quote]> = statements(&refs).collect();
-        assert!(split.len() > 1, "1000 rows do not fit one statement");
-        for statement in &split {
-            assert!(statement.iter().map(|q| row_bytes(q)).sum::<usize>() <= STATEMENT_BYTES);
-        }
-        let rejoined: Vec<&Quote> = split.concat();
-        assert!(rejoined.iter().zip(&refs).all(|(a, b)| std::ptr::eq(*a, *b)) && rejoined.len() == refs.len());
-    }
-
-    #[test]
-    fn a_row_larger_than_the_budget_gets_a_statement_of_its_own() {
-        let quotes = [quote(10), quote(STATEMENT_BYTES), quote(10)];
-        let refs: Vec<&Quote> = quotes.iter().collect();
-        let sizes: Vec<usize> = statements(&refs).map(<[_]>::len).collect();
-        assert_eq!(sizes, [1, 1, 1]);
-        assert_eq!(statements(&[]).count(), 0);
     }
 }
