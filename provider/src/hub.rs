@@ -81,7 +81,7 @@ impl Hub {
                 }
             }
         }
-        outbox.offer_fragments(&snapshot);
+        self.metrics.ws_updates_conflated.inc_by(outbox.offer_fragments(&snapshot));
         if changed {
             self.demand.send_modify(|version| *version = version.wrapping_add(1));
         }
@@ -130,7 +130,7 @@ impl Hub {
         };
         let fragments = [fragment];
         for outbox in subscribers {
-            outbox.offer_fragments(&fragments);
+            self.metrics.ws_updates_conflated.inc_by(outbox.offer_fragments(&fragments));
         }
     }
 

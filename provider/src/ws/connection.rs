@@ -408,7 +408,7 @@ impl Reader {
             .cloned()
             .collect();
         self.ctx.hub.unsubscribe(self.id, &removed);
-        self.outbox.forget(&removed);
+        self.ctx.metrics.ws_updates_conflated.inc_by(self.outbox.forget(&removed));
         self.send(ServerFrame::Unsubscribed { symbols, id });
         self.save_session().await;
     }

@@ -200,24 +200,27 @@ impl Outbox {
         conflated
     }
 
-    /// Offers single updates (snapshots); newer pending prices win.
-    pub fn offer_fragments(&self, fragments: &[PriceFragment]) {
+    /// Offers single updates (snapshots); newer pending prices win. Returns
+    /// how many updates were replaced by newer ones.
+    pub fn offer_fragments(&self, fragments: &[PriceFragment]) -> u64 {
         if fragments.is_empty() {
-            return;
+            return 0;
         }
-        {
+        let conflated = {
             let mut state = self.lock();
-            let _ = state.unshare();
-            state.merge(fragments);
+            let conflated = state.unshare() + state.merge(fragments);
             state.pending_since.get_or_insert_with(Instant::now);
-        }
+            conflated
+        };
         self.notify.notify_one();
+        conflated
     }
 
-    /// Stops watching symbols and drops their pending updates.
-    pub fn forget(&self, symbols: &[Symbol]) {
+    /// Stops watching symbols and drops their pending updates; returns how
+    /// many queued updates were replaced by newer ones on the way.
+    pub fn forget(&self, symbols: &[Symbol]) -> u64 {
         let mut state = self.lock();
-        let _ = state.unshare();
+        let conflated = state.unshare();
         for symbol in symbols {
             state.watched.remove(symbol);
             state.pending.remove(symbol);
@@ -225,6 +228,7 @@ impl Outbox {
         if !state.has_updates() {
             state.pending_since = None;
         }
+        conflated
     }
 
     /// Asks the writer to send what is queued, then close.
