@@ -837,16 +837,8 @@ pub async fn symbol_refcounts_count_rules_and_open_positions(store: &dyn Account
 }
 
 mod embedded {
-    use tempfile::TempDir;
-
     use super::*;
-
-    /// A fresh SQLite store; the directory must outlive it.
-    async fn sqlite() -> (TempDir, SqliteStore) {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let store = SqliteStore::open(&dir.path().join("lizards.db")).await.expect("store opens");
-        (dir, store)
-    }
+    use crate::helpers::sqlite;
 
     #[tokio::test]
     async fn created_user_reads_back_by_id_and_email() {
@@ -1048,13 +1040,7 @@ mod postgres {
     use lizards_shared::store::PostgresStore;
 
     use super::*;
-    use crate::helpers::{real_url, within};
-
-    /// A store on the real server, or `None` (skip) when no URL is set.
-    async fn postgres() -> Option<PostgresStore> {
-        let url = real_url("DATABASE_URL")?;
-        Some(within("connecting to PostgreSQL", PostgresStore::connect(&url)).await.expect("store connects"))
-    }
+    use crate::helpers::{postgres, real_url, within};
 
     #[tokio::test]
     async fn created_user_reads_back_by_id_and_email() {

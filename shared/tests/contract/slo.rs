@@ -8,10 +8,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
-use lizards_shared::{
-    slo::{Aggregation, Comparison, Sample, SloSpec, SloStore, SloStoreError},
-    store::SqliteStore,
-};
+use lizards_shared::slo::{Aggregation, Comparison, Sample, SloSpec, SloStore, SloStoreError};
 
 use crate::helpers::unique;
 
@@ -111,15 +108,7 @@ pub async fn samples_are_stored_once_in_order_and_pruned(store: &dyn SloStore) {
 }
 
 mod embedded {
-    use tempfile::TempDir;
-
-    use super::*;
-
-    async fn sqlite() -> (TempDir, SqliteStore) {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let store = SqliteStore::open(&dir.path().join("lizards.db")).await.expect("store opens");
-        (dir, store)
-    }
+    use crate::helpers::sqlite;
 
     #[tokio::test]
     async fn created_slo_reads_back_and_is_listed() {
@@ -159,14 +148,7 @@ mod embedded {
 }
 
 mod postgres {
-    use lizards_shared::store::PostgresStore;
-
-    use crate::helpers::{real_url, within};
-
-    async fn postgres() -> Option<PostgresStore> {
-        let url = real_url("DATABASE_URL")?;
-        Some(within("connecting to PostgreSQL", PostgresStore::connect(&url)).await.expect("store connects"))
-    }
+    use crate::helpers::postgres;
 
     #[tokio::test]
     async fn created_slo_reads_back_and_is_listed() {

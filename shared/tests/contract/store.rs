@@ -314,16 +314,8 @@ pub async fn retention_deletes_only_quotes_before_the_cutoff(store: &dyn QuoteSt
 }
 
 mod embedded {
-    use tempfile::TempDir;
-
     use super::*;
-
-    /// A fresh SQLite store; the directory must outlive it.
-    async fn sqlite() -> (TempDir, SqliteStore) {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let store = SqliteStore::open(&dir.path().join("quotes.db")).await.expect("store opens");
-        (dir, store)
-    }
+    use crate::helpers::sqlite;
 
     #[tokio::test]
     async fn insert_batch_counts_new_rows() {
@@ -465,13 +457,7 @@ mod postgres {
     use lizards_shared::store::{PostgresStore, StoreError};
 
     use super::*;
-    use crate::helpers::{real_url, within};
-
-    /// A store on the real server, or `None` (skip) when no URL is set.
-    async fn postgres() -> Option<PostgresStore> {
-        let url = real_url("DATABASE_URL")?;
-        Some(within("connecting to PostgreSQL", PostgresStore::connect(&url)).await.expect("store connects"))
-    }
+    use crate::helpers::{postgres, real_url, within};
 
     #[tokio::test]
     async fn insert_batch_counts_new_rows() {
