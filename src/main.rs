@@ -6,7 +6,7 @@ use lizards::{
     client::ClientCommand,
     platform::{self, Target},
 };
-use lizards_shared::{config::Config, shutdown, telemetry};
+use lizards_shared::{config::Config, secrets, shutdown, telemetry};
 
 /// Lizards: real-time market prices over WebSocket.
 ///
@@ -21,7 +21,14 @@ use lizards_shared::{config::Config, shutdown, telemetry};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Debug, Parser)]
-#[command(name = "lizards", version, max_term_width = 110)]
+#[command(
+    name = "lizards",
+    version,
+    max_term_width = 110,
+    after_help = "Secrets (JWT_SECRET, REGISTRY_TOKEN, INGEST_TOKEN, ADMIN_PASSWORD, SMTP_URL, TELEGRAM_BOT_TOKEN \
+                  and the API keys) can instead be read from the file that <NAME>_FILE names. Outside the \
+                  embedded mode, weak or placeholder secrets refuse to start (docs/security.md)."
+)]
 struct Cli {
     /// Role to run: every role in one process, or one of them.
     #[arg(long, value_enum, env = "LIZARDS_TARGET", default_value = "all")]
@@ -43,7 +50,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
     // Benchmarks keep the platform under test to warnings (no access log
     // lines), as the nginx they compare with runs with `access_log off`.
     let default_filter = if cli.command.is_some() { "warn" } else { "info" };
@@ -57,7 +64,10 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        None => run(cli.config, cli.target).await,
+        None => {
+            secrets::read_files(&mut cli.config, |name| std::env::var_os(name))?;
+            run(cli.config, cli.target).await
+        }
     }
 }
 

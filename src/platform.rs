@@ -15,6 +15,7 @@ use lizards_shared::{
     cache::{Cache, MemoryCache, RedisCache},
     config::Config,
     rawstore::{MemoryRawStore, MongoRawStore, RawStore},
+    secrets,
     shutdown::Shutdown,
     slo::SloStore,
     store::{PostgresStore, QuoteStore, SqliteStore},
@@ -39,7 +40,11 @@ pub enum Target {
 pub struct Platform {
     pub registry: Option<SocketAddr>,
     pub ingestion: Option<SocketAddr>,
+    /// Ingestion's gRPC `dataprocessor.DataProcessor`.
+    pub ingestion_grpc: Option<SocketAddr>,
     pub provider: Option<SocketAddr>,
+    /// The provider's gRPC `lizards.v1.Accounts`.
+    pub provider_grpc: Option<SocketAddr>,
     pub gateway: Option<SocketAddr>,
     pub notifier: Option<SocketAddr>,
     /// The roles' broker (benchmarks publish on it as ingestion would).
@@ -141,11 +146,18 @@ async fn sql_store(config: &Config) -> anyhow::Result<Sql> {
     Ok(Sql { quotes: store.clone(), accounts: store.clone(), slos: store })
 }
 
+/// Embedded mode: every role in one process with in-process backends, the
+/// only mode in which weak secrets are tolerated (nothing is shared).
+pub fn is_embedded(config: &Config, target: Target) -> bool {
+    target == Target::All && config.common.amqp_url.is_none() && config.common.database_url.is_none()
+}
+
 /// Starts `target` and returns once every started role is listening.
 pub async fn start(mut config: Config, target: Target, shutdown: Shutdown) -> anyhow::Result<Platform> {
     lizards_shared::http::install_crypto();
     let mut platform = Platform::default();
     let all = target == Target::All;
+    secrets::check(&config, is_embedded(&config, target))?;
     if !all
         && matches!(target, Target::Ingestion | Target::Provider | Target::Notifier)
         && Shared::embedded_broker(&config)
@@ -184,6 +196,7 @@ pub async fn start(mut config: Config, target: Target, shutdown: Shutdown) -> an
             shutdown.clone(),
         )
         .await?;
+        platform.ingestion_grpc = started.grpc;
         let (addr, task) = started.spawn();
         platform.ingestion = Some(addr);
         platform.tasks.push(task);
@@ -191,7 +204,9 @@ pub async fn start(mut config: Config, target: Target, shutdown: Shutdown) -> an
     if all || target == Target::Provider {
         let Sql { quotes: store, accounts, .. } = sql.clone().context("SQL store")?;
         let backends = Backends { broker: backends.broker.clone(), store, accounts, cache: backends.cache.clone() };
-        let (addr, task) = lizards_provider::build(config.clone(), backends, shutdown.clone()).await?.spawn();
+        let started = lizards_provider::build(config.clone(), backends, shutdown.clone()).await?;
+        platform.provider_grpc = started.grpc;
+        let (addr, task) = started.spawn();
         platform.provider = Some(addr);
         platform.tasks.push(task);
     }

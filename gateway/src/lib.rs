@@ -4,6 +4,7 @@
 //! web UI.
 
 pub mod cache;
+pub mod guard;
 pub mod identity;
 pub mod metrics;
 mod openapi;
@@ -20,6 +21,7 @@ use axum::{
     http::{HeaderName, HeaderValue, Method},
 };
 use lizards_shared::{
+    admin::AdminCheck,
     cache::Cache,
     config::{Config, HumanDuration, PathRules},
     discovery::{Registration, RegistryClient, keep_registered},
@@ -53,6 +55,7 @@ pub struct GatewayState {
     pub limiter: Option<RateLimiter>,
     pub cache: Option<ResponseCache>,
     pub openapi: openapi::Merger,
+    pub guard: guard::Guard,
     upstream_timeout: Duration,
     route_timeouts: PathRules<HumanDuration>,
 }
@@ -94,10 +97,17 @@ pub async fn build(config: Config, store: Arc<dyn Cache>, shutdown: Shutdown) ->
     let registry = telemetry::metrics_registry(SERVICE_ID);
     let metrics = metrics::Metrics::new(&registry);
     let http_metrics = HttpMetrics::new(&registry, &metrics.ops);
+    let jwt = Jwt::from_config(&config.common).map_err(GatewayError::JwtSecret)?;
+    let guard = guard::Guard {
+        admins: AdminCheck::new(jwt.clone(), registry_client.clone()),
+        ingest_token: config.ingestion.ingest_token.clone().filter(|t| !t.is_empty()),
+        registry_token: config.common.registry_token.clone().filter(|t| !t.is_empty()),
+    };
     let state = Arc::new(GatewayState {
         upstreams: upstreams.clone(),
         http: proxy::http_client(),
-        jwt: Jwt::from_config(&config.common).map_err(GatewayError::JwtSecret)?,
+        jwt,
+        guard,
         limiter: RateLimiter::new(&config.gateway, store.clone(), metrics.clone()),
         cache: ResponseCache::new(&config.gateway, store, metrics.clone()),
         metrics,

@@ -29,6 +29,7 @@ use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest, protocol::
 use crate::{
     GatewayState,
     cache::{Bypass, Entry},
+    guard::Access,
     identity::{self, Identity},
     ratelimit::Counted,
     routes::{self, Route},
@@ -110,7 +111,10 @@ pub async fn handle(
     let (response, user) = match admitted {
         Err(refused) => (refused, None),
         Ok((identity, counted)) => {
-            let mut response = if upgrade {
+            let guarded = state.guard.check(route.access, &method, request.headers()).await;
+            let mut response = if let Err(refused) = guarded {
+                refused
+            } else if upgrade {
                 websocket(&state, route, client, request).await
             } else {
                 rest(&state, route, client, &identity, request).await
@@ -142,7 +146,8 @@ async fn admit<'a>(
     headers: &HeaderMap,
     uri: &Uri,
 ) -> Result<(Identity, Option<Counted<'a>>), Response> {
-    let check_token = route.prefix != "/auth";
+    // INGEST_TOKEN is not a JWT: the guard checks `/ingest` credentials.
+    let check_token = route.prefix != "/auth" && route.access != Access::Ingest;
     let identity = identity::identify(&state.jwt, headers, uri, upgrade, client.ip(), check_token);
     // A request with a bad token counts against its IP like any anonymous
     // one, so a flood of forged tokens is limited too.
@@ -258,6 +263,7 @@ async fn rest(
         path_and_query,
         body: Some(body),
     };
+    state.guard.vouch(route.access, &parts.method, &mut outgoing.headers);
     let plan = match &state.cache {
         Some(cache) if parts.method == Method::GET => {
             cache.plan(parts.uri.path(), &outgoing.path_and_query, &parts.headers, identity).map(|plan| (cache, plan))

@@ -2,30 +2,34 @@
 
 use axum::http::Method;
 
+use crate::guard::Access;
+
 pub struct Route {
     pub prefix: &'static str,
     pub service: &'static str,
     /// Only these methods are routed (None: all).
     pub methods: Option<&'static [Method]>,
+    /// Who may use it.
+    pub access: Access,
 }
 
 const READ_ONLY: &[Method] = &[Method::GET, Method::HEAD];
 
 pub const ROUTES: &[Route] = &[
-    Route { prefix: "/ws", service: "provider", methods: None },
-    Route { prefix: "/session", service: "provider", methods: None },
-    Route { prefix: "/quotes", service: "provider", methods: None },
-    Route { prefix: "/symbols", service: "provider", methods: None },
-    Route { prefix: "/auth", service: "provider", methods: None },
-    Route { prefix: "/users", service: "provider", methods: None },
-    Route { prefix: "/alerts", service: "provider", methods: None },
-    Route { prefix: "/portfolio", service: "provider", methods: None },
-    Route { prefix: "/admin", service: "provider", methods: None },
-    Route { prefix: "/sources", service: "ingestion", methods: None },
-    Route { prefix: "/ingest", service: "ingestion", methods: None },
+    Route { prefix: "/ws", service: "provider", methods: None, access: Access::Public },
+    Route { prefix: "/session", service: "provider", methods: None, access: Access::Public },
+    Route { prefix: "/quotes", service: "provider", methods: None, access: Access::Public },
+    Route { prefix: "/symbols", service: "provider", methods: None, access: Access::Public },
+    Route { prefix: "/auth", service: "provider", methods: None, access: Access::Public },
+    Route { prefix: "/users", service: "provider", methods: None, access: Access::Public },
+    Route { prefix: "/alerts", service: "provider", methods: None, access: Access::Public },
+    Route { prefix: "/portfolio", service: "provider", methods: None, access: Access::Public },
+    Route { prefix: "/admin", service: "provider", methods: None, access: Access::Public },
+    Route { prefix: "/sources", service: "ingestion", methods: None, access: Access::Public },
+    Route { prefix: "/ingest", service: "ingestion", methods: None, access: Access::Ingest },
     // The registry is public read-only: writes go to it directly.
-    Route { prefix: "/services", service: "registry", methods: Some(READ_ONLY) },
-    Route { prefix: "/slos", service: "registry", methods: None },
+    Route { prefix: "/services", service: "registry", methods: Some(READ_ONLY), access: Access::Public },
+    Route { prefix: "/slos", service: "registry", methods: None, access: Access::AdminWrites },
 ];
 
 /// The route whose prefix is the path or a parent of it.

@@ -1,8 +1,10 @@
 //! The seed contract's gRPC service `dataprocessor.DataProcessor/ProcessData`
 //! (SPEC §4), the twin of `POST /ingest`: both answer from one
 //! [`Report`](crate::ingest::Report). Every answer is a `ProcessingResponse`
-//! (`ok` or `rejected` with the reasons); a gRPC error status only comes from
-//! the transport, e.g. a message over [`MAX_MESSAGE_BYTES`].
+//! (`ok` or `rejected` with the reasons); a gRPC error status comes from the
+//! credentials (`authorization: Bearer <INGEST_TOKEN or an admin's token>`
+//! metadata: UNAUTHENTICATED, PERMISSION_DENIED, UNAVAILABLE) or from the
+//! transport, e.g. a message over [`MAX_MESSAGE_BYTES`].
 
 use lizards_shared::shutdown::Shutdown;
 use tokio::net::TcpListener;
@@ -11,7 +13,12 @@ use tonic::{
     transport::{Server, server::TcpIncoming},
 };
 
-use crate::ingest::{Api, Ingest, MAX_CONTENT_BYTES, REJECTED};
+use lizards_shared::admin::{AdminError, bearer};
+
+use crate::{
+    auth::{IngestAuth, Refusal},
+    ingest::{Api, Ingest, MAX_CONTENT_BYTES, REJECTED},
+};
 
 /// Code generated from `proto/dataprocessor.proto`: messages, server and client.
 pub mod proto {
@@ -30,11 +37,17 @@ pub const MAX_MESSAGE_BYTES: usize = 2 * MAX_CONTENT_BYTES;
 
 pub struct DataProcessorService {
     ingest: Ingest,
+    auth: IngestAuth,
 }
 
 #[tonic::async_trait]
 impl DataProcessor for DataProcessorService {
     async fn process_data(&self, request: Request<RawData>) -> Result<Response<ProcessingResponse>, Status> {
+        let presented = request.metadata().get("authorization").and_then(|v| v.to_str().ok()).and_then(bearer);
+        if let Err(refusal) = self.auth.admit(presented).await {
+            self.ingest.count_unauthorized(Api::Grpc);
+            return Err(refused(refusal));
+        }
         let content = request.into_inner().content;
         let response = match self.ingest.ingest(Api::Grpc, content.as_bytes()).await {
             Ok(report) => ProcessingResponse { status: report.status().to_string(), message: report.message() },
@@ -44,16 +57,29 @@ impl DataProcessor for DataProcessorService {
     }
 }
 
-pub fn service(ingest: Ingest) -> DataProcessorServer<DataProcessorService> {
-    DataProcessorServer::new(DataProcessorService { ingest }).max_decoding_message_size(MAX_MESSAGE_BYTES)
+fn refused(refusal: Refusal) -> Status {
+    match refusal {
+        Refusal::Missing | Refusal::Token(AdminError::Invalid(_)) => Status::unauthenticated(refusal.to_string()),
+        Refusal::Token(AdminError::NotAdmin) => Status::permission_denied(refusal.to_string()),
+        Refusal::Token(AdminError::Unconfirmed(_)) => Status::unavailable(refusal.to_string()),
+    }
+}
+
+pub fn service(ingest: Ingest, auth: IngestAuth) -> DataProcessorServer<DataProcessorService> {
+    DataProcessorServer::new(DataProcessorService { ingest, auth }).max_decoding_message_size(MAX_MESSAGE_BYTES)
 }
 
 /// Serves the service on `listener` until `shutdown`, then lets calls in
 /// flight finish.
-pub async fn serve(listener: TcpListener, ingest: Ingest, shutdown: Shutdown) -> Result<(), tonic::transport::Error> {
+pub async fn serve(
+    listener: TcpListener,
+    ingest: Ingest,
+    auth: IngestAuth,
+    shutdown: Shutdown,
+) -> Result<(), tonic::transport::Error> {
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     Server::builder()
-        .add_service(service(ingest))
+        .add_service(service(ingest, auth))
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await
 }

@@ -215,6 +215,8 @@ pub struct Report {
 pub const OK: &str = "ok";
 /// The call's `status` otherwise.
 pub const REJECTED: &str = "rejected";
+/// The `status` label of a call refused for its credentials.
+pub const UNAUTHORIZED: &str = "unauthorized";
 
 impl Report {
     pub fn accepted(&self) -> usize {
@@ -311,6 +313,12 @@ impl Ingest {
     /// content type or an unreadable body).
     pub fn count_refused(&self, api: Api) {
         self.count_request(api, REJECTED);
+    }
+
+    /// Counts a call refused for its credentials (none, wrong, or not an
+    /// admin's).
+    pub fn count_unauthorized(&self, api: Api) {
+        self.count_request(api, UNAUTHORIZED);
     }
 
     fn count_request(&self, api: Api, status: &str) {

@@ -4,6 +4,7 @@
 //! `dataprocessor.DataProcessor` (the same pipeline, see `ingest.rs`).
 
 pub mod api;
+pub mod auth;
 pub mod breaker;
 pub mod demand;
 pub mod grpc;
@@ -20,10 +21,12 @@ use std::sync::Arc;
 use futures::StreamExt;
 use lizards_shared::{
     Symbol,
+    admin::AdminCheck,
     broker::{Broker, BrokerError, declare_topology},
     cache::Cache,
     config::Config,
     discovery::{Registration, RegistryClient, keep_registered},
+    jwt::Jwt,
     openapi,
     rawstore::RawStore,
     service::Started,
@@ -33,6 +36,7 @@ use lizards_shared::{
 use tokio::{net::TcpListener, sync::mpsc};
 
 use crate::{
+    auth::IngestAuth,
     demand::Demand,
     lookup::Finder,
     pipeline::Pipeline,
@@ -52,6 +56,8 @@ pub enum IngestionError {
     Broker(#[from] BrokerError),
     #[error(transparent)]
     Sources(#[from] sources::enabled::SourcesError),
+    #[error("cannot read the JWT secret: {0}")]
+    JwtSecret(std::io::Error),
     #[error("ALWAYS_ON_SYMBOLS: '{text}': {error}")]
     AlwaysOn { text: String, error: lizards_shared::SymbolError },
 }
@@ -96,6 +102,7 @@ pub async fn build(
         owner: format!("ingestion-{}", uuid::Uuid::new_v4()),
     };
     let sources = Arc::new(enabled::enabled(&config, &shared)?);
+    shared.metrics.prime_source(ingest::DEFAULT_SOURCE);
     for source in sources.iter() {
         shared.metrics.prime_source(source.id());
     }
@@ -110,11 +117,15 @@ pub async fn build(
             raw.ping().await.map_err(|e| e.to_string())
         })
     });
+    let client = RegistryClient::new(&config.common.registry_url, config.common.registry_token.clone());
+    let jwt = Jwt::from_config(&config.common).map_err(IngestionError::JwtSecret)?;
+    let auth = IngestAuth::new(config.ingestion.ingest_token.clone(), AdminCheck::new(jwt, client.clone()));
     let router = api::routes(api::ApiState {
         sources: sources.clone(),
         disabled: Arc::new(enabled::disabled(&config)),
         finder,
         ingest: ingest.clone(),
+        auth: auth.clone(),
     })
     .merge(telemetry::ops_routes(registry.clone(), readiness))
     .merge(openapi::routes(&openapi::document(include_str!("../openapi.json"))));
@@ -134,14 +145,13 @@ pub async fn build(
     drop(tx);
     let pipeline_task = tokio::spawn(run_pipeline(pipeline, rx));
 
-    let client = RegistryClient::new(&config.common.registry_url, config.common.registry_token.clone());
     let registration = Registration::http(SERVICE_ID, "Lizards ingestion", &config.advertise_host(), addr.port());
     let registered = keep_registered(client, registration, config.common.registry_heartbeat, shutdown.clone());
 
     let grpc_shutdown = shutdown.clone();
     let serve = async move {
         let http = axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned());
-        let grpc = grpc::serve(grpc_listener, ingest, grpc_shutdown);
+        let grpc = grpc::serve(grpc_listener, ingest, auth, grpc_shutdown);
         let (http, grpc) = tokio::join!(http.into_future(), grpc);
         if let Err(error) = http {
             tracing::error!(%error, "ingestion server failed");

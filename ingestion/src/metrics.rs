@@ -1,11 +1,24 @@
 //! Ingestion metrics.
 
+use std::{
+    collections::HashSet,
+    sync::{Arc, RwLock},
+};
+
 use prometheus::{HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Registry};
 
 use lizards_shared::telemetry::{Operations, counter_vec, gauge, gauge_vec, histogram_vec, latency_buckets};
 
+/// The `source` label of quotes whose source id is not a configured
+/// source (ingest API callers name their own).
+pub const OTHER_SOURCE: &str = "other";
+
 #[derive(Clone)]
 pub struct Metrics {
+    /// Source ids that may be `source` labels: the enabled sources and the
+    /// ingest API's default. Any other id is counted as [`OTHER_SOURCE`], so
+    /// a caller inventing ids cannot create series without bound.
+    known_sources: Arc<RwLock<HashSet<String>>>,
     pub published: IntCounterVec,
     pub rejected: IntCounterVec,
     pub flagged: IntCounterVec,
@@ -36,6 +49,7 @@ pub struct Metrics {
 impl Metrics {
     pub fn new(registry: &Registry) -> Metrics {
         Metrics {
+            known_sources: Arc::default(),
             ops: Operations::new(registry, &["quote"], &["raw_store", "publish"]),
             published: counter_vec(
                 registry,
@@ -130,12 +144,19 @@ impl Metrics {
     /// them before the first event (a series born at its first increment
     /// hides that increment from `rate()`).
     pub fn prime_source(&self, source: &str) {
+        self.known_sources.write().expect("not poisoned").insert(source.to_string());
         self.published.with_label_values(&[source]);
         self.publish_failures.with_label_values(&[source]);
         self.flagged.with_label_values(&[source, "jump"]);
         for reason in crate::validate::Reject::ALL {
             self.rejected.with_label_values(&[source, reason.label()]);
         }
+    }
+
+    /// The `source` label of `source`: itself when primed, else
+    /// [`OTHER_SOURCE`].
+    pub fn source_label<'a>(&self, source: &'a str) -> &'a str {
+        if self.known_sources.read().expect("not poisoned").contains(source) { source } else { OTHER_SOURCE }
     }
 
     /// A polled source's fetch and breaker series at zero (see

@@ -93,7 +93,11 @@ impl Pipeline {
         let quote = Quote {
             symbol,
             price: record.price,
-            ts: record.ts.trunc_subsecs(6),
+            // A quote from the future is ordered as now: the latest price
+            // never moves back in time, so a far-future timestamp would pin
+            // it until the clock caught up. The raw document keeps the time
+            // the source sent.
+            ts: record.ts.min(received_at).trunc_subsecs(6),
             volume: record.volume,
             source: record.source.clone(),
             ingest_id: ingest_id.clone(),
@@ -101,7 +105,7 @@ impl Pipeline {
         };
         let started = Instant::now();
         if let Err(error) = self.broker.publish(QUOTES_EXCHANGE, &quote.symbol.routing_key(), quote.encode()).await {
-            self.metrics.publish_failures.with_label_values(&[&record.source]).inc();
+            self.metrics.publish_failures.with_label_values(&[self.metrics.source_label(&record.source)]).inc();
             self.metrics.ops.errors.with_label_values(&["publish"]).inc();
             if let Some(id) = raw_id {
                 self.set_outcome(&id, RawOutcome::Rejected { reason: PUBLISH_FAILED.to_string() }).await;
@@ -111,10 +115,10 @@ impl Pipeline {
         // Only a published price is the baseline for the next jump check.
         self.last.lock().await.insert(quote.symbol.clone(), price);
         self.metrics.delivery_time.with_label_values(&[QUOTES_EXCHANGE]).observe(started.elapsed().as_secs_f64());
-        self.metrics.published.with_label_values(&[&record.source]).inc();
+        self.metrics.published.with_label_values(&[self.metrics.source_label(&record.source)]).inc();
         self.metrics.ops.operations.with_label_values(&["quote"]).inc();
         for flag in &flags {
-            self.metrics.flagged.with_label_values(&[&record.source, flag]).inc();
+            self.metrics.flagged.with_label_values(&[self.metrics.source_label(&record.source), flag]).inc();
         }
         if let Some(id) = raw_id {
             self.set_outcome(&id, RawOutcome::Accepted { flags: flags.clone() }).await;
@@ -127,7 +131,7 @@ impl Pipeline {
     pub async fn reject_item(&self, source: &str, item: &ItemError) {
         let reason = item.error.label();
         tracing::debug!(source, symbol = %item.symbol, reason, error = %item.error, "source item rejected");
-        self.metrics.rejected.with_label_values(&[source, reason]).inc();
+        self.metrics.rejected.with_label_values(&[self.metrics.source_label(source), reason]).inc();
         let now = Utc::now().trunc_subsecs(6);
         let doc = RawDocument {
             source: source.to_string(),
@@ -149,7 +153,7 @@ impl Pipeline {
 
     async fn reject(&self, record: &RawRecord, raw_id: Option<&str>, reason: Reject) -> Outcome {
         tracing::debug!(source = %record.source, symbol = %record.symbol, reason = reason.label(), "record rejected");
-        self.metrics.rejected.with_label_values(&[&record.source, reason.label()]).inc();
+        self.metrics.rejected.with_label_values(&[self.metrics.source_label(&record.source), reason.label()]).inc();
         if let Some(id) = raw_id {
             self.set_outcome(id, RawOutcome::Rejected { reason: reason.label().to_string() }).await;
         }

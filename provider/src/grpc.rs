@@ -116,6 +116,7 @@ impl AccountsRpc for AccountsService {
         let changes = UserChanges {
             email: r.email,
             password: r.password,
+            current_password: r.current_password,
             email_notifications: r.email_notifications,
             // Protobuf cannot send null: an empty URL clears it.
             webhook_url: r.webhook_url.map(|url| Some(url).filter(|u| !u.is_empty())),
@@ -124,7 +125,7 @@ impl AccountsRpc for AccountsService {
             min_notification_interval: r.min_notification_interval,
             role: None,
         };
-        let user = self.accounts.update(user.id, changes, false).await.map_err(status)?;
+        let user = self.accounts.update_own(&user, changes).await.map_err(status)?;
         Ok(Response::new(user_message(&user, &[])))
     }
 

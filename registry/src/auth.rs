@@ -1,39 +1,48 @@
-//! Bearer-token guard of the write routes (GETs are always public).
+//! Guard of the write routes (GETs are always public). With
+//! `REGISTRY_TOKEN` set, a write must present it as a bearer token; without
+//! one, writes are accepted from loopback only, so a peer on the network
+//! cannot register itself as `provider` and receive other people's logins.
 
-use std::sync::Arc;
+use std::{net::SocketAddr, sync::Arc};
 
-use axum::{extract::FromRequestParts, http::header, http::request::Parts};
+use axum::{
+    extract::{ConnectInfo, FromRequestParts},
+    http::{header, request::Parts},
+};
+use lizards_shared::admin::{bearer, constant_time_eq};
 
 use crate::error::ApiError;
 
-/// The token writes must present, if one is configured.
+/// Who may write: the holders of a token, or, without one, local processes.
 #[derive(Clone, Default)]
 pub struct WriteToken(Option<Arc<str>>);
 
 impl WriteToken {
     pub fn new(token: Option<String>) -> WriteToken {
-        WriteToken(token.map(Arc::from))
+        WriteToken(token.filter(|t| !t.is_empty()).map(Arc::from))
     }
 
-    fn admits(&self, parts: &Parts) -> bool {
+    /// How writes are guarded, for the start-up log line.
+    pub fn mode(&self) -> &'static str {
+        match self.0 {
+            Some(_) => "writes need REGISTRY_TOKEN",
+            None => "REGISTRY_TOKEN unset: writes are accepted from loopback only",
+        }
+    }
+
+    fn admits(&self, parts: &Parts, peer: Option<SocketAddr>) -> Result<(), ApiError> {
         let Some(expected) = &self.0 else {
-            return true;
+            return match peer {
+                Some(peer) if peer.ip().to_canonical().is_loopback() => Ok(()),
+                _ => Err(ApiError::Unauthorized("registry writes are accepted from loopback only (no REGISTRY_TOKEN)")),
+            };
         };
-        bearer(parts).is_some_and(|presented| constant_time_eq(presented.as_bytes(), expected.as_bytes()))
+        let presented = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer);
+        match presented {
+            Some(presented) if constant_time_eq(presented.as_bytes(), expected.as_bytes()) => Ok(()),
+            _ => Err(ApiError::Unauthorized("missing or wrong bearer token")),
+        }
     }
-}
-
-/// The credentials of `Authorization: Bearer <token>` (scheme case-insensitive).
-fn bearer(parts: &Parts) -> Option<&str> {
-    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-}
-
-/// Compares without stopping at the first difference, so response timing
-/// does not reveal how much of a guessed token was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
 /// Extractor proving the request may write; rejects with a 401 problem.
@@ -48,7 +57,8 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Writer, ApiError> {
         let token = <WriteToken as axum::extract::FromRef<S>>::from_ref(state);
-        if token.admits(parts) { Ok(Writer) } else { Err(ApiError::Unauthorized) }
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0);
+        token.admits(parts, peer).map(|()| Writer)
     }
 }
 
@@ -66,18 +76,29 @@ mod tests {
         request.body(()).expect("request").into_parts().0
     }
 
+    const LOCAL: Option<SocketAddr> = Some(SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 4000));
+
     #[test]
-    fn without_a_token_every_write_is_admitted() {
-        assert!(WriteToken::new(None).admits(&parts(None)));
+    fn without_a_token_only_loopback_writes_are_admitted() {
+        let open = WriteToken::new(None);
+        assert!(open.admits(&parts(None), LOCAL).is_ok());
+        assert!(open.admits(&parts(None), Some("[::1]:4000".parse().unwrap())).is_ok());
+        assert!(open.admits(&parts(None), Some("[::ffff:127.0.0.1]:4000".parse().unwrap())).is_ok());
+        assert!(open.admits(&parts(None), Some("10.0.1.7:4000".parse().unwrap())).is_err());
+        assert!(open.admits(&parts(None), None).is_err(), "an unknown peer is not local");
+        assert!(
+            WriteToken::new(Some(String::new())).admits(&parts(None), Some("10.0.1.7:1".parse().unwrap())).is_err()
+        );
     }
 
     #[test]
-    fn with_a_token_only_the_matching_bearer_is_admitted() {
+    fn with_a_token_only_the_matching_bearer_is_admitted_from_anywhere() {
         let token = WriteToken::new(Some("s3cret".to_string()));
-        assert!(token.admits(&parts(Some("Bearer s3cret"))));
-        assert!(token.admits(&parts(Some("bearer s3cret"))));
-        assert!(!token.admits(&parts(None)));
-        assert!(!token.admits(&parts(Some("Bearer s3cre"))));
-        assert!(!token.admits(&parts(Some("Basic s3cret"))));
+        let remote = Some("10.0.1.7:4000".parse().unwrap());
+        assert!(token.admits(&parts(Some("Bearer s3cret")), remote).is_ok());
+        assert!(token.admits(&parts(Some("bearer s3cret")), remote).is_ok());
+        assert!(token.admits(&parts(None), LOCAL).is_err(), "loopback needs the token too");
+        assert!(token.admits(&parts(Some("Bearer s3cre")), remote).is_err());
+        assert!(token.admits(&parts(Some("Basic s3cret")), remote).is_err());
     }
 }

@@ -29,8 +29,8 @@ pub enum ApiError {
     UnknownService(String),
     #[error("unknown instance {instance_id} of service {service_id}")]
     UnknownInstance { service_id: String, instance_id: String },
-    #[error("missing or wrong bearer token")]
-    Unauthorized,
+    #[error("{0}")]
+    Unauthorized(&'static str),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("invalid SLO request")]
@@ -53,7 +53,7 @@ impl ApiError {
                 Problem::not_found(detail)
             }
             ApiError::SloNameTaken(_) => Problem::new(StatusCode::CONFLICT, "Conflict").detail(detail),
-            ApiError::Unauthorized => Problem::new(StatusCode::UNAUTHORIZED, "Unauthorized").detail(detail),
+            ApiError::Unauthorized(_) => Problem::new(StatusCode::UNAUTHORIZED, "Unauthorized").detail(detail),
             ApiError::Store(_) | ApiError::SloStore(_) => Problem::unavailable(detail),
         }
     }
@@ -68,7 +68,7 @@ impl IntoResponse for ApiError {
             tracing::error!(%error, "SLO store failed");
         }
         let mut response = self.problem().into_response();
-        if matches!(self, ApiError::Unauthorized) {
+        if matches!(self, ApiError::Unauthorized(_)) {
             // RFC 6750: a 401 names the scheme the client should use.
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }

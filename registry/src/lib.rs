@@ -77,6 +77,13 @@ pub async fn build_with(config: Config, shutdown: Shutdown, stores: Stores) -> R
     let slo_metrics = slo::SloMetrics::new(&prometheus);
     let http_metrics = HttpMetrics::new(&prometheus, &Operations::new(&prometheus, &[], &["store"]));
     let token = WriteToken::new(config.common.registry_token.clone());
+    tracing::info!(mode = token.mode(), "registry write guard");
+    if config.common.registry_token.is_none() && !config.common.bind_host.is_loopback() {
+        tracing::warn!(
+            %addr,
+            "the registry listens beyond loopback without REGISTRY_TOKEN: services on other hosts cannot register"
+        );
+    }
     let state = AppState { store: store.clone(), default_ttl: config.registry.registry_ttl, token: token.clone() };
     let routes = api::router(state)
         .merge(slo::router(slo::SloState { store: slos.clone(), token }))
@@ -126,6 +133,7 @@ async fn serve(listener: lizards_shared::http::Listener, app: Router, background
         // stops once that request has been answered.
         let _ = registration.await;
     };
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(signal).await {
         tracing::error!(%error, "registry server failed");
     }

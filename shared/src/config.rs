@@ -31,7 +31,8 @@ pub struct CommonConfig {
     /// Base URL of the service registry.
     #[arg(long, env = "REGISTRY_URL", default_value = "http://127.0.0.1:8500")]
     pub registry_url: String,
-    /// Bearer token required for registry writes when set.
+    /// Bearer token required for registry writes; unset: the registry
+    /// accepts writes from loopback only.
     #[arg(long, env = "REGISTRY_TOKEN")]
     pub registry_token: Option<String>,
     /// How often a service renews its registration.
@@ -198,6 +199,10 @@ pub struct IngestionConfig {
     /// Finnhub API key (required by the `finnhub` source).
     #[arg(long, env = "FINNHUB_API_KEY", hide_env_values = true)]
     pub finnhub_api_key: Option<String>,
+    /// Bearer token that lets a client write quotes (`POST /ingest`, gRPC
+    /// `ProcessData`) besides an admin's JWT; unset: only admins may.
+    #[arg(long, env = "INGEST_TOKEN", hide_env_values = true)]
+    pub ingest_token: Option<String>,
     /// TOML file describing the pages of the `html` scraper source.
     #[arg(long, env = "HTML_SOURCES_FILE")]
     pub html_sources_file: Option<PathBuf>,

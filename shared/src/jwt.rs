@@ -1,6 +1,9 @@
-//! User tokens (SPEC §7): HS256 JWTs with `sub` (user id), `email`, `role`,
-//! `iat` and `exp`. The provider issues them at login; the gateway and the
-//! provider verify them with the same secret.
+//! User tokens: HS256 JWTs with `sub` (user id), `email`, `role`, `ver`
+//! (the account's token version), `iat` and `exp`. The provider issues them
+//! at login; the gateway and the provider verify them with the same secret.
+//! A signature only proves the token was issued: the provider also checks
+//! `ver` against the account, whose version moves on every password, e-mail
+//! or role change, so earlier tokens stop working at once.
 
 use std::{
     fs,
@@ -47,6 +50,10 @@ pub struct Claims {
     pub sub: String,
     pub email: String,
     pub role: Role,
+    /// The account's token version when the token was issued (tokens from
+    /// before versions existed count as version 0).
+    #[serde(default)]
+    pub ver: i64,
     /// Issued at, seconds since the Unix epoch.
     pub iat: i64,
     /// Expires at, seconds since the Unix epoch.
@@ -95,12 +102,12 @@ impl Jwt {
         Jwt { encoding: EncodingKey::from_secret(secret), decoding: DecodingKey::from_secret(secret), validation }
     }
 
-    /// A token for user `sub` valid for `ttl` from now.
-    pub fn issue(&self, sub: &str, email: &str, role: Role, ttl: Duration) -> Result<String, JwtError> {
+    /// A token for user `sub` at token version `ver`, valid for `ttl` from now.
+    pub fn issue(&self, sub: &str, email: &str, role: Role, ver: i64, ttl: Duration) -> Result<String, JwtError> {
         let iat = chrono::Utc::now().timestamp();
         let ttl = i64::try_from(ttl.as_secs()).map_err(|_| JwtError::Invalid(format!("ttl {ttl:?} is too long")))?;
         let exp = iat.checked_add(ttl).ok_or_else(|| JwtError::Invalid(format!("ttl {ttl}s is too long")))?;
-        self.sign(&Claims { sub: sub.to_string(), email: email.to_string(), role, iat, exp })
+        self.sign(&Claims { sub: sub.to_string(), email: email.to_string(), role, ver, iat, exp })
     }
 
     /// The claims of a token this secret signed with HS256 and that has not
@@ -195,7 +202,7 @@ mod tests {
     #[test]
     fn an_issued_token_verifies_to_its_claims() {
         let jwt = jwt();
-        let token = jwt.issue("user-7", "ada@example.com", Role::Admin, HOUR).expect("issued");
+        let token = jwt.issue("user-7", "ada@example.com", Role::Admin, 0, HOUR).expect("issued");
         let claims = jwt.verify(&token).expect("verifies");
         assert_eq!(claims.sub, "user-7");
         assert_eq!(claims.email, "ada@example.com");
@@ -213,14 +220,14 @@ mod tests {
     #[test]
     fn a_tampered_token_is_invalid() {
         let jwt = jwt();
-        let token = jwt.issue("user-7", "ada@example.com", Role::User, HOUR).expect("issued");
+        let token = jwt.issue("user-7", "ada@example.com", Role::User, 0, HOUR).expect("issued");
         let (unsigned, signature) = token.rsplit_once('.').expect("signed");
         let flipped = if signature.starts_with('A') { "B" } else { "A" };
         let forged = format!("{unsigned}.{flipped}{}", &signature[1..]);
         assert!(matches!(jwt.verify(&forged), Err(JwtError::Invalid(_))));
 
         // An admin payload (signed by someone else) under the user's signature.
-        let admin = Jwt::new(b"forger").issue("user-7", "ada@example.com", Role::Admin, HOUR).expect("issued");
+        let admin = Jwt::new(b"forger").issue("user-7", "ada@example.com", Role::Admin, 0, HOUR).expect("issued");
         let (admin_unsigned, _) = admin.rsplit_once('.').expect("signed");
         let promoted = format!("{admin_unsigned}.{signature}");
         assert!(matches!(jwt.verify(&promoted), Err(JwtError::Invalid(_))));
@@ -234,6 +241,7 @@ mod tests {
             sub: "user-7".into(),
             email: "ada@example.com".into(),
             role: Role::User,
+            ver: 0,
             iat: now - 7200,
             exp: now - 60,
         };
@@ -243,14 +251,14 @@ mod tests {
 
     #[test]
     fn a_token_signed_with_another_secret_is_invalid() {
-        let token = Jwt::new(b"another secret").issue("user-7", "a@example.com", Role::Admin, HOUR).expect("issued");
+        let token = Jwt::new(b"another secret").issue("user-7", "a@example.com", Role::Admin, 0, HOUR).expect("issued");
         assert!(matches!(jwt().verify(&token), Err(JwtError::Invalid(_))));
     }
 
     #[test]
     fn unsigned_and_garbage_tokens_are_invalid() {
         let jwt = jwt();
-        let token = jwt.issue("user-7", "ada@example.com", Role::Admin, HOUR).expect("issued");
+        let token = jwt.issue("user-7", "ada@example.com", Role::Admin, 0, HOUR).expect("issued");
         let payload = token.split('.').nth(1).expect("a payload");
         // base64url of {"alg":"none","typ":"JWT"}
         let none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0";
@@ -282,7 +290,7 @@ mod tests {
         config.common.jwt_secret = Some("configured".to_string());
         let token = Jwt::from_config(&config.common)
             .expect("keys")
-            .issue("u", "e@example.com", Role::User, HOUR)
+            .issue("u", "e@example.com", Role::User, 0, HOUR)
             .expect("issued");
         assert!(Jwt::new(b"configured").verify(&token).is_ok());
         assert!(!dir.path().join(SECRET_FILE).exists(), "no file when JWT_SECRET is set");
@@ -307,7 +315,7 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600);
         }
 
-        let token = first.issue("u", "e@example.com", Role::User, HOUR).expect("issued");
+        let token = first.issue("u", "e@example.com", Role::User, 0, HOUR).expect("issued");
         let second = Jwt::from_config(&config.common).expect("reads the secret");
         assert_eq!(fs::read_to_string(&path).expect("secret file"), written, "not rewritten");
         assert!(second.verify(&token).is_ok(), "a restart verifies earlier tokens");
@@ -328,7 +336,7 @@ mod tests {
             let starts: Vec<_> = (0..8).map(|_| scope.spawn(|| Jwt::from_config(&config.common))).collect();
             starts.into_iter().map(|start| start.join().expect("no panic").expect("a secret")).collect()
         });
-        let token = jwts[0].issue("u", "e@example.com", Role::User, HOUR).expect("issued");
+        let token = jwts[0].issue("u", "e@example.com", Role::User, 0, HOUR).expect("issued");
         assert!(jwts.iter().all(|jwt| jwt.verify(&token).is_ok()), "every service verifies the others' tokens");
     }
 

@@ -3,6 +3,7 @@
 //! depends on, each with its embedded adapter.
 
 pub mod accounts;
+pub mod admin;
 pub mod broker;
 pub mod cache;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod problem;
 pub mod protocol;
 pub mod quote;
 pub mod rawstore;
+pub mod secrets;
 pub mod service;
 pub mod shutdown;
 pub mod slo;

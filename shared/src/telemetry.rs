@@ -188,6 +188,20 @@ async fn track(State(metrics): State<HttpMetrics>, request: Request, next: Next)
     response
 }
 
+/// Query parameters whose values are credentials: a WebSocket's `token`
+/// and `session` (browsers cannot set headers on upgrades) and API keys.
+const SECRET_PARAMS: &[&str] = &["token", "session", "access_token", "apikey", "api_key", "key", "token_secret"];
+
+/// `uri` as it may be logged: the values of [`SECRET_PARAMS`] replaced.
+pub fn redacted(uri: &axum::http::Uri) -> String {
+    let Some(query) = uri.query() else { return uri.path().to_string() };
+    let pairs = query.split('&').map(|pair| match pair.split_once('=') {
+        Some((name, _)) if SECRET_PARAMS.contains(&name.to_ascii_lowercase().as_str()) => format!("{name}=REDACTED"),
+        _ => pair.to_string(),
+    });
+    format!("{}?{}", uri.path(), pairs.collect::<Vec<_>>().join("&"))
+}
+
 /// Wraps a service router with request ids (generated or propagated
 /// `X-Request-Id`, present in every log line of the request), tracing and
 /// HTTP metrics.
@@ -197,8 +211,21 @@ pub fn http_layers(router: Router, metrics: HttpMetrics) -> Router {
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
             let request_id =
                 request.extensions().get::<RequestId>().and_then(|id| id.header_value().to_str().ok()).unwrap_or("-");
-            tracing::info_span!("http", method = %request.method(), uri = %request.uri(), request_id = %request_id)
+            let uri = redacted(request.uri());
+            tracing::info_span!("http", method = %request.method(), %uri, request_id = %request_id)
         }))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_in_a_query_are_redacted() {
+        let uri: axum::http::Uri = "/ws?session=abc&token=eyJ.x.y&symbols=AAPL&TOKEN=z".parse().unwrap();
+        assert_eq!(redacted(&uri), "/ws?session=REDACTED&token=REDACTED&symbols=AAPL&TOKEN=REDACTED");
+        assert_eq!(redacted(&"/quotes/AAPL".parse().unwrap()), "/quotes/AAPL");
+    }
 }

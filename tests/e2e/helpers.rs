@@ -11,6 +11,10 @@ pub use lizards_testkit::ws::Client;
 
 pub use lizards_testkit::DEADLINE as WAIT;
 
+/// The admin account every spawned platform has.
+pub const ADMIN_EMAIL: &str = "root@lizards.test";
+pub const ADMIN_PASSWORD: &str = "admin-password-of-the-e2e-tests";
+
 pub struct App {
     pub gateway: SocketAddr,
     pub platform: Option<Platform>,
@@ -30,6 +34,8 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> App {
     config.ingestion.synthetic_rate = 400.0;
     config.common.registry_heartbeat = Duration::from_millis(500);
     config.gateway.gateway_refresh = Duration::from_millis(200);
+    config.provider.admin_email = Some(ADMIN_EMAIL.into());
+    config.provider.admin_password = Some(ADMIN_PASSWORD.into());
     tweak(&mut config);
     let shutdown = Shutdown::new();
     let platform = platform::start(config, Target::All, shutdown.clone()).await.expect("platform starts");
@@ -55,6 +61,16 @@ impl App {
     pub async fn ws(&self, path: &str) -> Client {
         let url = if path.starts_with("ws://") { path.to_string() } else { format!("ws://{}{path}", self.gateway) };
         Client::connect(&url).await
+    }
+
+    /// A fresh token of the admin account, from `POST /auth/login`.
+    #[allow(dead_code, reason = "used by the ops and security suites, which share these helpers")]
+    pub async fn admin_token(&self) -> String {
+        let login = serde_json::json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD});
+        let response = self.http.post(self.url("/auth/login")).json(&login).send().await.expect("login answers");
+        assert!(response.status().is_success(), "admin login: {}", response.status());
+        let body: Value = response.json().await.expect("a JSON body");
+        body["access_token"].as_str().expect("a token").to_string()
     }
 
     pub async fn stop(mut self) {

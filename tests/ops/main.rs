@@ -151,7 +151,8 @@ async fn every_metric_used_by_a_dashboard_or_rule_is_exported() {
     // An SLO, evaluated once, exports the per-SLO series.
     let slo = serde_json::json!({"name": "up", "metric": "lizards_ws_connections", "aggregation": "value",
         "comparison": ">", "threshold": -1, "window_minutes": 5});
-    assert_eq!(app.http.post(app.url("/slos")).json(&slo).send().await.unwrap().status(), 201);
+    let admin = app.admin_token().await;
+    assert_eq!(app.http.post(app.url("/slos")).bearer_auth(&admin).json(&slo).send().await.unwrap().status(), 201);
     let status = app.url("/slos/status");
     wait_for("the SLO's first evaluation", WAIT * 3, async || {
         let body: Value = app.http.get(&status).send().await.ok()?.json().await.ok()?;
@@ -241,8 +242,9 @@ async fn prometheus_scrapes_every_instance_found_through_the_registry() {
             "comparison": "<", "threshold": threshold, "window_minutes": 5})
     };
     let mut ids = Vec::new();
+    let admin = app.admin_token().await;
     for body in [slo("e2e p99 under 1 s", 1.0), slo("e2e p99 under 1 ns", 1e-9)] {
-        let created = app.http.post(app.url("/slos")).json(&body).send().await.unwrap();
+        let created = app.http.post(app.url("/slos")).bearer_auth(&admin).json(&body).send().await.unwrap();
         assert_eq!(created.status(), 201);
         ids.push(created.json::<Value>().await.unwrap()["id"].clone());
     }

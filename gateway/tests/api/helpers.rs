@@ -270,7 +270,7 @@ pub fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
 
 pub fn token(user: &str) -> String {
     Jwt::new(JWT_SECRET.as_bytes())
-        .issue(user, &format!("{user}@example.com"), Role::User, Duration::from_secs(600))
+        .issue(user, &format!("{user}@example.com"), Role::User, 0, Duration::from_secs(600))
         .unwrap()
 }
 
@@ -281,6 +281,7 @@ pub fn expired_token(user: &str) -> String {
         sub: user.into(),
         email: format!("{user}@example.com"),
         role: Role::User,
+        ver: 0,
         iat: now - 120,
         exp: now - 60,
     };

@@ -70,13 +70,15 @@ impl HttpGet {
     }
 }
 
+/// The error without its URL: a source's query may carry an API key, and
+/// error texts reach `/sources/status` and the logs.
 fn network(error: reqwest::Error) -> SourceError {
-    SourceError::Network(error.to_string())
+    SourceError::Network(error.without_url().to_string())
 }
 
 /// The connection ended before the body did.
 fn truncated(error: reqwest::Error) -> SourceError {
-    SourceError::Truncated(error.to_string())
+    SourceError::Truncated(error.without_url().to_string())
 }
 
 /// `Retry-After` in seconds (the HTTP-date form is rare for APIs).

@@ -39,6 +39,8 @@ pub use lizards_testkit::{eventually, within};
 
 /// The source id of hand-made records.
 pub const SOURCE: &str = "test";
+/// The INGEST_TOKEN of the spawned services.
+pub const INGEST_TOKEN: &str = "ingest-token-of-the-pipeline-tests-0123456789";
 
 pub const RETENTION_DAYS: u32 = 14;
 pub const JUMP_PCT: f64 = 20.0;
@@ -157,6 +159,7 @@ pub async fn pipeline_harness() -> PipelineHarness {
     let raw = Arc::new(RecordingRawStore::new());
     let registry = Registry::new();
     let metrics = Metrics::new(&registry);
+    metrics.prime_source(SOURCE);
     let pipeline = Pipeline::new(broker.clone(), raw.clone(), metrics, RETENTION_DAYS, JUMP_PCT);
     PipelineHarness { pipeline, raw, registry, broker, observer }
 }
@@ -286,6 +289,14 @@ pub struct TestIngestion {
     _data: tempfile::TempDir,
 }
 
+/// A gRPC request carrying INGEST_TOKEN.
+pub fn authorized<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    let value = format!("Bearer {INGEST_TOKEN}").parse().expect("a valid metadata value");
+    request.metadata_mut().insert("authorization", value);
+    request
+}
+
 pub async fn spawn_ingestion() -> TestIngestion {
     spawn_with(|_| {}).await
 }
@@ -300,6 +311,7 @@ pub async fn spawn_with(configure: impl FnOnce(&mut Config)) -> TestIngestion {
     let mut config = Config::for_tests(data.path());
     config.ingestion.synthetic_rate = SYNTHETIC_RATE;
     config.common.registry_url = UNUSED_REGISTRY.to_string();
+    config.ingestion.ingest_token = Some(INGEST_TOKEN.to_string());
     configure(&mut config);
     let broker = Arc::new(MemoryBroker::new());
     let service_broker = Arc::new(RefusingBroker::new(broker.clone()));
@@ -357,13 +369,15 @@ impl TestIngestion {
     /// `ProcessData` with `content`, over a new gRPC connection.
     pub async fn process_data(&self, content: &str) -> ProcessingResponse {
         let mut client = self.grpc_client().await;
-        let call = client.process_data(RawData { content: content.to_string() });
+        let call = client.process_data(authorized(RawData { content: content.to_string() }));
         within("ProcessData", call).await.expect("ProcessData answers").into_inner()
     }
 
     /// `POST /ingest` with `body` as JSON.
     pub async fn post_ingest(&self, body: impl Into<reqwest::Body>) -> reqwest::Response {
-        let request = self.http.post(self.url("/ingest")).header("content-type", "application/json").body(body);
+        let request =
+            self.http.post(self.url("/ingest")).header("content-type", "application/json").bearer_auth(INGEST_TOKEN);
+        let request = request.body(body);
         request.send().await.expect("POST /ingest reaches the ingestion service")
     }
 

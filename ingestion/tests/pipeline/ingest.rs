@@ -9,7 +9,7 @@ use lizards_shared::Quote;
 use reqwest::{StatusCode, header::CONTENT_TYPE};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestIngestion, spawn_quiet_ingestion, within};
+use crate::helpers::{INGEST_TOKEN, TestIngestion, authorized, spawn_quiet_ingestion, within};
 
 const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -384,7 +384,7 @@ async fn rest_takes_json_or_no_content_type_and_refuses_others_with_a_415_proble
     let app = spawn_quiet_ingestion().await;
     let url = app.url("/ingest");
     let send = |content_type: Option<&'static str>, price: f64| {
-        let mut request = app.http.post(&url).body(quote("AAPL", price).to_string());
+        let mut request = app.http.post(&url).bearer_auth(INGEST_TOKEN).body(quote("AAPL", price).to_string());
         if let Some(content_type) = content_type {
             request = request.header(CONTENT_TYPE, content_type);
         }
@@ -437,11 +437,43 @@ async fn grpc_server_stops_with_the_service() {
     let addr = app.grpc;
     let mut client = app.grpc_client().await;
     let content = quote("AAPL", 1.0).to_string();
-    let answer = client.process_data(lizards_ingestion::grpc::proto::RawData { content }).await.expect("an answer");
+    let answer = client.process_data(authorized(lizards_ingestion::grpc::proto::RawData { content })).await;
+    let answer = answer.expect("an answer");
     assert_eq!(answer.into_inner().status, "ok");
 
     // A client's open connection does not hold the shutdown up.
     app.stop().await;
     let refused = within("a refused connection", tokio::net::TcpStream::connect(addr)).await;
     assert!(refused.is_err(), "the gRPC port still accepts connections");
+}
+
+#[tokio::test]
+async fn writes_without_the_ingest_token_or_an_admin_token_are_refused_and_publish_nothing() {
+    let app = spawn_quiet_ingestion().await;
+    let mut observer = app.observe_quotes().await;
+    let body = quote("AAPL", 0.01).to_string();
+    let url = app.url("/ingest");
+    let anonymous = app.http.post(&url).body(body.clone()).send().await.expect("an answer");
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(anonymous.headers()["www-authenticate"], "Bearer");
+    let wrong = app.http.post(&url).bearer_auth(format!("{INGEST_TOKEN}x")).body(body.clone()).send().await;
+    assert_eq!(wrong.expect("an answer").status(), StatusCode::UNAUTHORIZED, "a near miss");
+    let forged = app.http.post(&url).bearer_auth("eyJhbGciOiJub25lIn0.e30.").body(body.clone()).send().await;
+    assert_eq!(forged.expect("an answer").status(), StatusCode::UNAUTHORIZED, "an unsigned token");
+
+    let mut client = app.grpc_client().await;
+    let raw = || lizards_ingestion::grpc::proto::RawData { content: body.clone() };
+    let status = client.process_data(raw()).await.expect_err("refused");
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+    let mut wrong = tonic::Request::new(raw());
+    wrong.metadata_mut().insert("authorization", "Bearer guess".parse().unwrap());
+    assert_eq!(client.process_data(wrong).await.expect_err("refused").code(), tonic::Code::Unauthenticated);
+
+    assert!(app.published_before_fence(observer.as_mut()).await.is_empty(), "nothing reached the broker");
+    const REQUESTS: &str = "lizards_ingest_requests_total";
+    assert_eq!(metric(&app, REQUESTS, &[r#"api="rest""#, r#"status="unauthorized""#]).await, Some(3.0));
+    assert_eq!(metric(&app, REQUESTS, &[r#"api="grpc""#, r#"status="unauthorized""#]).await, Some(2.0));
+
+    let accepted = client.process_data(authorized(raw())).await.expect("an answer").into_inner();
+    assert_eq!(accepted.status, "ok", "{}", accepted.message);
 }

@@ -185,11 +185,36 @@ async fn unconfirmed_publish_is_an_error_and_counted() {
     let broker = Arc::new(MemoryBroker::new());
     let registry = Registry::new();
     let raw = Arc::new(RecordingRawStore::new());
-    let pipeline = Pipeline::new(broker, raw.clone(), Metrics::new(&registry), RETENTION_DAYS, JUMP_PCT);
+    let metrics = Metrics::new(&registry);
+    metrics.prime_source(SOURCE);
+    let pipeline = Pipeline::new(broker, raw.clone(), metrics, RETENTION_DAYS, JUMP_PCT);
 
     let result = pipeline.process(record("AAPL", 228.0)).await;
     assert!(matches!(result, Err(PipelineError::Publish(_))), "{result:?}");
     assert_eq!(counter(&registry, "lizards_publish_failures_total", &[("source", SOURCE)]), 1);
     assert_eq!(counter(&registry, PUBLISHED, &[]), 0);
     assert_eq!(raw.outcome(&raw.last_id()).await, rejected("publish_failed"));
+}
+
+#[tokio::test]
+async fn a_quote_from_the_future_is_published_as_received_now_and_kept_raw_as_sent() {
+    let mut h = pipeline_harness().await;
+    let sent = Utc::now() + Duration::minutes(4);
+    let (ingest_id, _) = h.publish(record_at("AAPL", 0.01, sent)).await;
+    let quote = h.published_before_fence().await.pop().expect("published");
+    assert_eq!(quote.ts, quote.ingested_at, "ordered as the time it was received, not four minutes ahead");
+    let (doc, _) = h.raw.document(&ingest_id).await;
+    assert_eq!(doc.source_ts, sent, "the raw document keeps what the source said");
+}
+
+#[tokio::test]
+async fn source_ids_that_are_not_configured_share_one_metric_series() {
+    let h = pipeline_harness().await;
+    for invented in ["made-up-1", "made-up-2"] {
+        h.publish(RawRecord { source: invented.to_string(), ..record("AAPL", 1.0) }).await;
+    }
+    assert_eq!(h.counter(PUBLISHED, &[("source", "other")]), 2);
+    let families = h.registry.gather();
+    let labels = families.iter().flat_map(|f| f.get_metric()).flat_map(|m| m.get_label());
+    assert!(labels.into_iter().all(|label| !label.value().starts_with("made-up")), "no series per invented id");
 }

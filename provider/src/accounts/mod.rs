@@ -38,11 +38,25 @@ pub struct Accounts {
 
 impl Accounts {
     /// The user a bearer token names: a valid, unexpired token whose user
-    /// still exists (a deleted account's tokens stop working at once).
+    /// still exists (a deleted account's tokens stop working at once) and
+    /// was issued after the account's last password, e-mail or role change.
+    /// Every REST, gRPC and WebSocket authentication goes through here.
     pub async fn authenticate(&self, token: &str) -> Result<User, ApiError> {
         let claims = self.jwt.verify(token).map_err(|e| ApiError::Unauthenticated(e.to_string()))?;
         let id = claims.sub.parse().map_err(|_| ApiError::Unauthenticated("invalid token: bad subject".into()))?;
-        self.store.user(id).await?.ok_or_else(|| ApiError::Unauthenticated("the account no longer exists".into()))
+        let user = self
+            .store
+            .user(id)
+            .await?
+            .ok_or_else(|| ApiError::Unauthenticated("the account no longer exists".into()))?;
+        if claims.ver != user.token_version {
+            self.metrics.accounts.with_label_values(&["token_revoked"]).inc();
+            return Err(ApiError::Unauthenticated(
+                "token revoked: the account's password, e-mail or role changed since it was issued; log in again"
+                    .into(),
+            ));
+        }
+        Ok(user)
     }
 
     /// A symbol a rule or order may name: parsed, and known to Lizards

@@ -210,7 +210,7 @@ async fn me(Caller(user): Caller) -> Json<Value> {
 }
 
 async fn update_me(State(accounts): Api, Caller(user): Caller, JsonBody(changes): JsonBody<UserChanges>) -> Reply {
-    Ok(Json(user_json(&accounts.update(user.id, changes, false).await?)))
+    Ok(Json(user_json(&accounts.update_own(&user, changes).await?)))
 }
 
 async fn delete_me(State(accounts): Api, Caller(user): Caller) -> Result<StatusCode, ApiError> {

@@ -63,6 +63,9 @@ pub struct Registration {
 pub struct UserChanges {
     pub email: Option<String>,
     pub password: Option<String>,
+    /// Required by a user changing their own password or e-mail, so a
+    /// stolen token cannot take the account over.
+    pub current_password: Option<String>,
     pub email_notifications: Option<bool>,
     #[serde(default, deserialize_with = "present")]
     pub webhook_url: Option<Option<String>>,
@@ -205,13 +208,29 @@ impl Accounts {
         let user = user.ok_or_else(refused)?;
         let access_token = self
             .jwt
-            .issue(&user.id.to_string(), user.email.as_str(), user.role, self.token_ttl)
+            .issue(&user.id.to_string(), user.email.as_str(), user.role, user.token_version, self.token_ttl)
             .map_err(|_| ApiError::Internal)?;
         self.metrics.accounts.with_label_values(&["logged_in"]).inc();
         Ok(Token { access_token, expires_in: self.token_ttl.as_secs() })
     }
 
+    /// The caller's own changes: a new password or e-mail needs the
+    /// current password.
+    pub async fn update_own(&self, user: &User, changes: UserChanges) -> Result<User, ApiError> {
+        if changes.password.is_some() || changes.email.is_some() {
+            let Some(current) = changes.current_password.as_deref() else {
+                return Err(ApiError::invalid("current_password", "is required to change the password or e-mail"));
+            };
+            if !passwords::verify(current, Some(&user.password_hash)).await {
+                self.metrics.accounts.with_label_values(&["current_password_wrong"]).inc();
+                return Err(ApiError::Forbidden("current_password is wrong".into()));
+            }
+        }
+        self.update(user.id, changes, false).await
+    }
+
     /// Applies `changes` to user `id`; `by_admin` allows changing the role.
+    /// A password, e-mail or role change revokes the user's earlier tokens.
     pub async fn update(&self, id: UserId, changes: UserChanges, by_admin: bool) -> Result<User, ApiError> {
         if changes.role.is_some() && !by_admin {
             return Err(ApiError::Forbidden("only an admin can change a role".into()));
@@ -237,9 +256,10 @@ impl Accounts {
             telegram_link_code: None,
             min_notification_interval: changes.min_notification_interval.map(interval).transpose()?,
         };
+        let revoked = !patch.revoking_changes().is_empty();
         let user =
             self.store.update_user(id, &patch).await?.ok_or_else(|| ApiError::NotFound(format!("no user {id}")))?;
-        tracing::info!(user = %id, by_admin, "user updated");
+        tracing::info!(user = %id, by_admin, token_version = user.token_version, revoked, "user updated");
         Ok(user)
     }
 
@@ -262,21 +282,32 @@ impl Accounts {
     }
 
     /// An admin account exists after this: ADMIN_EMAIL/ADMIN_PASSWORD when
-    /// set (created, or promoted and given that password), else, when there
-    /// is no admin yet, `admin@lizards.local` with a random password that is
-    /// logged once.
+    /// set (created, or an existing admin given that password), else, when
+    /// there is no admin yet, `admin@lizards.local` with a random password
+    /// that is logged once. An existing account that is not an admin is
+    /// never promoted: whoever registered the address first would become
+    /// admin, so start-up fails instead.
     pub async fn ensure_admin(&self, email_text: Option<&str>, password: Option<&str>) -> Result<(), ApiError> {
         match (email_text, password) {
             (Some(email_text), Some(password)) => {
                 let email = email(email_text)?;
                 passwords::check(password)?;
                 match self.store.user_by_email(&email).await? {
+                    Some(user) if user.role != Role::Admin => {
+                        return Err(ApiError::Conflict(format!(
+                            "ADMIN_EMAIL {email} belongs to an existing account that is not an admin; it is not \
+                             promoted (anyone could have registered it). Choose another ADMIN_EMAIL, or delete \
+                             that account first"
+                        )));
+                    }
                     Some(user) => {
-                        let mut patch = UserPatch { role: Some(Role::Admin), ..UserPatch::default() };
                         if !passwords::verify(password, Some(&user.password_hash)).await {
-                            patch.password_hash = Some(passwords::hash(password).await?);
+                            let patch = UserPatch {
+                                password_hash: Some(passwords::hash(password).await?),
+                                ..UserPatch::default()
+                            };
+                            self.store.update_user(user.id, &patch).await?;
                         }
-                        self.store.update_user(user.id, &patch).await?;
                     }
                     None => {
                         self.create_admin(email.clone(), password).await?;

@@ -165,11 +165,16 @@ async fn users_change_their_account_but_not_their_role() {
         provider.send(Method::PATCH, "/users/me", Some(&user.token), Some(&json!({"role": "admin"})), &[]).await;
     assert_eq!(promote.status, 403);
 
-    let new_password = json!({"password": "another-password"});
-    assert_eq!(
-        provider.send(Method::PATCH, "/users/me", Some(&user.token), Some(&new_password), &[]).await.status,
-        200
-    );
+    let patch =
+        async |body: Value| provider.send(Method::PATCH, "/users/me", Some(&user.token), Some(&body), &[]).await;
+    let unconfirmed = patch(json!({"password": "another-password"})).await;
+    assert_eq!(unconfirmed.status, 422, "{}", unconfirmed.body);
+    assert_eq!(patch(json!({"email": email(), "current_password": "wrong-password"})).await.status, 403);
+    let changed = patch(json!({"password": "another-password", "current_password": PASSWORD})).await;
+    assert_eq!(changed.status, 200, "{}", changed.body);
+    let stale = provider.get_as("/users/me", Some(&user.token)).await;
+    assert_eq!(stale.status, 401, "tokens from before the change are revoked");
+    assert!(stale.body["detail"].as_str().unwrap().contains("revoked"), "{}", stale.body);
     provider.login(&user.email, "another-password").await;
 }
 
@@ -196,7 +201,9 @@ async fn admins_manage_users_and_read_every_table_and_users_cannot() {
     let path = format!("/admin/users/{}", user.id);
     let promoted = provider.send(Method::PATCH, &path, Some(&admin), Some(&json!({"role": "admin"})), &[]).await;
     assert_eq!(promoted.body["role"], "admin");
-    assert_eq!(provider.get_as("/admin/users", Some(&user.token)).await.status, 200, "the role applies at once");
+    assert_eq!(provider.get_as("/admin/users", Some(&user.token)).await.status, 401, "a role change revokes tokens");
+    let token = provider.login(&user.email, PASSWORD).await;
+    assert_eq!(provider.get_as("/admin/users", Some(&token)).await.status, 200, "a new login has the new role");
     assert_eq!(provider.send(Method::DELETE, &path, Some(&admin), None, &[]).await.status, 204);
     assert_eq!(provider.send(Method::DELETE, &path, Some(&admin), None, &[]).await.status, 404);
     assert_eq!(provider.send(Method::DELETE, "/admin/users/abc", Some(&admin), None, &[]).await.status, 404);

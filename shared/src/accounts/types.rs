@@ -104,6 +104,9 @@ pub struct User {
     pub min_notification_interval: u32,
     /// A one-time code the user sends the Telegram bot (`/start <code>`).
     pub telegram_link_code: Option<String>,
+    /// Moves on every password, e-mail or role change; tokens carry the
+    /// version they were issued at and older ones are refused.
+    pub token_version: i64,
     pub created_at: DateTime<Utc>,
 }
 
@@ -117,7 +120,8 @@ pub struct NewUser {
 }
 
 /// Changes to a user; `None` leaves a field as it is. For the optional
-/// targets, `Some(None)` clears them.
+/// targets, `Some(None)` clears them. A change of password, e-mail or role
+/// also moves the token version (see [`UserPatch::revoking_changes`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UserPatch {
     pub email: Option<Email>,
@@ -129,6 +133,21 @@ pub struct UserPatch {
     pub telegram_chat_id: Option<Option<i64>>,
     pub telegram_link_code: Option<Option<String>>,
     pub min_notification_interval: Option<u32>,
+}
+
+impl UserPatch {
+    /// The changes that revoke the user's earlier tokens, as (column, new
+    /// value): a token must not outlive the password it was obtained with,
+    /// the address it was issued to, or the role it carried. The stores move
+    /// the token version when any of these really changes value.
+    pub fn revoking_changes(&self) -> Vec<(&'static str, String)> {
+        let changes = [
+            ("password_hash", self.password_hash.clone()),
+            ("email", self.email.as_ref().map(|email| email.as_str().to_string())),
+            ("role", self.role.map(|role| role.as_str().to_string())),
+        ];
+        changes.into_iter().filter_map(|(column, value)| Some((column, value?))).collect()
+    }
 }
 
 /// How a notification reaches a user.

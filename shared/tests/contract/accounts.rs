@@ -26,6 +26,7 @@ pub async fn run_all(store: &dyn AccountStore) {
     created_user_reads_back_by_id_and_email(store).await;
     update_user_changes_only_the_given_fields(store).await;
     duplicate_email_is_refused_on_create_and_update(store).await;
+    token_version_moves_when_password_email_or_role_change(store).await;
     deleting_a_user_deletes_everything_of_theirs(store).await;
     users_are_listed_oldest_first(store).await;
     has_admin_once_an_admin_exists(store).await;
@@ -251,6 +252,7 @@ pub async fn update_user_changes_only_the_given_fields(store: &dyn AccountStore)
         targets: Targets { email: true, webhook_url: None, ..created.targets.clone() },
         min_notification_interval: 60,
         telegram_link_code: patch.telegram_link_code.clone().flatten(),
+        token_version: created.token_version + 1,
         ..created.clone()
     };
     assert_eq!(updated, expected, "Some(None) clears, None keeps");
@@ -270,6 +272,24 @@ pub async fn update_user_changes_only_the_given_fields(store: &dyn AccountStore)
 
     let unknown = UserId(i64::MAX);
     assert_eq!(store.update_user(unknown, &patch).await.expect("update answers"), None, "an unknown user");
+}
+
+pub async fn token_version_moves_when_password_email_or_role_change(store: &dyn AccountStore) {
+    let ann = create_user(store).await;
+    assert_eq!(ann.token_version, 0, "a new account starts at version 0");
+    let version = |patch: UserPatch| async move {
+        store.update_user(ann.id, &patch).await.expect("update answers").expect("user exists").token_version
+    };
+    let quiet = UserPatch { min_notification_interval: Some(30), webhook_url: Some(None), ..UserPatch::default() };
+    assert_eq!(version(quiet).await, 0, "notification settings revoke nothing");
+    let same = UserPatch { email: Some(ann.email.clone()), role: Some(ann.role), ..UserPatch::default() };
+    assert_eq!(version(same).await, 0, "setting the values it already has revokes nothing");
+    let password = UserPatch { password_hash: Some("another hash".into()), ..UserPatch::default() };
+    assert_eq!(version(password).await, 1, "a password change");
+    let email = UserPatch { email: Some(unique_email("ann.new")), ..UserPatch::default() };
+    assert_eq!(version(email).await, 2, "an e-mail change");
+    let role = UserPatch { role: Some(Role::Admin), min_notification_interval: Some(0), ..UserPatch::default() };
+    assert_eq!(version(role).await, 3, "a role change, with another field");
 }
 
 pub async fn duplicate_email_is_refused_on_create_and_update(store: &dyn AccountStore) {
@@ -859,6 +879,12 @@ mod embedded {
     }
 
     #[tokio::test]
+    async fn token_version_moves_when_password_email_or_role_change() {
+        let (_dir, store) = sqlite().await;
+        super::token_version_moves_when_password_email_or_role_change(&store).await;
+    }
+
+    #[tokio::test]
     async fn deleting_a_user_deletes_everything_of_theirs() {
         let (_dir, store) = sqlite().await;
         super::deleting_a_user_deletes_everything_of_theirs(&store).await;
@@ -1058,6 +1084,12 @@ mod postgres {
     async fn duplicate_email_is_refused_on_create_and_update() {
         let Some(store) = postgres().await else { return };
         super::duplicate_email_is_refused_on_create_and_update(&store).await;
+    }
+
+    #[tokio::test]
+    async fn token_version_moves_when_password_email_or_role_change() {
+        let Some(store) = postgres().await else { return };
+        super::token_version_moves_when_password_email_or_role_change(&store).await;
     }
 
     #[tokio::test]
