@@ -276,14 +276,8 @@ async fn a_demoted_admins_token_no_longer_writes_quotes_or_slos() {
     app.stop().await;
 }
 
-/// Starts `lizards --target gateway` with `envs` only: whether it came up
-/// (it logged that it listens; it is then stopped), and what it printed.
-fn start_binary(envs: &[(&str, &str)]) -> (bool, String) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_lizards"));
-    command.args(["--target", "gateway"]).env_clear().env("DATA_DIR", dir.path());
-    command.envs([("GATEWAY_PORT", "0"), ("BIND_HOST", "127.0.0.1"), ("REGISTRY_URL", "http://127.0.0.1:9")]);
-    command.envs(envs.iter().copied()).stdout(Stdio::piped()).stderr(Stdio::piped());
+/// Spawns `command`; its stdout arrives line by line on the receiver.
+fn spawn_logged(command: &mut Command) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
     let mut child = command.spawn().expect("lizards starts");
     let stdout = BufReader::new(child.stdout.take().expect("stdout"));
     let (lines, seen) = std::sync::mpsc::channel();
@@ -292,6 +286,18 @@ fn start_binary(envs: &[(&str, &str)]) -> (bool, String) {
             let _ = lines.send(line);
         }
     });
+    (child, seen)
+}
+
+/// Starts `lizards --target gateway` with `envs` only: whether it came up
+/// (it logged that it listens; it is then stopped), and what it printed.
+fn start_binary(envs: &[(&str, &str)]) -> (bool, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_lizards"));
+    command.args(["--target", "gateway"]).env_clear().env("DATA_DIR", dir.path());
+    command.envs([("GATEWAY_PORT", "0"), ("BIND_HOST", "127.0.0.1"), ("REGISTRY_URL", "http://127.0.0.1:9")]);
+    command.envs(envs.iter().copied()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let (mut child, seen) = spawn_logged(&mut command);
     let mut printed = String::new();
     let came_up = loop {
         match seen.recv_timeout(WAIT) {
@@ -344,14 +350,7 @@ fn an_api_key_or_a_websocket_token_never_shows_in_responses_or_logs() {
     command.envs([("SOURCES", "synthetic,alphavantage"), ("ALPHAVANTAGE_URL", "http://127.0.0.1:9/")]);
     command.envs([("ALWAYS_ON_SYMBOLS", "IBM"), ("ALPHAVANTAGE_API_KEY", KEY)]);
     command.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = command.spawn().expect("lizards starts");
-    let stdout = BufReader::new(child.stdout.take().expect("stdout"));
-    let (lines, seen) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in stdout.lines().map_while(Result::ok) {
-            let _ = lines.send(line);
-        }
-    });
+    let (mut child, seen) = spawn_logged(&mut command);
     let mut log = String::new();
     let gateway = loop {
         let line = seen.recv_timeout(WAIT).expect("lizards comes up");
