@@ -1,7 +1,8 @@
-//! Demand sets on the `control` exchange (SPEC §4): every provider instance
-//! publishes the full set of symbols it needs (subscriptions, alert rules,
-//! positions) every [`DEMAND_INTERVAL`]; ingestion keeps each instance's set
-//! for [`DEMAND_TTL`], so a crashed provider's demand expires by itself.
+//! Demand sets on the `control` exchange (docs/architecture.md, Symbols):
+//! every provider instance publishes the full set of symbols it needs
+//! (subscriptions, alert rules, positions) every [`DEMAND_INTERVAL`];
+//! ingestion keeps each instance's set for [`DEMAND_TTL`], so a crashed
+//! provider's demand expires by itself.
 
 use std::time::Duration;
 

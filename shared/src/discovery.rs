@@ -1,6 +1,7 @@
-//! Client of the service registry (SPEC §8): every service registers at
-//! start, renews by heartbeat, re-registers if evicted and deregisters on
-//! shutdown; callers look instances up by service id.
+//! Client of the service registry (docs/architecture.md, Service registry):
+//! every service registers at start, renews by heartbeat, re-registers if
+//! evicted and deregisters on shutdown; callers look instances up by
+//! service id.
 
 use std::time::Duration;
 

@@ -10,7 +10,7 @@ use axum::serve::{ListenerExt, TapIo};
 use tokio::net::{TcpListener, TcpStream};
 
 /// A reqwest client; installs the ring crypto provider once (reqwest is built
-/// without one, see CRATES.md).
+/// without one, see docs/decisions.md).
 pub fn client() -> reqwest::Client {
     install_crypto();
     reqwest::Client::builder()

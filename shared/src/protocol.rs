@@ -1,4 +1,4 @@
-//! The WebSocket wire protocol (SPEC §6): client requests parsed with a
+//! The WebSocket wire protocol (docs/protocol.md): client requests parsed with a
 //! precise error for every malformed frame, and server frames.
 //!
 //! Price updates are assembled from per-symbol fragments that are serialized

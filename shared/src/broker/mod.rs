@@ -1,4 +1,4 @@
-//! The message-broker port (SPEC §5). The embedded adapter keeps RabbitMQ's
+//! The message-broker port (docs/architecture.md, Broker topology). The embedded adapter keeps RabbitMQ's
 //! semantics so the AMQP adapter drops in: topic exchanges, durable and
 //! exclusive queues, prefetch, manual ack/nack, redelivery of a lost
 //! consumer's unacked messages, dead-lettering and publisher confirms
