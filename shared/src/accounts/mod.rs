@@ -12,6 +12,26 @@ mod postgres;
 mod sqlite;
 pub mod types;
 
+/// Adds the token-version bump of `patch` to an `UPDATE users SET` list,
+/// written once for both SQL dialects. SET reads the row as it was, so the
+/// version moves only when a revoking value really changes (keeping one's
+/// own address does not).
+fn push_token_version<DB: sqlx::Database>(set: &mut sqlx::query_builder::Separated<'_, DB, &str>, patch: &UserPatch)
+where
+    for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
+    let revoking = patch.revoking_changes();
+    if revoking.is_empty() {
+        return;
+    }
+    set.push("token_version = token_version + CASE WHEN ");
+    for (i, (column, value)) in revoking.into_iter().enumerate() {
+        let or = if i == 0 { "" } else { " OR " };
+        set.push_unseparated(format!("{or}{column} <> ")).push_bind_unseparated(value);
+    }
+    set.push_unseparated(" THEN 1 ELSE 0 END");
+}
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;

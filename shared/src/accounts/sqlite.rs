@@ -277,17 +277,7 @@ impl AccountStore for SqliteStore {
         if changes == 0 {
             return self.user(id).await;
         }
-        let revoking = patch.revoking_changes();
-        if !revoking.is_empty() {
-            // SET reads the row as it was: the version moves only when a
-            // value really changes (keeping one's own address does not).
-            set.push("token_version = token_version + CASE WHEN ");
-            for (i, (column, value)) in revoking.into_iter().enumerate() {
-                let or = if i == 0 { "" } else { " OR " };
-                set.push_unseparated(format!("{or}{column} <> ")).push_bind_unseparated(value);
-            }
-            set.push_unseparated(" THEN 1 ELSE 0 END");
-        }
+        super::push_token_version(&mut set, patch);
         query.push(" WHERE id = ").push_bind(id.0).push(" RETURNING *");
         match query.build().fetch_optional(&self.write).await {
             Ok(row) => row.as_ref().map(user_from_row).transpose(),
