@@ -4,13 +4,10 @@
 //! never reaches the service, and the service checks again.
 
 use axum::{
-    http::{HeaderMap, HeaderValue, Method, StatusCode, header},
+    http::{HeaderMap, HeaderValue, Method, header},
     response::{IntoResponse, Response},
 };
-use lizards_shared::{
-    admin::{AdminCheck, AdminError, bearer, constant_time_eq},
-    problem::Problem,
-};
+use lizards_shared::admin::{AdminCheck, IngestAccess, bearer_header};
 
 /// Who may use a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,37 +23,33 @@ pub enum Access {
 
 pub struct Guard {
     pub admins: AdminCheck,
-    pub ingest_token: Option<String>,
+    pub ingest: IngestAccess,
     pub registry_token: Option<String>,
 }
 
+fn is_read(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
 impl Guard {
-    /// Ok when the caller may use `access` with `method`; else the refusal.
+    /// Ok when the caller may use `access` with `method`; else the refusal
+    /// (401, 403 or 503 problem).
     pub async fn check(&self, access: Access, method: &Method, headers: &HeaderMap) -> Result<(), Response> {
-        let presented = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer);
+        let presented = bearer_header(headers);
         let result = match access {
             Access::Public => return Ok(()),
-            Access::AdminWrites if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) => return Ok(()),
-            Access::Ingest => match (presented, &self.ingest_token) {
-                (Some(token), Some(expected)) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => Ok(()),
-                (Some(token), _) => self.admins.confirm(token).await,
-                (None, _) => Err(AdminError::Invalid(
-                    "writing quotes needs `Authorization: Bearer <INGEST_TOKEN or an admin's token>`".into(),
-                )),
-            },
-            Access::AdminWrites => match presented {
-                Some(token) => self.admins.confirm(token).await,
-                None => Err(AdminError::Invalid("this change needs an admin's bearer token".into())),
-            },
+            Access::AdminWrites if is_read(method) => return Ok(()),
+            Access::Ingest => self.ingest.admit(presented).await,
+            Access::AdminWrites => self.admins.admit(presented).await,
         };
-        result.map_err(refused)
+        result.map_err(IntoResponse::into_response)
     }
 
     /// The credentials an admin write is forwarded with: the caller proved
     /// to be an admin here, and the registry trusts its own token (or, with
     /// none, the gateway's loopback address), not user tokens.
     pub fn vouch(&self, access: Access, method: &Method, headers: &mut HeaderMap) {
-        if access != Access::AdminWrites || matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        if access != Access::AdminWrites || is_read(method) {
             return;
         }
         headers.remove(header::AUTHORIZATION);
@@ -65,18 +58,4 @@ impl Guard {
             headers.insert(header::AUTHORIZATION, value);
         }
     }
-}
-
-fn refused(error: AdminError) -> Response {
-    let status = match error {
-        AdminError::Invalid(_) => StatusCode::UNAUTHORIZED,
-        AdminError::NotAdmin => StatusCode::FORBIDDEN,
-        AdminError::Unconfirmed(_) => StatusCode::SERVICE_UNAVAILABLE,
-    };
-    let mut response =
-        Problem::new(status, status.canonical_reason().unwrap_or("Refused")).detail(error.to_string()).into_response();
-    if status == StatusCode::UNAUTHORIZED {
-        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    }
-    response
 }

@@ -21,7 +21,7 @@ use axum::{
     http::{HeaderName, HeaderValue, Method},
 };
 use lizards_shared::{
-    admin::AdminCheck,
+    admin::{AdminCheck, IngestAccess},
     cache::Cache,
     config::{Config, HumanDuration, PathRules},
     discovery::{Registration, RegistryClient, keep_registered},
@@ -98,9 +98,10 @@ pub async fn build(config: Config, store: Arc<dyn Cache>, shutdown: Shutdown) ->
     let metrics = metrics::Metrics::new(&registry);
     let http_metrics = HttpMetrics::new(&registry, &metrics.ops);
     let jwt = Jwt::from_config(&config.common).map_err(GatewayError::JwtSecret)?;
+    let admins = AdminCheck::new(jwt.clone(), registry_client.clone());
     let guard = guard::Guard {
-        admins: AdminCheck::new(jwt.clone(), registry_client.clone()),
-        ingest_token: config.ingestion.ingest_token.clone().filter(|t| !t.is_empty()),
+        ingest: IngestAccess::new(config.ingestion.ingest_token.clone(), admins.clone()),
+        admins,
         registry_token: config.common.registry_token.clone().filter(|t| !t.is_empty()),
     };
     let state = Arc::new(GatewayState {

@@ -10,22 +10,18 @@ use axum::{
         DefaultBodyLimit, Path, State,
         rejection::{BytesRejection, FailedToBufferBody},
     },
-    http::{
-        HeaderMap, HeaderValue, StatusCode,
-        header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE},
-    },
+    http::{HeaderMap, StatusCode, header::CONTENT_TYPE},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
 use lizards_shared::{
     Symbol,
-    admin::{AdminError, bearer},
+    admin::{IngestAccess, bearer_header},
     problem::Problem,
 };
 use serde_json::json;
 
 use crate::{
-    auth::{IngestAuth, Refusal},
     ingest::{Api, ContentError, Ingest, MAX_CONTENT_BYTES, Report},
     lookup::{Finder, Found},
     sources::{Source, SourceStatus},
@@ -38,7 +34,7 @@ pub struct ApiState {
     pub disabled: Arc<Vec<SourceStatus>>,
     pub finder: Finder,
     pub ingest: Ingest,
-    pub auth: IngestAuth,
+    pub access: IngestAccess,
 }
 
 pub fn routes(state: ApiState) -> Router {
@@ -88,10 +84,9 @@ async fn lookup(State(state): State<ApiState>, Path(text): Path<String>) -> Resp
 /// when the broker failed to confirm. A body that is not a quote list is a
 /// 400 (not JSON), 413 (over 4 MiB or 10,000 items) or 422 problem.
 async fn ingest(State(state): State<ApiState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
-    let presented = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer);
-    if let Err(refusal) = state.auth.admit(presented).await {
+    if let Err(refusal) = state.access.admit(bearer_header(&headers)).await {
         state.ingest.count_unauthorized(Api::Rest);
-        return unauthorized(&refusal);
+        return refusal.into_response();
     }
     if !is_json(&headers) {
         state.ingest.count_refused(Api::Rest);
@@ -109,20 +104,6 @@ async fn ingest(State(state): State<ApiState>, headers: HeaderMap, body: Result<
         Ok(report) => report_response(report),
         Err(error) => refused(&error).into_response(),
     }
-}
-
-/// 401 (with a `WWW-Authenticate` challenge), 403 or 503 problem.
-fn unauthorized(refusal: &Refusal) -> Response {
-    let status = match refusal {
-        Refusal::Missing | Refusal::Token(AdminError::Invalid(_)) => StatusCode::UNAUTHORIZED,
-        Refusal::Token(AdminError::NotAdmin) => StatusCode::FORBIDDEN,
-        Refusal::Token(AdminError::Unconfirmed(_)) => StatusCode::SERVICE_UNAVAILABLE,
-    };
-    let mut response = problem(status, refusal.to_string()).into_response();
-    if status == StatusCode::UNAUTHORIZED {
-        response.headers_mut().insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    }
-    response
 }
 
 /// JSON, or no content type at all (a bare `curl --data-binary`).

@@ -13,12 +13,9 @@ use tonic::{
     transport::{Server, server::TcpIncoming},
 };
 
-use lizards_shared::admin::{AdminError, bearer};
+use lizards_shared::admin::{AdminError, IngestAccess, bearer};
 
-use crate::{
-    auth::{IngestAuth, Refusal},
-    ingest::{Api, Ingest, MAX_CONTENT_BYTES, REJECTED},
-};
+use crate::ingest::{Api, Ingest, MAX_CONTENT_BYTES, REJECTED};
 
 /// Code generated from `proto/dataprocessor.proto`: messages, server and client.
 pub mod proto {
@@ -37,14 +34,14 @@ pub const MAX_MESSAGE_BYTES: usize = 2 * MAX_CONTENT_BYTES;
 
 pub struct DataProcessorService {
     ingest: Ingest,
-    auth: IngestAuth,
+    access: IngestAccess,
 }
 
 #[tonic::async_trait]
 impl DataProcessor for DataProcessorService {
     async fn process_data(&self, request: Request<RawData>) -> Result<Response<ProcessingResponse>, Status> {
         let presented = request.metadata().get("authorization").and_then(|v| v.to_str().ok()).and_then(bearer);
-        if let Err(refusal) = self.auth.admit(presented).await {
+        if let Err(refusal) = self.access.admit(presented).await {
             self.ingest.count_unauthorized(Api::Grpc);
             return Err(refused(refusal));
         }
@@ -57,16 +54,17 @@ impl DataProcessor for DataProcessorService {
     }
 }
 
-fn refused(refusal: Refusal) -> Status {
+fn refused(refusal: AdminError) -> Status {
+    let message = refusal.to_string();
     match refusal {
-        Refusal::Missing | Refusal::Token(AdminError::Invalid(_)) => Status::unauthenticated(refusal.to_string()),
-        Refusal::Token(AdminError::NotAdmin) => Status::permission_denied(refusal.to_string()),
-        Refusal::Token(AdminError::Unconfirmed(_)) => Status::unavailable(refusal.to_string()),
+        AdminError::Missing(_) | AdminError::Invalid(_) => Status::unauthenticated(message),
+        AdminError::NotAdmin => Status::permission_denied(message),
+        AdminError::Unconfirmed(_) => Status::unavailable(message),
     }
 }
 
-pub fn service(ingest: Ingest, auth: IngestAuth) -> DataProcessorServer<DataProcessorService> {
-    DataProcessorServer::new(DataProcessorService { ingest, auth }).max_decoding_message_size(MAX_MESSAGE_BYTES)
+pub fn service(ingest: Ingest, access: IngestAccess) -> DataProcessorServer<DataProcessorService> {
+    DataProcessorServer::new(DataProcessorService { ingest, access }).max_decoding_message_size(MAX_MESSAGE_BYTES)
 }
 
 /// Serves the service on `listener` until `shutdown`, then lets calls in
@@ -74,12 +72,12 @@ pub fn service(ingest: Ingest, auth: IngestAuth) -> DataProcessorServer<DataProc
 pub async fn serve(
     listener: TcpListener,
     ingest: Ingest,
-    auth: IngestAuth,
+    access: IngestAccess,
     shutdown: Shutdown,
 ) -> Result<(), tonic::transport::Error> {
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     Server::builder()
-        .add_service(service(ingest, auth))
+        .add_service(service(ingest, access))
         .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
         .await
 }

@@ -4,7 +4,6 @@
 //! `dataprocessor.DataProcessor` (the same pipeline, see `ingest.rs`).
 
 pub mod api;
-pub mod auth;
 pub mod breaker;
 pub mod demand;
 pub mod grpc;
@@ -21,7 +20,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use lizards_shared::{
     Symbol,
-    admin::AdminCheck,
+    admin::{AdminCheck, IngestAccess},
     broker::{Broker, BrokerError, declare_topology},
     cache::Cache,
     config::Config,
@@ -36,7 +35,6 @@ use lizards_shared::{
 use tokio::{net::TcpListener, sync::mpsc};
 
 use crate::{
-    auth::IngestAuth,
     demand::Demand,
     lookup::Finder,
     pipeline::Pipeline,
@@ -119,13 +117,13 @@ pub async fn build(
     });
     let client = RegistryClient::new(&config.common.registry_url, config.common.registry_token.clone());
     let jwt = Jwt::from_config(&config.common).map_err(IngestionError::JwtSecret)?;
-    let auth = IngestAuth::new(config.ingestion.ingest_token.clone(), AdminCheck::new(jwt, client.clone()));
+    let access = IngestAccess::new(config.ingestion.ingest_token.clone(), AdminCheck::new(jwt, client.clone()));
     let router = api::routes(api::ApiState {
         sources: sources.clone(),
         disabled: Arc::new(enabled::disabled(&config)),
         finder,
         ingest: ingest.clone(),
-        auth: auth.clone(),
+        access: access.clone(),
     })
     .merge(telemetry::ops_routes(registry.clone(), readiness))
     .merge(openapi::routes(&openapi::document(include_str!("../openapi.json"))));
@@ -151,7 +149,7 @@ pub async fn build(
     let grpc_shutdown = shutdown.clone();
     let serve = async move {
         let http = axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned());
-        let grpc = grpc::serve(grpc_listener, ingest, auth, grpc_shutdown);
+        let grpc = grpc::serve(grpc_listener, ingest, access, grpc_shutdown);
         let (http, grpc) = tokio::join!(http.into_future(), grpc);
         if let Err(error) = http {
             tracing::error!(%error, "ingestion server failed");

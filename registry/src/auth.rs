@@ -7,9 +7,9 @@ use std::{net::SocketAddr, sync::Arc};
 
 use axum::{
     extract::{ConnectInfo, FromRequestParts},
-    http::{header, request::Parts},
+    http::request::Parts,
 };
-use lizards_shared::admin::{bearer, constant_time_eq};
+use lizards_shared::admin::{bearer_header, constant_time_eq};
 
 use crate::error::ApiError;
 
@@ -37,8 +37,7 @@ impl WriteToken {
                 _ => Err(ApiError::Unauthorized("registry writes are accepted from loopback only (no REGISTRY_TOKEN)")),
             };
         };
-        let presented = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(bearer);
-        match presented {
+        match bearer_header(&parts.headers) {
             Some(presented) if constant_time_eq(presented.as_bytes(), expected.as_bytes()) => Ok(()),
             _ => Err(ApiError::Unauthorized("missing or wrong bearer token")),
         }
@@ -64,7 +63,7 @@ where
 
 #[cfg(test)]
 mod tests {
-    use axum::http::Request;
+    use axum::http::{Request, header};
 
     use super::*;
 

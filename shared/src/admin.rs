@@ -7,12 +7,16 @@
 
 use std::time::Duration;
 
-use reqwest::StatusCode;
+use axum::{
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
 use serde::Deserialize;
 
 use crate::{
     discovery::RegistryClient,
     jwt::{Jwt, Role},
+    problem::Problem,
 };
 
 /// Registry id of the service that holds the accounts.
@@ -23,6 +27,9 @@ const CONFIRM_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AdminError {
+    /// No bearer token at all: 401; the text says which one is wanted.
+    #[error("{0}")]
+    Missing(&'static str),
     /// The token did not verify, or the provider refused it (revoked,
     /// account gone): 401.
     #[error("{0}")]
@@ -33,6 +40,29 @@ pub enum AdminError {
     /// No provider could confirm the token just now: 503.
     #[error("the admin token cannot be confirmed now: {0}")]
     Unconfirmed(String),
+}
+
+impl AdminError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            AdminError::Missing(_) | AdminError::Invalid(_) => StatusCode::UNAUTHORIZED,
+            AdminError::NotAdmin => StatusCode::FORBIDDEN,
+            AdminError::Unconfirmed(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+/// A problem response; a 401 carries the `WWW-Authenticate: Bearer` challenge.
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let title = status.canonical_reason().unwrap_or("Refused");
+        let mut response = Problem::new(status, title).detail(self.to_string()).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
 }
 
 #[derive(Clone)]
@@ -50,6 +80,11 @@ struct Me {
 impl AdminCheck {
     pub fn new(jwt: Jwt, registry: RegistryClient) -> AdminCheck {
         AdminCheck { jwt, registry, http: crate::http::client() }
+    }
+
+    /// Ok when `presented` is a current admin's token.
+    pub async fn admit(&self, presented: Option<&str>) -> Result<(), AdminError> {
+        self.confirm(presented.ok_or(AdminError::Missing("this needs an admin's bearer token"))?).await
     }
 
     /// Ok when `token` is a current admin's.
@@ -78,6 +113,37 @@ impl AdminCheck {
         }
         Err(AdminError::Unconfirmed(last))
     }
+}
+
+/// Who may write market data (`POST /ingest`, gRPC `ProcessData`): the
+/// holder of `INGEST_TOKEN`, or an admin. Quotes reach every subscriber,
+/// fire alerts and price orders, so an anonymous write is never accepted.
+#[derive(Clone)]
+pub struct IngestAccess {
+    token: Option<String>,
+    admins: AdminCheck,
+}
+
+impl IngestAccess {
+    pub fn new(token: Option<String>, admins: AdminCheck) -> IngestAccess {
+        IngestAccess { token: token.filter(|t| !t.is_empty()), admins }
+    }
+
+    /// Ok when `presented` is INGEST_TOKEN or a current admin's token.
+    pub async fn admit(&self, presented: Option<&str>) -> Result<(), AdminError> {
+        let presented = presented.ok_or(AdminError::Missing(
+            "writing quotes needs `Authorization: Bearer <INGEST_TOKEN or an admin's token>`",
+        ))?;
+        if self.token.as_deref().is_some_and(|token| constant_time_eq(presented.as_bytes(), token.as_bytes())) {
+            return Ok(());
+        }
+        self.admins.confirm(presented).await
+    }
+}
+
+/// The token of a request's `Authorization: Bearer` header, if any.
+pub fn bearer_header(headers: &HeaderMap) -> Option<&str> {
+    headers.get(header::AUTHORIZATION).and_then(|value| value.to_str().ok()).and_then(bearer)
 }
 
 /// The credentials of an `Authorization: Bearer <token>` header value

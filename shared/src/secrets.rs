@@ -48,12 +48,6 @@ fn secret_fields(config: &mut Config) -> [(&'static str, &mut Option<String>); 9
     ]
 }
 
-/// Names of the secrets that may come from a `<NAME>_FILE`.
-pub fn file_settings() -> Vec<String> {
-    let mut config = Config::defaults();
-    secret_fields(&mut config).iter().map(|(name, _)| format!("{name}_FILE")).collect()
-}
-
 /// Fills each secret whose `<NAME>_FILE` is set in `env` from that file (a
 /// trailing newline is dropped). Setting both `<NAME>` and `<NAME>_FILE` is
 /// an error rather than a guess.

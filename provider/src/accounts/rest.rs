@@ -6,7 +6,7 @@ use std::{collections::HashMap, sync::Arc};
 use axum::{
     Json, Router,
     extract::{FromRequestParts, Path, Query, State},
-    http::{HeaderMap, StatusCode, header, request::Parts},
+    http::{StatusCode, request::Parts},
     routing::{get, post},
 };
 use lizards_shared::{
@@ -56,11 +56,7 @@ pub struct Caller(pub User);
 pub struct Admin(pub User);
 
 /// The token of an `Authorization: Bearer` header.
-pub fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim()).filter(|t| !t.is_empty())
-}
+pub use lizards_shared::admin::bearer_header as bearer;
 
 impl FromRequestParts<Arc<Accounts>> for Caller {
     type Rejection = ApiError;
