@@ -15,6 +15,7 @@ pub mod lookup;
 pub mod metrics;
 pub mod notifier;
 pub mod persist;
+pub mod public_url;
 pub mod rest;
 pub mod retention;
 pub mod session;
@@ -124,6 +125,7 @@ pub async fn build(config: Config, backends: Backends, shutdown: Shutdown) -> Re
         token_ttl: config.provider.jwt_ttl,
         interest: interest.clone(),
         metrics: metrics.clone(),
+        allow_private_webhooks: config.notifier.webhook_allow_private,
     });
     let p = &config.provider;
     accounts.ensure_admin(p.admin_email.as_deref(), p.admin_password.as_deref()).await.map_err(ProviderError::Admin)?;

@@ -365,8 +365,12 @@ pub struct NotifierConfig {
     #[arg(long, env = "NOTIFY_RETRY_MAX", default_value = "60s", value_parser = duration)]
     pub notify_retry_max: Duration,
     /// One webhook POST (and one Telegram call) gives up after this long.
-    #[arg(long, env = "WEBHOOK_TIMEOUT", default_value = "10s", value_parser = duration)]
+    #[arg(long, env = "WEBHOOK_TIMEOUT", default_value = "5s", value_parser = duration)]
     pub webhook_timeout: Duration,
+    /// Let webhook URLs name loopback, private, link-local and other
+    /// internal addresses (tests, private deployments); refused otherwise.
+    #[arg(long, env = "WEBHOOK_ALLOW_PRIVATE", default_value_t = false, action = ArgAction::Set)]
+    pub webhook_allow_private: bool,
 }
 
 /// How the gateway spreads requests over a service's instances.

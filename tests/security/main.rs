@@ -389,3 +389,35 @@ fn an_api_key_or_a_websocket_token_never_shows_in_responses_or_logs() {
     }
     assert!(log.contains("token=REDACTED"), "the upgrade was logged, redacted");
 }
+
+#[tokio::test]
+async fn webhooks_to_internal_addresses_are_refused_when_saved() {
+    let app = spawn_app().await;
+    let token = app.user(&email("ssrf")).await;
+    let internal = [
+        "http://127.0.0.1:8500/services/provider",
+        "http://10.0.0.5/",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]:8080/",
+        "http://[fc00::1]/",
+        "http://[::ffff:127.0.0.1]/",
+        "http://localhost:8500/",
+    ];
+    for url in internal {
+        let patch = app.http.patch(app.url("/users/me")).bearer_auth(&token).json(&json!({"webhook_url": url}));
+        let response = patch.send().await.expect("answers");
+        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY, "{url}");
+        let problem: Value = response.json().await.expect("a problem");
+        assert_eq!(problem["errors"][0]["field"], "webhook_url", "{url}: {problem}");
+        assert!(problem["errors"][0]["message"].as_str().unwrap().starts_with("refused"), "{url}: {problem}");
+    }
+    let me: Value = app.http.get(app.url("/users/me")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    assert_eq!(me["notifications"]["webhook_url"], Value::Null, "nothing was saved");
+
+    let address = email("ssrf-signup");
+    let signup = json!({"email": address, "password": PASSWORD, "webhook_url": "http://169.254.169.254/"});
+    let refused = app.http.post(app.url("/auth/register")).json(&signup).send().await.unwrap();
+    assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(app.login(&address, PASSWORD).await.is_none(), "no account was created");
+    app.stop().await;
+}

@@ -34,6 +34,8 @@ pub struct Accounts {
     /// Symbols rules and positions name (rule and order changes add theirs).
     pub interest: Arc<Interest>,
     pub metrics: Metrics,
+    /// WEBHOOK_ALLOW_PRIVATE: webhook URLs may name internal addresses.
+    pub allow_private_webhooks: bool,
 }
 
 impl Accounts {

@@ -10,7 +10,7 @@ use lizards_shared::{
     jwt::Role,
 };
 
-use crate::error::ApiError;
+use crate::{error::ApiError, public_url};
 
 /// Longest accepted webhook URL.
 const MAX_URL: usize = 2048;
@@ -93,18 +93,6 @@ fn email(text: &str) -> Result<Email, ApiError> {
     Email::parse(text).map_err(|e| ApiError::invalid("email", e.to_string()))
 }
 
-fn webhook_url(text: &str) -> Result<String, ApiError> {
-    let invalid = |message: &str| ApiError::invalid("webhook_url", message);
-    if text.len() > MAX_URL {
-        return Err(invalid("must be at most 2048 characters"));
-    }
-    let url = reqwest::Url::parse(text).map_err(|e| invalid(&format!("is not a URL: {e}")))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-        return Err(invalid("must be an http or https URL"));
-    }
-    Ok(url.to_string())
-}
-
 fn webhook_secret(text: &str) -> Result<String, ApiError> {
     if text.is_empty() || text.len() > MAX_SECRET {
         return Err(ApiError::invalid("webhook_secret", "must be 1 to 256 characters"));
@@ -135,13 +123,32 @@ fn price(field: &'static str, value: f64) -> Result<f64, ApiError> {
 }
 
 impl Accounts {
+    /// A webhook URL a user may save: http(s) to a public internet address
+    /// (docs/security.md), unless private ones are allowed.
+    async fn webhook_url(&self, text: &str) -> Result<String, ApiError> {
+        let invalid = |message: &str| ApiError::invalid("webhook_url", message);
+        if text.len() > MAX_URL {
+            return Err(invalid("must be at most 2048 characters"));
+        }
+        let url = reqwest::Url::parse(text).map_err(|e| invalid(&format!("is not a URL: {e}")))?;
+        if let Err(refused) = public_url::check(&url, self.allow_private_webhooks).await {
+            self.metrics.accounts.with_label_values(&["webhook_refused"]).inc();
+            tracing::info!(%refused, "webhook URL refused");
+            return Err(invalid(&refused.to_string()));
+        }
+        Ok(url.to_string())
+    }
+
     /// Creates a user account (role `user`) and the seed-style rules.
     pub async fn register(&self, registration: Registration) -> Result<(User, Vec<Rule>), ApiError> {
         let email = email(&registration.email)?;
         passwords::check(&registration.password)?;
         let targets = Targets {
             email: true,
-            webhook_url: registration.webhook_url.as_deref().map(webhook_url).transpose()?,
+            webhook_url: match registration.webhook_url.as_deref() {
+                Some(text) => Some(self.webhook_url(text).await?),
+                None => None,
+            },
             webhook_secret: registration.webhook_secret.as_deref().map(webhook_secret).transpose()?,
             telegram_chat_id: registration.telegram_chat_id.map(|c| c.0),
         };
@@ -247,7 +254,11 @@ impl Accounts {
             password_hash,
             role: changes.role.as_deref().map(role).transpose()?,
             email_notifications: changes.email_notifications,
-            webhook_url: changes.webhook_url.map(|url| url.as_deref().map(webhook_url).transpose()).transpose()?,
+            webhook_url: match changes.webhook_url {
+                Some(Some(text)) => Some(Some(self.webhook_url(&text).await?)),
+                Some(None) => Some(None),
+                None => None,
+            },
             webhook_secret: changes
                 .webhook_secret
                 .map(|secret| secret.as_deref().map(webhook_secret).transpose())

@@ -79,7 +79,7 @@ pub async fn build(config: Config, backends: Backends, shutdown: Shutdown) -> Re
     let deliverer = Arc::new(Deliverer {
         store: accounts.clone(),
         mailer,
-        webhooks: Webhooks::new(n.webhook_timeout),
+        webhooks: Webhooks::new(n.webhook_timeout, n.webhook_allow_private),
         telegram: telegram.clone(),
         retry: Retry { max_attempts: n.notify_max_attempts.max(1), base: n.notify_retry_base, max: n.notify_retry_max },
         metrics: metrics.clone(),

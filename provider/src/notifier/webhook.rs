@@ -1,29 +1,46 @@
 //! Webhooks: the alert as JSON POSTed to the user's URL, signed with
-//! HMAC-SHA256 of the exact body when the user set a secret.
+//! HMAC-SHA256 of the exact body when the user set a secret. Only public
+//! internet addresses are called (`public_url`), checked again at every
+//! send. What the user sees of a failure is its kind (refused, timeout,
+//! status 500), never network detail; the log keeps the whole error.
 
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
 use lizards_shared::accounts::Alert;
-use reqwest::{StatusCode, header::CONTENT_TYPE};
+use reqwest::{StatusCode, Url, header::CONTENT_TYPE};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
 use super::deliver::SendError;
-use crate::alerts::alert_json;
+use crate::{
+    alerts::alert_json,
+    public_url::{self, PublicResolver, UrlError},
+};
 
 pub const EVENT_HEADER: &str = "X-Lizards-Event";
 pub const SIGNATURE_HEADER: &str = "X-Lizards-Signature";
 
+/// A webhook to an address that is not on the public internet (or not a
+/// usable http(s) URL).
+const REFUSED: &str = "webhook: refused (the host is not a public internet address)";
+
 pub struct Webhooks {
     http: reqwest::Client,
+    allow_private: bool,
 }
 
 impl Webhooks {
     /// One POST, connection to answer, takes at most `timeout`.
-    pub fn new(timeout: Duration) -> Webhooks {
+    pub fn new(timeout: Duration, allow_private: bool) -> Webhooks {
         lizards_shared::http::install_crypto();
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if !allow_private {
+            // Names resolve to public addresses only, and the connection
+            // goes to exactly those (no DNS rebinding after a check).
+            builder = builder.dns_resolver(PublicResolver);
+        }
+        let http = builder
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .timeout(timeout)
             // A redirected POST would become a GET elsewhere: the URL is wrong.
@@ -31,22 +48,47 @@ impl Webhooks {
             .user_agent(concat!("Lizards-Notifier/", env!("CARGO_PKG_VERSION")))
             .build()
             .expect("webhook client builds");
-        Webhooks { http }
+        Webhooks { http, allow_private }
     }
 
     pub async fn send(&self, url: &str, secret: Option<&str>, alert: &Alert) -> Result<(), SendError> {
+        let parsed = Url::parse(url).map_err(|_| SendError::permanent("webhook: not a URL"))?;
+        // The URL was checked when saved; the rules or the address may
+        // have changed since. Names are checked by the resolver.
+        if public_url::check_literal(&parsed, self.allow_private).is_err() {
+            return Err(SendError::permanent(REFUSED));
+        }
         let body = serde_json::to_vec(&body(alert)).expect("alert serializes");
         let mut request = self.http.post(url).header(CONTENT_TYPE, "application/json").header(EVENT_HEADER, "alert");
         if let Some(secret) = secret {
             request = request.header(SIGNATURE_HEADER, signature(secret, &body));
         }
-        // The URL is the user's and may carry a token: errors leave it out.
         let response = request.body(body).send().await.map_err(|error| {
-            let permanent = error.is_builder() || error.is_redirect();
-            let reason = format!("webhook: {}", describe(error));
-            if permanent { SendError::permanent(reason) } else { SendError::transient(reason) }
+            let user_facing = failure(&error);
+            // The URL is the user's and may carry a token: the log leaves it out.
+            tracing::warn!(alert = %alert.id, error = %describe(error), "webhook not delivered");
+            user_facing
         })?;
         classify(response.status())
+    }
+}
+
+/// What the user is told of a failed request: its kind only, since the
+/// error text would map the network around the notifier (addresses,
+/// resolver and TLS messages).
+fn failure(error: &reqwest::Error) -> SendError {
+    let refused = std::iter::successors(std::error::Error::source(error), |cause| cause.source())
+        .any(|cause| cause.downcast_ref::<UrlError>().is_some());
+    if refused {
+        SendError::permanent(REFUSED)
+    } else if error.is_timeout() {
+        SendError::transient("webhook: timeout")
+    } else if error.is_connect() {
+        SendError::transient("webhook: connection failed")
+    } else if error.is_builder() || error.is_redirect() {
+        SendError::permanent("webhook: invalid request")
+    } else {
+        SendError::transient("webhook: request failed")
     }
 }
 
@@ -88,7 +130,7 @@ fn classify(status: StatusCode) -> Result<(), SendError> {
     if status.is_success() {
         return Ok(());
     }
-    let error = format!("webhook answered {status}");
+    let error = format!("webhook: status {}", status.as_u16());
     if status.is_server_error() || status == StatusCode::REQUEST_TIMEOUT || status == StatusCode::TOO_MANY_REQUESTS {
         Err(SendError::transient(error))
     } else {

@@ -148,3 +148,25 @@ async fn a_rule_fired_by_the_provider_reaches_the_users_webhook() {
     provider.stop().await;
     notifier.stop().await;
 }
+
+#[tokio::test]
+async fn a_webhook_to_an_internal_address_stored_earlier_is_refused_at_send_time() {
+    // The URLs got in before the rule (or the address) changed: the
+    // notifier checks again and calls none of them.
+    let receiver = WebhookReceiver::start().await;
+    let notifier = spawn_with(|c| c.notifier.webhook_allow_private = false).await;
+    let literal = receiver.url();
+    let by_name = literal.replace("127.0.0.1", "localhost");
+    assert_ne!(literal, by_name, "{literal}");
+    for url in [literal, by_name] {
+        let user = notifier.user(webhook(&url, None), 0).await;
+        let alert = notifier.fire(&user, &[Channel::Webhook]).await;
+        let failed = notifier.wait_status(alert.id, Channel::Webhook, DeliveryStatus::Failed).await;
+        assert_eq!(failed.attempts, 1, "refused for good, not retried: {failed:?}");
+        let error = failed.error.expect("a reason");
+        assert!(error.starts_with("webhook: refused"), "{url}: {error}");
+        assert!(!error.contains("127.0.0.1") && !error.contains("localhost"), "no network detail: {error}");
+    }
+    assert!(receiver.hooks().is_empty(), "an internal address was called");
+    notifier.stop().await;
+}

@@ -41,9 +41,11 @@ pub struct TestNotifier {
     _dir: tempfile::TempDir,
 }
 
-/// Settings every test starts from: fast retries, no registry.
+/// Settings every test starts from: fast retries, no registry, webhooks
+/// to the local receivers allowed.
 pub fn config(dir: &std::path::Path) -> Config {
     let mut config = Config::for_tests(dir);
+    config.notifier.webhook_allow_private = true;
     config.common.registry_url = "http://127.0.0.1:1".into();
     config.notifier.notify_retry_base = Duration::from_millis(50);
     config.notifier.notify_retry_max = Duration::from_millis(200);
