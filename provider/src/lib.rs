@@ -126,6 +126,7 @@ pub async fn build(config: Config, backends: Backends, shutdown: Shutdown) -> Re
         interest: interest.clone(),
         metrics: metrics.clone(),
         allow_private_webhooks: config.notifier.webhook_allow_private,
+        rule_limits: accounts::rules::RuleLimits::from_config(&config.provider),
     });
     let p = &config.provider;
     accounts.ensure_admin(p.admin_email.as_deref(), p.admin_password.as_deref()).await.map_err(ProviderError::Admin)?;
@@ -212,8 +213,14 @@ pub async fn build(config: Config, backends: Backends, shutdown: Shutdown) -> Re
         metrics: metrics.clone(),
     };
     let stats_task = tokio::spawn(stats.run(shutdown.clone()));
-    let evaluator =
-        Evaluator { broker: broker.clone(), accounts: accounts.clone(), interest, metrics: metrics.clone() };
+    let evaluator = Evaluator {
+        broker: broker.clone(),
+        accounts: accounts.clone(),
+        interest,
+        metrics: metrics.clone(),
+        cache: cache.clone(),
+        user_quota: config.provider.alert_user_quota,
+    };
     let evaluator_task = tokio::spawn(evaluator.run(shutdown.clone()));
     let retention = retention::Retention {
         quotes: store.clone(),

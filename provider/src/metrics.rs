@@ -57,7 +57,11 @@ fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> 
 
 impl Metrics {
     pub fn new(registry: &Registry) -> Metrics {
-        let ops = Operations::new(registry, &["message"], &["database", "session_store", "alert_publish", "retention"]);
+        let ops = Operations::new(
+            registry,
+            &["message"],
+            &["database", "session_store", "alert_publish", "alert_quota", "retention"],
+        );
         let metrics = Metrics {
             ws_connections: gauge(registry, "lizards_ws_connections", "Open WebSocket connections"),
             ws_connections_opened: counter(
@@ -185,7 +189,7 @@ impl Metrics {
     /// The series of fixed label sets at zero, so dashboards and `rate()`
     /// see them before their first event.
     fn prime(&self) {
-        for outcome in ["fired", "changed", "unchanged", "conflict", "failed"] {
+        for outcome in ["fired", "suppressed", "changed", "unchanged", "conflict", "failed"] {
             self.alert_evaluations.with_label_values(&[outcome]);
         }
         for kind in lizards_shared::accounts::RuleKind::ALL {

@@ -269,6 +269,17 @@ pub struct ProviderConfig {
     /// How often retention deletes old quotes and untracks unused symbols.
     #[arg(long, env = "RETENTION_INTERVAL", default_value = "1h", value_parser = duration)]
     pub retention_interval: Duration,
+    /// Shortest cooldown an alert rule may ask for (the default is 15 min).
+    #[arg(long, env = "ALERT_MIN_COOLDOWN", default_value = "60s", value_parser = duration)]
+    pub alert_min_cooldown: Duration,
+    /// Smallest percentage a `change_pct` or `portfolio_change_pct` rule may
+    /// ask for (a tinier one fires on every tick).
+    #[arg(long, env = "ALERT_MIN_CHANGE_PCT", default_value_t = 0.1)]
+    pub alert_min_change_pct: f64,
+    /// Alerts notified per user (`alerts/window`, shared through Redis when
+    /// set); alerts beyond it are recorded with every delivery `suppressed`.
+    #[arg(long, env = "ALERT_USER_QUOTA", default_value = "30/1h")]
+    pub alert_user_quota: Quota,
     /// How long an Idempotency-Key's answer is kept for replay.
     #[arg(long, env = "IDEMPOTENCY_TTL", default_value = "24h", value_parser = duration)]
     pub idempotency_ttl: Duration,

@@ -192,7 +192,12 @@ async fn a_symbol_only_a_web_source_knows_streams_to_a_websocket_client() {
 /// portfolio and buy, set an alert rule and get the alert on a WebSocket.
 #[tokio::test]
 async fn accounts_portfolio_and_alerts_work_through_the_gateway() {
-    let app = spawn_app().await;
+    // A rule that fires on the next tick: below the default floors.
+    let app = spawn_app_with(|config| {
+        config.provider.alert_min_cooldown = std::time::Duration::ZERO;
+        config.provider.alert_min_change_pct = 0.0;
+    })
+    .await;
     let email = format!("{}@example.com", lizards_testkit::unique("e2e"));
     let credentials = json!({"email": email, "password": "password-123"});
     let registered = app.http.post(app.url("/auth/register")).json(&credentials).send().await.unwrap();

@@ -421,3 +421,41 @@ async fn webhooks_to_internal_addresses_are_refused_when_saved() {
     assert!(app.login(&address, PASSWORD).await.is_none(), "no account was created");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn rules_that_fire_on_every_tick_are_refused_and_a_users_alerts_are_capped() {
+    let app = helpers::spawn_app_with(|config| config.provider.alert_user_quota = "2/1h".parse().unwrap()).await;
+    let token = app.user(&email("flood")).await;
+    let rule = |body: Value| app.http.post(app.url("/alerts/rules")).bearer_auth(&token).json(&body).send();
+    let tiny = rule(json!({"symbol": "AAPL", "kind": "change_pct", "threshold": 0.0001, "channels": ["ws"]})).await;
+    assert_eq!(tiny.unwrap().status(), StatusCode::UNPROCESSABLE_ENTITY, "a change_pct below the floor");
+    let eager = rule(json!({"symbol": "AAPL", "kind": "above", "threshold": 1, "cooldown": 0})).await;
+    assert_eq!(eager.unwrap().status(), StatusCode::UNPROCESSABLE_ENTITY, "a cooldown below the floor");
+
+    // Three rules cross at once; the user's quota is two alerts.
+    let admin = app.admin_token().await;
+    assert_eq!(app.ingest(Some(&admin), &json!({"symbol": "FLOOD", "price": 5.0})).await.status(), StatusCode::OK);
+    eventually("FLOOD is priced", async || app.latest("FLOOD").await["price"] == 5.0).await;
+    for threshold in [6, 7, 8] {
+        let created = rule(json!({"symbol": "FLOOD", "kind": "above", "threshold": threshold, "channels": ["ws"]}));
+        assert_eq!(created.await.unwrap().status(), StatusCode::CREATED);
+    }
+    assert_eq!(app.ingest(Some(&admin), &json!({"symbol": "FLOOD", "price": 9.0})).await.status(), StatusCode::OK);
+    let alerts = async || -> Vec<Value> {
+        let body: Value =
+            app.http.get(app.url("/alerts")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+        body["alerts"].as_array().cloned().unwrap_or_default()
+    };
+    eventually("all three rules fired", async || alerts().await.len() == 3).await;
+    let statuses = |alert: &Value| -> Vec<String> {
+        alert["deliveries"].as_array().unwrap().iter().map(|d| d["status"].as_str().unwrap().to_string()).collect()
+    };
+    eventually("two alerts notified, the third suppressed", async || {
+        let all = alerts().await;
+        let suppressed = all.iter().filter(|a| statuses(a) == ["suppressed"]).count();
+        let sent = all.iter().filter(|a| statuses(a) == ["sent"]).count();
+        (suppressed, sent) == (1, 2)
+    })
+    .await;
+    app.stop().await;
+}

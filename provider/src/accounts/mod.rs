@@ -36,6 +36,8 @@ pub struct Accounts {
     pub metrics: Metrics,
     /// WEBHOOK_ALLOW_PRIVATE: webhook URLs may name internal addresses.
     pub allow_private_webhooks: bool,
+    /// Floors of rule cooldowns and percentages.
+    pub rule_limits: rules::RuleLimits,
 }
 
 impl Accounts {

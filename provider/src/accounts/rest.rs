@@ -234,7 +234,7 @@ async fn create_rule(
     Caller(user): Caller,
     JsonBody(input): JsonBody<RuleInput>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let rule = accounts.create_rule(&user, NewRule::parse(input)?).await?;
+    let rule = accounts.create_rule(&user, NewRule::parse(input, accounts.rule_limits)?).await?;
     Ok((StatusCode::CREATED, Json(rule_json(&rule))))
 }
 

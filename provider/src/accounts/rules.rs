@@ -20,6 +20,22 @@ pub const MAX_PCT: f64 = 1000.0;
 /// Rules one user may have.
 pub const MAX_RULES: usize = 100;
 
+/// Floors that keep one user's rules from firing on every tick
+/// (ALERT_MIN_COOLDOWN, ALERT_MIN_CHANGE_PCT).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RuleLimits {
+    /// Seconds.
+    pub min_cooldown: u32,
+    pub min_change_pct: f64,
+}
+
+impl RuleLimits {
+    pub fn from_config(config: &lizards_shared::config::ProviderConfig) -> RuleLimits {
+        let min_cooldown = u32::try_from(config.alert_min_cooldown.as_secs()).unwrap_or(u32::MAX);
+        RuleLimits { min_cooldown, min_change_pct: config.alert_min_change_pct }
+    }
+}
+
 /// A rule as clients send it (`POST /alerts/rules`); `PATCH` sends any
 /// subset and the rest is kept.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -56,7 +72,7 @@ impl NewRule {
     }
 
     /// Checks every field but the symbol's existence.
-    pub fn parse(input: RuleInput) -> Result<NewRule, ApiError> {
+    pub fn parse(input: RuleInput, limits: RuleLimits) -> Result<NewRule, ApiError> {
         let kind_text = input.kind.as_deref().ok_or_else(|| ApiError::invalid("kind", "is required"))?;
         let kind = RuleKind::parse(kind_text).ok_or_else(|| {
             ApiError::invalid("kind", "must be one of above, below, change_pct, portfolio_change_pct")
@@ -70,7 +86,7 @@ impl NewRule {
             (_, None) => return Err(ApiError::invalid("symbol", "is required")),
             (_, Some(symbol)) => Some(symbol),
         };
-        check_threshold(kind, threshold)?;
+        check_threshold(kind, threshold, limits.min_change_pct)?;
         if input.window.is_some() && kind != RuleKind::ChangePct {
             return Err(ApiError::invalid("window", "is only for change_pct rules"));
         }
@@ -80,8 +96,9 @@ impl NewRule {
             return Err(ApiError::invalid("window", format!("must be 1 to {MAX_WINDOW} minutes")));
         }
         let cooldown = input.cooldown.unwrap_or(DEFAULT_COOLDOWN);
-        if cooldown > MAX_COOLDOWN {
-            return Err(ApiError::invalid("cooldown", format!("must be at most {MAX_COOLDOWN} seconds")));
+        if !(limits.min_cooldown..=MAX_COOLDOWN).contains(&cooldown) {
+            let min = limits.min_cooldown;
+            return Err(ApiError::invalid("cooldown", format!("must be {min} to {MAX_COOLDOWN} seconds")));
         }
         let channels = channels(input.channels)?;
         let spec = RuleSpec { symbol: None, kind, threshold, window_minutes: input.window, cooldown, channels };
@@ -89,7 +106,7 @@ impl NewRule {
     }
 }
 
-fn check_threshold(kind: RuleKind, threshold: f64) -> Result<(), ApiError> {
+fn check_threshold(kind: RuleKind, threshold: f64, min_pct: f64) -> Result<(), ApiError> {
     if !threshold.is_finite() {
         return Err(ApiError::invalid("threshold", "must be a finite number"));
     }
@@ -97,8 +114,11 @@ fn check_threshold(kind: RuleKind, threshold: f64) -> Result<(), ApiError> {
         RuleKind::Above | RuleKind::Below if threshold <= 0.0 => {
             Err(ApiError::invalid("threshold", "must be a positive price"))
         }
-        RuleKind::ChangePct | RuleKind::PortfolioChangePct if threshold == 0.0 || threshold.abs() > MAX_PCT => {
-            Err(ApiError::invalid("threshold", format!("must be a non-zero percentage within ±{MAX_PCT}")))
+        RuleKind::ChangePct | RuleKind::PortfolioChangePct
+            if threshold == 0.0 || threshold.abs() < min_pct || threshold.abs() > MAX_PCT =>
+        {
+            let range = format!("from ±{min_pct} to ±{MAX_PCT}");
+            Err(ApiError::invalid("threshold", format!("must be a non-zero percentage {range}")))
         }
         _ => Ok(()),
     }
@@ -168,7 +188,7 @@ impl Accounts {
             cooldown: changes.cooldown.or(base.cooldown),
             channels: changes.channels.or(base.channels),
         };
-        let spec = self.with_symbol(NewRule::parse(merged)?).await?;
+        let spec = self.with_symbol(NewRule::parse(merged, self.rule_limits)?).await?;
         let state = self.initial_state(user, &spec).await?;
         self.store
             .update_rule(user, id, &spec, &state)
@@ -218,6 +238,12 @@ mod tests {
         }
     }
 
+    const LIMITS: RuleLimits = RuleLimits { min_cooldown: 60, min_change_pct: 0.1 };
+
+    fn parse(input: RuleInput) -> Result<NewRule, ApiError> {
+        NewRule::parse(input, LIMITS)
+    }
+
     fn field_of(result: Result<NewRule, ApiError>) -> &'static str {
         match result {
             Err(ApiError::Invalid { field, .. }) => field,
@@ -227,10 +253,10 @@ mod tests {
 
     #[test]
     fn rules_take_defaults_for_cooldown_and_channels() {
-        let rule = NewRule::parse(input("above", Some("AAPL"), 150.0)).unwrap();
+        let rule = parse(input("above", Some("AAPL"), 150.0)).unwrap();
         assert_eq!(rule.spec.cooldown, DEFAULT_COOLDOWN);
         assert_eq!(rule.spec.channels, Channel::ALL);
-        let rule = NewRule::parse(RuleInput {
+        let rule = parse(RuleInput {
             channels: Some(vec!["ws".into(), "email".into(), "ws".into()]),
             ..input("change_pct", Some("AAPL"), -5.0)
         })
@@ -240,22 +266,35 @@ mod tests {
 
     #[test]
     fn each_bad_field_is_named() {
-        assert_eq!(field_of(NewRule::parse(input("sideways", Some("AAPL"), 1.0))), "kind");
-        assert_eq!(field_of(NewRule::parse(input("above", None, 1.0))), "symbol");
-        assert_eq!(field_of(NewRule::parse(input("portfolio_change_pct", Some("AAPL"), 5.0))), "symbol");
-        assert_eq!(field_of(NewRule::parse(input("above", Some("AAPL"), -1.0))), "threshold");
-        assert_eq!(field_of(NewRule::parse(input("below", Some("AAPL"), f64::NAN))), "threshold");
-        assert_eq!(field_of(NewRule::parse(input("change_pct", Some("AAPL"), 0.0))), "threshold");
-        assert_eq!(field_of(NewRule::parse(input("change_pct", Some("AAPL"), 1001.0))), "threshold");
+        assert_eq!(field_of(parse(input("sideways", Some("AAPL"), 1.0))), "kind");
+        assert_eq!(field_of(parse(input("above", None, 1.0))), "symbol");
+        assert_eq!(field_of(parse(input("portfolio_change_pct", Some("AAPL"), 5.0))), "symbol");
+        assert_eq!(field_of(parse(input("above", Some("AAPL"), -1.0))), "threshold");
+        assert_eq!(field_of(parse(input("below", Some("AAPL"), f64::NAN))), "threshold");
+        assert_eq!(field_of(parse(input("change_pct", Some("AAPL"), 0.0))), "threshold");
+        assert_eq!(field_of(parse(input("change_pct", Some("AAPL"), 1001.0))), "threshold");
         let window_on_above = RuleInput { window: Some(5), ..input("above", Some("AAPL"), 1.0) };
-        assert_eq!(field_of(NewRule::parse(window_on_above)), "window");
+        assert_eq!(field_of(parse(window_on_above)), "window");
         let zero_window = RuleInput { window: Some(0), ..input("change_pct", Some("AAPL"), 1.0) };
-        assert_eq!(field_of(NewRule::parse(zero_window)), "window");
+        assert_eq!(field_of(parse(zero_window)), "window");
         let long_cooldown = RuleInput { cooldown: Some(MAX_COOLDOWN + 1), ..input("above", Some("AAPL"), 1.0) };
-        assert_eq!(field_of(NewRule::parse(long_cooldown)), "cooldown");
+        assert_eq!(field_of(parse(long_cooldown)), "cooldown");
         let no_channels = RuleInput { channels: Some(vec![]), ..input("above", Some("AAPL"), 1.0) };
-        assert_eq!(field_of(NewRule::parse(no_channels)), "channels");
+        assert_eq!(field_of(parse(no_channels)), "channels");
         let sms = RuleInput { channels: Some(vec!["sms".into()]), ..input("above", Some("AAPL"), 1.0) };
-        assert_eq!(field_of(NewRule::parse(sms)), "channels");
+        assert_eq!(field_of(parse(sms)), "channels");
+    }
+
+    #[test]
+    fn rules_that_would_fire_on_every_tick_are_refused() {
+        let eager = RuleInput { cooldown: Some(0), ..input("above", Some("AAPL"), 1.0) };
+        assert_eq!(field_of(parse(eager)), "cooldown");
+        let minute = RuleInput { cooldown: Some(60), ..input("above", Some("AAPL"), 1.0) };
+        assert_eq!(parse(minute).unwrap().spec.cooldown, 60);
+        for tiny in [0.0001, -0.05] {
+            assert_eq!(field_of(parse(input("change_pct", Some("AAPL"), tiny))), "threshold", "{tiny}");
+            assert_eq!(field_of(parse(input("portfolio_change_pct", None, tiny))), "threshold", "{tiny}");
+        }
+        assert!(parse(input("change_pct", Some("AAPL"), -0.1)).is_ok());
     }
 }

@@ -11,9 +11,11 @@ use chrono::Utc;
 use lizards_shared::{
     Quote, Symbol,
     accounts::{
-        AccountError, Channel, Delivery, DeliveryStatus, NewAlert, Rule, RuleId, RuleKind, RuleState, StateSave,
+        AccountError, Alert, Channel, Delivery, DeliveryStatus, NewAlert, Rule, RuleId, RuleKind, RuleState, StateSave,
+        UserId,
     },
     broker::{ALERTS_EVAL_QUEUE, Broker, ConsumeOptions, Consumer, Delivery as Message, consume_retrying},
+    cache::{Cache, Quota},
     shutdown::Shutdown,
 };
 use rust_decimal::prelude::ToPrimitive;
@@ -37,6 +39,10 @@ pub struct Evaluator {
     pub accounts: Arc<Accounts>,
     pub interest: Arc<Interest>,
     pub metrics: Metrics,
+    /// Counts each user's notified alerts against `user_quota`, across
+    /// instances when it is Redis.
+    pub cache: Arc<dyn Cache>,
+    pub user_quota: Quota,
 }
 
 impl Evaluator {
@@ -234,13 +240,50 @@ impl Evaluator {
             self.metrics.alert_evaluations.with_label_values(&["fired"]).inc();
             self.metrics.alerts_fired.with_label_values(&[stored.kind.as_str()]).inc();
             tracing::info!(user = %stored.user_id, rule = %rule.id, alert = %stored.id, message = %stored.message, "alert fired");
-            publish(&*self.broker, &self.accounts, &self.metrics, &stored).await;
+            if self.within_quota(stored.user_id).await {
+                publish(&*self.broker, &self.accounts, &self.metrics, &stored).await;
+            } else {
+                self.suppress(&stored).await?;
+            }
         }
         if state.active == rule.state.active && state.baseline == rule.state.baseline {
             self.metrics.alert_evaluations.with_label_values(&["unchanged"]).inc();
             return Ok(None);
         }
         Ok(Some(StateSave { rule: rule.id, expected_version: rule.state.version, state }))
+    }
+
+    /// Whether the user may be notified of one more alert now. A cache
+    /// that cannot answer lets it through: a missed cap beats a missed alert.
+    async fn within_quota(&self, user: UserId) -> bool {
+        match self.cache.throttle(&format!("alerts:user:{user}"), self.user_quota, 1).await {
+            Ok(throttle) => throttle.allowed,
+            Err(error) => {
+                tracing::warn!(%error, %user, "alert quota unknown (cache unreachable); notifying");
+                self.metrics.errors.with_label_values(&["alert_quota"]).inc();
+                true
+            }
+        }
+    }
+
+    /// Records an alert over its user's quota: kept, every delivery
+    /// `suppressed`, and marked published so the outbox never sends it.
+    async fn suppress(&self, alert: &Alert) -> Result<(), AccountError> {
+        let reason = format!("over the user's quota of {} alerts", self.user_quota);
+        for delivery in &alert.deliveries {
+            let suppressed = Delivery {
+                channel: delivery.channel,
+                status: DeliveryStatus::Suppressed,
+                attempts: 0,
+                at: Utc::now(),
+                error: Some(reason.clone()),
+            };
+            self.accounts.store.set_delivery(alert.id, &suppressed).await?;
+        }
+        self.accounts.store.mark_published(alert.id).await?;
+        self.metrics.alert_evaluations.with_label_values(&["suppressed"]).inc();
+        tracing::info!(user = %alert.user_id, alert = %alert.id, %reason, "alert suppressed");
+        Ok(())
     }
 
     /// Saves `state` over `rule`'s stored version and moves `rule` to it.
