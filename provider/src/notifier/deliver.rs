@@ -233,6 +233,25 @@ impl Deliverer {
         }
     }
 
+    /// Records every pending channel of alert `id` as `suppressed` with
+    /// `reason` (nothing is sent).
+    pub async fn suppress_pending(&self, id: AlertId, reason: &str) -> Result<(), AccountError> {
+        let Some(alert) = self.store.alert(id).await? else { return Ok(()) };
+        let pending = alert.deliveries.iter().filter(|d| CHANNELS.contains(&d.channel));
+        for delivery in pending.filter(|d| d.status == DeliveryStatus::Pending) {
+            let suppressed = Delivery {
+                channel: delivery.channel,
+                status: DeliveryStatus::Suppressed,
+                attempts: delivery.attempts,
+                at: Utc::now(),
+                error: Some(reason.to_string()),
+            };
+            self.store.set_delivery(id, &suppressed).await?;
+            self.metrics.count(delivery.channel, "suppressed");
+        }
+        Ok(())
+    }
+
     /// Records one channel's state; a store failure is logged and counted
     /// (a redelivery finds the channel as it was last recorded).
     async fn record(

@@ -1,14 +1,22 @@
-//! Consumes `notify`: each message is handled in its own task (up to the
-//! prefetch at once), so one alert waiting between retries does not hold
-//! up the others. A message is acked once every channel of its alert is
-//! final, dead-lettered when one failed for good or when it cannot be
-//! read, and requeued when the store is unreachable or shutdown comes
-//! between two attempts.
+//! Consumes `notify`: each message is handled in its own task, so one
+//! alert waiting between retries does not hold up the others, and each
+//! user has a lane of their own: one of their messages is handled at a
+//! time, at most [`MAX_WAITING`] more wait behind it, and further ones are
+//! settled at once with their deliveries `suppressed`. So one user's
+//! webhook that never answers holds one task and a few prefetch slots, not
+//! everyone's deliveries. A message is acked once every channel of its
+//! alert is final, dead-lettered when one failed for good or when it
+//! cannot be read, and requeued when the store is unreachable or shutdown
+//! comes between two attempts.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Arc,
+    time::Duration,
+};
 
 use lizards_shared::{
-    accounts::AlertId,
+    accounts::{AlertId, UserId},
     broker::{Broker, ConsumeOptions, Consumer, Delivery as Message, NOTIFY_QUEUE, declare_topology},
     shutdown::Shutdown,
 };
@@ -21,8 +29,10 @@ use super::{
 };
 use crate::alerts;
 
-/// Messages handled at once.
-pub const PREFETCH: u16 = 32;
+/// Messages taken at once: handled, or waiting in their user's lane.
+pub const PREFETCH: u16 = 256;
+/// Messages of one user waiting behind the one being handled.
+pub const MAX_WAITING: usize = 8;
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// Wait before requeueing a message the store could not serve.
@@ -39,6 +49,7 @@ pub struct Worker {
 impl Worker {
     pub async fn run(self, shutdown: Shutdown) {
         let mut tasks = JoinSet::new();
+        let mut lanes = Lanes::default();
         let mut backoff = MIN_BACKOFF;
         let mut consumer: Option<Box<dyn Consumer>> = None;
         loop {
@@ -64,14 +75,26 @@ impl Worker {
                 message = current.next() => Step::Received(message),
             };
             match step {
-                Step::Joined(Ok(())) => {}
-                Step::Joined(Err(error)) => {
-                    self.metrics.errors.with_label_values(&["notifier_task"]).inc();
-                    tracing::error!(%error, "a notification task failed");
+                Step::Joined(joined) => {
+                    let user = match joined {
+                        Ok(user) => user,
+                        Err(error) => {
+                            self.metrics.errors.with_label_values(&["notifier_task"]).inc();
+                            tracing::error!(%error, "a notification task failed");
+                            None
+                        }
+                    };
+                    if let Some(user) = user
+                        && let Some(next) = lanes.next(user)
+                    {
+                        self.spawn(&mut tasks, next, Some(user), &shutdown);
+                    }
                 }
-                Step::Received(Some(message)) => {
-                    tasks.spawn(handle(self.deliverer.clone(), self.metrics.clone(), message, shutdown.clone()));
-                }
+                Step::Received(Some(message)) => match lanes.admit(message) {
+                    Admitted::Now(message, lane) => self.spawn(&mut tasks, message, lane, &shutdown),
+                    Admitted::Waiting => {}
+                    Admitted::Overflow(message, id) => self.overflow(message, id).await,
+                },
                 Step::Received(None) => {
                     tracing::warn!("{NOTIFY_QUEUE} consumer closed; consuming again");
                     consumer = None;
@@ -82,8 +105,12 @@ impl Worker {
                 }
             }
         }
-        // In-flight messages finish (their retries stop waiting) and settle
-        // before the consumer goes; what is still unsettled goes back.
+        // Messages still waiting in a lane go back; in-flight ones finish
+        // (their retries stop waiting) and settle before the consumer goes;
+        // what is still unsettled goes back too.
+        for message in lanes.drain() {
+            let _ = message.nack(true).await;
+        }
         let drained = tokio::time::timeout(self.drain, async { while tasks.join_next().await.is_some() {} }).await;
         if drained.is_err() {
             tracing::warn!(left = tasks.len(), "notifications still sending after the grace period; requeued");
@@ -95,6 +122,34 @@ impl Worker {
         tracing::info!("notifier worker stopped");
     }
 
+    /// Handles `message` in a task that answers with its lane's user, whose
+    /// lane then moves on.
+    fn spawn(&self, tasks: &mut JoinSet<Option<UserId>>, message: Message, lane: Option<UserId>, shutdown: &Shutdown) {
+        let (deliverer, metrics, shutdown) = (self.deliverer.clone(), self.metrics.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            handle(deliverer, metrics, message, shutdown).await;
+            lane
+        });
+    }
+
+    /// A message past its user's lane: its deliveries are suppressed and
+    /// it is acked (requeued if the store cannot record that).
+    async fn overflow(&self, message: Message, id: AlertId) {
+        let reason = format!("more than {MAX_WAITING} notifications of this user were waiting");
+        match self.deliverer.suppress_pending(id, &reason).await {
+            Ok(()) => {
+                tracing::info!(alert = %id, %reason, "alert suppressed");
+                let _ = message.ack().await;
+            }
+            Err(error) => {
+                self.metrics.errors.with_label_values(&["database"]).inc();
+                tracing::warn!(%error, alert = %id, "store unavailable; alert requeued");
+                let _ = message.nack(true).await;
+            }
+        }
+        self.metrics.consumed.with_label_values(&[NOTIFY_QUEUE]).inc();
+    }
+
     async fn open(&self) -> Result<Box<dyn Consumer>, lizards_shared::broker::BrokerError> {
         declare_topology(self.broker.as_ref()).await?;
         self.broker.consume(NOTIFY_QUEUE, ConsumeOptions { prefetch: PREFETCH, no_ack: false }).await
@@ -102,8 +157,59 @@ impl Worker {
 }
 
 enum Step {
-    Joined(Result<(), tokio::task::JoinError>),
+    Joined(Result<Option<UserId>, tokio::task::JoinError>),
     Received(Option<Message>),
+}
+
+/// Per-user lanes: users with a message in flight, and what waits behind.
+#[derive(Default)]
+struct Lanes {
+    busy: HashMap<UserId, VecDeque<Message>>,
+}
+
+enum Admitted {
+    /// Handle it now, in the user's lane (none for an unreadable message).
+    Now(Message, Option<UserId>),
+    /// It waits in its user's lane.
+    Waiting,
+    /// Its user's lane is full.
+    Overflow(Message, AlertId),
+}
+
+impl Lanes {
+    fn admit(&mut self, message: Message) -> Admitted {
+        // Unreadable messages have no lane: they are dead-lettered at once.
+        let Ok(alert) = alert_id(&message.body) else { return Admitted::Now(message, None) };
+        let Some(user) = user_of(&message.body) else { return Admitted::Now(message, None) };
+        let Some(waiting) = self.busy.get_mut(&user) else {
+            self.busy.insert(user, VecDeque::new());
+            return Admitted::Now(message, Some(user));
+        };
+        if waiting.len() < MAX_WAITING {
+            waiting.push_back(message);
+            return Admitted::Waiting;
+        }
+        Admitted::Overflow(message, alert)
+    }
+
+    /// The user's next message, or none (the lane closes).
+    fn next(&mut self, user: UserId) -> Option<Message> {
+        let waiting = self.busy.get_mut(&user)?;
+        let next = waiting.pop_front();
+        if next.is_none() {
+            self.busy.remove(&user);
+        }
+        next
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = Message> + use<> {
+        std::mem::take(&mut self.busy).into_values().flatten()
+    }
+}
+
+/// The user a `notify` message is for, if it can be read.
+fn user_of(body: &[u8]) -> Option<UserId> {
+    alerts::decode(body).ok().map(|published| published.user_id)
 }
 
 /// Handles one message to the end and settles it. Counted as consumed

@@ -170,3 +170,46 @@ async fn a_webhook_to_an_internal_address_stored_earlier_is_refused_at_send_time
     assert!(receiver.hooks().is_empty(), "an internal address was called");
     notifier.stop().await;
 }
+
+/// A webhook host that accepts connections and never answers.
+async fn black_hole() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
+    let url = format!("http://{}/hook", listener.local_addr().expect("an address"));
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    (url, holder)
+}
+
+#[tokio::test]
+async fn a_users_black_hole_webhook_does_not_stall_other_users_deliveries() {
+    let (hole, holder) = black_hole().await;
+    let receiver = WebhookReceiver::start().await;
+    let notifier = spawn_with(|c| c.notifier.webhook_timeout = std::time::Duration::from_secs(3)).await;
+    let stuck = notifier.user(webhook(&hole, None), 0).await;
+    // More alerts than the notifier takes at once before this isolation.
+    let mut flood = Vec::new();
+    for _ in 0..40 {
+        flood.push(notifier.fire(&stuck, &[Channel::Webhook]).await);
+    }
+    let other = notifier.user(webhook(&receiver.url(), None), 0).await;
+    let alert = notifier.fire(&other, &[Channel::Webhook]).await;
+
+    let what = "the other user's alert is delivered while the first user's webhook hangs";
+    lizards_testkit::eventually_within(what, std::time::Duration::from_secs(2), || async {
+        notifier.delivery(alert.id, Channel::Webhook).await.status == DeliveryStatus::Sent
+    })
+    .await;
+    // One in flight and eight waiting; the rest are suppressed, not queued.
+    let mut suppressed = 0;
+    for alert in &flood {
+        let delivery = notifier.delivery(alert.id, Channel::Webhook).await;
+        suppressed += usize::from(delivery.status == DeliveryStatus::Suppressed);
+    }
+    assert_eq!(suppressed, flood.len() - 1 - lizards_provider::notifier::worker::MAX_WAITING);
+    holder.abort();
+    notifier.stop().await;
+}
