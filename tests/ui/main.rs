@@ -13,7 +13,7 @@ mod helpers;
 use std::{path::PathBuf, process::Stdio, time::Duration};
 
 use fantoccini::{Client, ClientBuilder, Locator};
-use helpers::spawn_app;
+use helpers::{spawn_app, spawn_app_with};
 use tokio::{process::Child, time::Instant};
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -240,7 +240,8 @@ async fn a_watched_symbol_streams_live_prices_and_an_unknown_one_shows_the_error
 #[tokio::test]
 async fn a_user_registers_creates_an_alert_rule_sees_it_fire_and_buys_a_position() {
     let Some(browser) = browser().await else { return };
-    let app = spawn_app().await;
+    // The rule fires on the next upward tick: below the default floor.
+    let app = spawn_app_with(|config| config.provider.alert_min_change_pct = 0.0).await;
     let client = &browser.client;
     open(client, &app, &["AAPL", "MSFT", "BTC-USD", "ETH-USD"]).await;
 
