@@ -4,6 +4,7 @@
 //! web UI.
 
 pub mod cache;
+pub mod client;
 pub mod guard;
 pub mod identity;
 pub mod metrics;
@@ -56,6 +57,8 @@ pub struct GatewayState {
     pub cache: Option<ResponseCache>,
     pub openapi: openapi::Merger,
     pub guard: guard::Guard,
+    /// TRUSTED_PROXIES: whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     upstream_timeout: Duration,
     route_timeouts: PathRules<HumanDuration>,
 }
@@ -109,6 +112,7 @@ pub async fn build(config: Config, store: Arc<dyn Cache>, shutdown: Shutdown) ->
         http: proxy::http_client(),
         jwt,
         guard,
+        trusted_proxies: config.gateway.trusted_proxies.clone(),
         limiter: RateLimiter::new(&config.gateway, store.clone(), metrics.clone()),
         cache: ResponseCache::new(&config.gateway, store, metrics.clone()),
         metrics,

@@ -3,7 +3,7 @@
 //! WebSocket upgrades are bridged frame by frame.
 
 use std::{
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -29,6 +29,7 @@ use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest, protocol::
 use crate::{
     GatewayState,
     cache::{Bypass, Entry},
+    client,
     guard::Access,
     identity::{self, Identity},
     ratelimit::Counted,
@@ -54,19 +55,17 @@ fn hop_by_hop(name: &HeaderName) -> bool {
     HOP_BY_HOP.contains(&name.as_str())
 }
 
-/// Copies end-to-end headers and adds `X-Forwarded-*`.
-fn forward_headers(incoming: &HeaderMap, client: SocketAddr) -> HeaderMap {
+/// Copies end-to-end headers and adds `X-Forwarded-*`. `X-Forwarded-For`
+/// is the client's address as the gateway determined it (`client.rs`),
+/// and nothing else: what a client claims never reaches the services.
+fn forward_headers(incoming: &HeaderMap, client: IpAddr) -> HeaderMap {
     let mut headers = HeaderMap::with_capacity(incoming.len() + 3);
     for (name, value) in incoming {
-        if !hop_by_hop(name) && !name.as_str().starts_with("sec-websocket") {
+        if !hop_by_hop(name) && !name.as_str().starts_with("sec-websocket") && name != "x-forwarded-for" {
             headers.append(name.clone(), value.clone());
         }
     }
-    let forwarded_for = match incoming.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(previous) => format!("{previous}, {}", client.ip()),
-        None => client.ip().to_string(),
-    };
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+    if let Ok(value) = HeaderValue::from_str(&client.to_string()) {
         headers.insert("x-forwarded-for", value);
     }
     if !incoming.contains_key("x-forwarded-host")
@@ -88,10 +87,11 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
 /// against its rate limit, then served from the cache or an upstream.
 pub async fn handle(
     State(state): State<Arc<GatewayState>>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     request: Request,
 ) -> Response {
     let started = Instant::now();
+    let client = client::client_ip(peer.ip(), request.headers(), &state.trusted_proxies);
     let path = request.uri().path().to_string();
     let upgrade = is_upgrade(request.headers());
     // The seed's WebSocket URL had no path: upgrades on `/` go to the provider.
@@ -130,7 +130,7 @@ pub async fn handle(
     let cache = response.headers().get("x-cache").and_then(|v| v.to_str().ok()).unwrap_or("-");
     tracing::info!(
         target: "lizards::access",
-        %method, %path, status = status.as_u16(), route = route.prefix, client = %client.ip(),
+        %method, %path, status = status.as_u16(), route = route.prefix, %client,
         user = user.as_deref().unwrap_or("-"), cache, ms = started.elapsed().as_secs_f64() * 1000.0,
         "request"
     );
@@ -142,18 +142,20 @@ async fn admit<'a>(
     state: &'a GatewayState,
     route: &Route,
     upgrade: bool,
-    client: SocketAddr,
+    client: IpAddr,
     headers: &HeaderMap,
     uri: &Uri,
 ) -> Result<(Identity, Option<Counted<'a>>), Response> {
     // INGEST_TOKEN is not a JWT: the guard checks `/ingest` credentials.
     let check_token = route.prefix != "/auth" && route.access != Access::Ingest;
-    let identity = identity::identify(&state.jwt, headers, uri, upgrade, client.ip(), check_token);
+    let identity = identity::identify(&state.jwt, headers, uri, upgrade, client, check_token);
     // A request with a bad token counts against its IP like any anonymous
     // one, so a flood of forged tokens is limited too.
-    let anonymous = Identity { ip: client.ip(), user: None };
+    let anonymous = Identity { ip: client, user: None };
     let counted = match &state.limiter {
-        Some(limiter) => limiter.check(route.prefix, upgrade, identity.as_ref().unwrap_or(&anonymous)).await?,
+        Some(limiter) => {
+            limiter.check(route.prefix, uri.path(), upgrade, identity.as_ref().unwrap_or(&anonymous)).await?
+        }
         None => None,
     };
     match identity {
@@ -250,7 +252,7 @@ async fn send(state: &GatewayState, route: &Route, mut outgoing: Outgoing) -> Re
 async fn rest(
     state: &Arc<GatewayState>,
     route: &'static Route,
-    client: SocketAddr,
+    client: IpAddr,
     identity: &Identity,
     request: Request,
 ) -> Response {
@@ -334,7 +336,7 @@ async fn buffered(upstream: Upstreamed, timeout: Duration) -> Entry {
     Entry::from_response(Problem::new(StatusCode::BAD_GATEWAY, "Bad Gateway").detail(problem).into_response()).await
 }
 
-async fn websocket(state: &GatewayState, route: &Route, client: SocketAddr, request: Request) -> Response {
+async fn websocket(state: &GatewayState, route: &Route, client: IpAddr, request: Request) -> Response {
     let (mut parts, _body) = request.into_parts();
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(upgrade) => upgrade,

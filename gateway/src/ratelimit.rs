@@ -31,7 +31,11 @@ use lizards_shared::{
     problem::Problem,
 };
 
-use crate::{identity::Identity, metrics::Metrics};
+use crate::{client::limit_key, identity::Identity, metrics::Metrics};
+
+/// Anonymous lookups ask every source about an invented symbol: they have
+/// a budget of their own, so nobody can spend the sources' free tiers.
+const LOOKUP_PATH: &str = "/sources/lookup/";
 
 pub struct Policy {
     /// Name in the response fields and the metrics.
@@ -80,6 +84,7 @@ pub struct RateLimiter {
     user: Policy,
     auth: Policy,
     websocket: Policy,
+    lookup: Policy,
     metrics: Metrics,
     /// Set while the store is failing, so the warning is logged once per outage.
     failing: AtomicBool,
@@ -101,16 +106,19 @@ impl RateLimiter {
             user: Policy { name: "user", quota: config.rate_limit_user },
             auth: Policy { name: "auth", quota: config.rate_limit_auth },
             websocket: Policy { name: "websocket", quota: config.rate_limit_ws },
+            lookup: Policy { name: "lookup", quota: config.rate_limit_lookup },
             metrics,
             failing: AtomicBool::new(false),
         })
     }
 
     /// The policy a request falls under and the key it is counted by.
-    fn policy(&self, route_prefix: &str, upgrade: bool, identity: &Identity) -> (&Policy, String) {
-        let by_ip = |policy: &'static str| format!("ratelimit:{policy}:{}", identity.ip);
+    fn policy(&self, route_prefix: &str, path: &str, upgrade: bool, identity: &Identity) -> (&Policy, String) {
+        let by_ip = |policy: &'static str| format!("ratelimit:{policy}:{}", limit_key(identity.ip));
         if upgrade {
             (&self.websocket, by_ip("websocket"))
+        } else if identity.user.is_none() && path.starts_with(LOOKUP_PATH) {
+            (&self.lookup, by_ip("lookup"))
         } else if route_prefix == "/auth" {
             (&self.auth, by_ip("auth"))
         } else if let Some(user) = &identity.user {
@@ -125,10 +133,11 @@ impl RateLimiter {
     pub async fn check(
         &self,
         route_prefix: &str,
+        path: &str,
         upgrade: bool,
         identity: &Identity,
     ) -> Result<Option<Counted<'_>>, Response> {
-        let (policy, key) = self.policy(route_prefix, upgrade, identity);
+        let (policy, key) = self.policy(route_prefix, path, upgrade, identity);
         let started = Instant::now();
         let result = self.take(&key, policy.quota).await;
         self.metrics.ratelimit_check.observe(started.elapsed().as_secs_f64());
@@ -261,12 +270,13 @@ mod tests {
     async fn fields_follow_the_draft_and_the_excess_gets_429() {
         let limiter = limiter("2/1m");
         let mut headers = HeaderMap::new();
-        limiter.check("/quotes", false, &anonymous()).await.unwrap().unwrap().annotate(&mut headers);
+        limiter.check("/quotes", "/quotes/AAPL", false, &anonymous()).await.unwrap().unwrap().annotate(&mut headers);
         assert_eq!(headers["ratelimit-policy"], "\"default\";q=2;w=60");
         assert_eq!(headers["ratelimit"], "\"default\";r=1;t=30");
 
-        assert!(limiter.check("/quotes", false, &anonymous()).await.is_ok());
-        let limited = limiter.check("/quotes", false, &anonymous()).await.err().expect("third is limited");
+        assert!(limiter.check("/quotes", "/quotes/AAPL", false, &anonymous()).await.is_ok());
+        let limited =
+            limiter.check("/quotes", "/quotes/AAPL", false, &anonymous()).await.err().expect("third is limited");
         assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(limited.headers()[header::RETRY_AFTER], "30");
         assert_eq!(limited.headers()["ratelimit"], "\"default\";r=0;t=60");
@@ -280,7 +290,7 @@ mod tests {
         let limiter = RateLimiter::new(&config, store.clone(), Metrics::new(&metrics_registry("gateway"))).unwrap();
         let mut admitted = 0;
         for _ in 0..1500 {
-            if limiter.check("/quotes", false, &anonymous()).await.is_ok() {
+            if limiter.check("/quotes", "/quotes/AAPL", false, &anonymous()).await.is_ok() {
                 admitted += 1;
             }
         }
@@ -304,13 +314,18 @@ mod tests {
     }
 
     #[test]
-    fn users_websockets_and_auth_have_their_own_policies() {
+    fn users_websockets_auth_and_lookups_have_their_own_policies() {
         let limiter = limiter("2/1m");
         let user = Identity { ip: IpAddr::from([10, 0, 0, 1]), user: Some("u1".into()) };
-        assert_eq!(limiter.policy("/quotes", false, &user).0.name, "user");
-        assert_eq!(limiter.policy("/quotes", false, &user).1, "ratelimit:user:u1");
-        assert_eq!(limiter.policy("/auth", false, &user).0.name, "auth");
-        assert_eq!(limiter.policy("/ws", true, &user).0.name, "websocket");
-        assert_eq!(limiter.policy("/quotes", false, &anonymous()).1, "ratelimit:default:10.0.0.1");
+        assert_eq!(limiter.policy("/quotes", "/quotes", false, &user).0.name, "user");
+        assert_eq!(limiter.policy("/quotes", "/quotes", false, &user).1, "ratelimit:user:u1");
+        assert_eq!(limiter.policy("/auth", "/auth/login", false, &user).0.name, "auth");
+        assert_eq!(limiter.policy("/ws", "/ws", true, &user).0.name, "websocket");
+        assert_eq!(limiter.policy("/quotes", "/quotes", false, &anonymous()).1, "ratelimit:default:10.0.0.1");
+        let lookup = limiter.policy("/sources", "/sources/lookup/XYZ", false, &anonymous());
+        assert_eq!((lookup.0.name, lookup.1.as_str()), ("lookup", "ratelimit:lookup:10.0.0.1"));
+        assert_eq!(limiter.policy("/sources", "/sources/lookup/XYZ", false, &user).0.name, "user");
+        let v6 = Identity { ip: "2001:db8::1:2:3:4".parse().unwrap(), user: None };
+        assert_eq!(limiter.policy("/quotes", "/quotes", false, &v6).1, "ratelimit:default:2001:db8::/64");
     }
 }

@@ -28,6 +28,9 @@ pub enum ApiError {
     Order(#[from] OrderError),
     #[error("{0}")]
     Unavailable(String),
+    /// Too many attempts: retry after this many seconds.
+    #[error("{message}")]
+    TooManyRequests { message: String, retry_after: u64 },
     #[error("internal error")]
     Internal,
 }
@@ -45,6 +48,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -70,6 +74,7 @@ impl ApiError {
             ApiError::NotFound(_) => tonic::Status::not_found(message),
             ApiError::Conflict(_) => tonic::Status::already_exists(message),
             ApiError::Unavailable(_) => tonic::Status::unavailable(message),
+            ApiError::TooManyRequests { .. } => tonic::Status::resource_exhausted(message),
             ApiError::Internal => tonic::Status::internal(message),
         }
     }
@@ -96,8 +101,14 @@ impl From<AccountError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = self.problem().into_response();
-        if matches!(self, ApiError::Unauthenticated(_)) {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        match self {
+            ApiError::Unauthenticated(_) => {
+                response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::TooManyRequests { retry_after, .. } => {
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            }
+            _ => {}
         }
         response
     }

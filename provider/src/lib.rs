@@ -127,6 +127,8 @@ pub async fn build(config: Config, backends: Backends, shutdown: Shutdown) -> Re
         metrics: metrics.clone(),
         allow_private_webhooks: config.notifier.webhook_allow_private,
         rule_limits: accounts::rules::RuleLimits::from_config(&config.provider),
+        cache: cache.clone(),
+        login_failures: config.provider.login_failures,
     });
     let p = &config.provider;
     accounts.ensure_admin(p.admin_email.as_deref(), p.admin_password.as_deref()).await.map_err(ProviderError::Admin)?;

@@ -269,6 +269,11 @@ pub struct ProviderConfig {
     /// How often retention deletes old quotes and untracks unused symbols.
     #[arg(long, env = "RETENTION_INTERVAL", default_value = "1h", value_parser = duration)]
     pub retention_interval: Duration,
+    /// Failed logins per account (`failures/window`, counted in Redis when
+    /// set): past it, that account's logins wait (429 with Retry-After),
+    /// whichever address they come from.
+    #[arg(long, env = "LOGIN_FAILURES", default_value = "10/15m")]
+    pub login_failures: Quota,
     /// Shortest cooldown an alert rule may ask for (the default is 15 min).
     #[arg(long, env = "ALERT_MIN_COOLDOWN", default_value = "60s", value_parser = duration)]
     pub alert_min_cooldown: Duration,
@@ -313,6 +318,15 @@ pub struct GatewayConfig {
     /// Requests per user carrying a valid JWT.
     #[arg(long, env = "RATE_LIMIT_USER", default_value = "600/1m")]
     pub rate_limit_user: Quota,
+    /// Anonymous symbol lookups (`GET /sources/lookup/...`) per client IP:
+    /// each may cost a call to every source's free-tier quota.
+    #[arg(long, env = "RATE_LIMIT_LOOKUP", default_value = "10/1m")]
+    pub rate_limit_lookup: Quota,
+    /// Reverse proxies in front of the gateway, comma-separated CIDRs
+    /// (`10.0.0.0/8,::1/128`): their `X-Forwarded-For` names the client.
+    /// Anyone else's is ignored.
+    #[arg(long, env = "TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Requests to `/auth/*` per client IP.
     #[arg(long, env = "RATE_LIMIT_AUTH", default_value = "10/1m")]
     pub rate_limit_auth: Quota,

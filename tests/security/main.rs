@@ -276,6 +276,19 @@ async fn a_demoted_admins_token_no_longer_writes_quotes_or_slos() {
     app.stop().await;
 }
 
+/// `lizards` with every role on loopback and free ports, state in `dir`,
+/// JSON logs and no other setting (embedded backends, synthetic prices).
+fn all_in_one(dir: &std::path::Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_lizards"));
+    command.env_clear().env("DATA_DIR", dir).env("BIND_HOST", "127.0.0.1").env("LOG_FORMAT", "json");
+    for port in ["GATEWAY_PORT", "REGISTRY_PORT", "PROVIDER_PORT", "PROVIDER_GRPC_PORT", "INGESTION_PORT"] {
+        command.env(port, "0");
+    }
+    command.envs([("INGESTION_GRPC_PORT", "0"), ("NOTIFIER_PORT", "0")]);
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    command
+}
+
 /// Spawns `command`; its stdout arrives line by line on the receiver.
 fn spawn_logged(command: &mut Command) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
     let mut child = command.spawn().expect("lizards starts");
@@ -338,18 +351,11 @@ fn an_api_key_or_a_websocket_token_never_shows_in_responses_or_logs() {
     const KEY: &str = "AVKEY0123456789SECRET";
     const TOKEN: &str = "eyJhbGciOiJIUzI1NiJ9.SECRETTOKENPAYLOAD.c2ln";
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_lizards"));
-    command.env_clear().env("DATA_DIR", dir.path()).env("RUST_LOG", "info,tower_http=debug");
-    for (name, value) in [("BIND_HOST", "127.0.0.1"), ("GATEWAY_PORT", "0"), ("REGISTRY_PORT", "0")] {
-        command.env(name, value);
-    }
-    for port in ["PROVIDER_PORT", "PROVIDER_GRPC_PORT", "INGESTION_PORT", "INGESTION_GRPC_PORT", "NOTIFIER_PORT"] {
-        command.env(port, "0");
-    }
+    let mut command = all_in_one(dir.path());
+    command.env("RUST_LOG", "info,tower_http=debug");
     // Alpha Vantage at a closed port: every call fails with a network error.
     command.envs([("SOURCES", "synthetic,alphavantage"), ("ALPHAVANTAGE_URL", "http://127.0.0.1:9/")]);
     command.envs([("ALWAYS_ON_SYMBOLS", "IBM"), ("ALPHAVANTAGE_API_KEY", KEY)]);
-    command.stdout(Stdio::piped()).stderr(Stdio::piped());
     let (mut child, seen) = spawn_logged(&mut command);
     let mut log = String::new();
     let gateway = loop {
@@ -458,4 +464,132 @@ async fn rules_that_fire_on_every_tick_are_refused_and_a_users_alerts_are_capped
     })
     .await;
     app.stop().await;
+}
+
+/// The platform behind a reverse proxy on loopback, with small limits.
+async fn behind_a_proxy(anonymous: &str) -> App {
+    let anonymous = anonymous.parse().expect("a quota");
+    helpers::spawn_app_with(move |config| {
+        config.gateway.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+        config.gateway.rate_limit_anonymous = anonymous;
+    })
+    .await
+}
+
+async fn get_from(app: &App, client: &str) -> StatusCode {
+    app.http.get(app.url("/symbols")).header("x-forwarded-for", client).send().await.expect("answers").status()
+}
+
+#[tokio::test]
+async fn a_forged_forwarded_for_does_not_buy_a_fresh_rate_limit_bucket() {
+    // No trusted proxies: the peer is the client, whatever it claims.
+    let app = helpers::spawn_app_with(|config| config.gateway.rate_limit_anonymous = "3/1m".parse().unwrap()).await;
+    // Four claimed clients, one real one: one bucket of three (the start-up
+    // check may have used some of it already).
+    let mut statuses = Vec::new();
+    for claimed in ["1.1.1.1", "2.2.2.2", "3.3.3.3", "4.4.4.4"] {
+        statuses.push(get_from(&app, claimed).await);
+    }
+    assert_eq!(statuses.last(), Some(&StatusCode::TOO_MANY_REQUESTS), "{statuses:?}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_clients_are_told_apart_and_ipv6_counts_per_64() {
+    let app = behind_a_proxy("3/1m").await;
+    for client in ["198.51.100.1", "198.51.100.2", "198.51.100.3", "198.51.100.4"] {
+        assert!(get_from(&app, client).await.is_success(), "{client} has a bucket of its own");
+    }
+    // A client forging a hop in front of the proxy's is still itself.
+    for forged in ["9.9.9.1, 198.51.100.1", "9.9.9.2, 198.51.100.1"] {
+        assert!(get_from(&app, forged).await.is_success());
+    }
+    assert_eq!(get_from(&app, "9.9.9.3, 198.51.100.1").await, StatusCode::TOO_MANY_REQUESTS, "its fourth");
+    // One /64, four addresses: one bucket.
+    for suffix in ["1", "2", "3"] {
+        assert!(get_from(&app, &format!("2001:db8:7:7::{suffix}")).await.is_success());
+    }
+    assert_eq!(get_from(&app, "2001:db8:7:7:ffff::9").await, StatusCode::TOO_MANY_REQUESTS);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn guessing_one_accounts_password_from_many_addresses_is_throttled() {
+    let app = behind_a_proxy("1000/1m").await;
+    let target = email("target");
+    app.user(&target).await;
+    let bystander = email("bystander");
+    app.user(&bystander).await;
+    let login = |client: String, email: String, password: &'static str| {
+        let body = json!({"email": email, "password": password});
+        let request = app.http.post(app.url("/auth/login")).header("x-forwarded-for", client).json(&body);
+        async move { request.send().await.expect("answers") }
+    };
+    // Each guess from a fresh address: the per-address limit never bites.
+    for guess in 0..11 {
+        let refused = login(format!("203.0.113.{guess}"), target.clone(), "wrong-guess").await;
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED, "guess {guess}");
+    }
+    let locked = login("203.0.113.100".into(), target.clone(), PASSWORD).await;
+    assert_eq!(locked.status(), StatusCode::TOO_MANY_REQUESTS, "even the right password waits");
+    let wait: u64 = locked.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(wait >= 1, "{wait}");
+    let other = login("203.0.113.101".into(), bystander, PASSWORD).await;
+    assert_eq!(other.status(), StatusCode::OK, "other accounts are not affected");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn anonymous_symbol_lookups_have_a_small_budget_of_their_own() {
+    let app = helpers::spawn_app_with(|config| config.gateway.rate_limit_lookup = "2/1m".parse().unwrap()).await;
+    let lookup = |symbol: &str| app.http.get(app.url(&format!("/sources/lookup/{symbol}"))).send();
+    for symbol in ["AAPL", "ZZZQ1"] {
+        assert_ne!(lookup(symbol).await.unwrap().status(), StatusCode::TOO_MANY_REQUESTS, "{symbol}");
+    }
+    let third = lookup("ZZZQ2").await.unwrap();
+    assert_eq!(third.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(third.headers()["ratelimit-policy"].to_str().unwrap().starts_with("\"lookup\""), "{third:?}");
+    assert!(app.http.get(app.url("/symbols")).send().await.unwrap().status().is_success(), "other reads go on");
+    app.stop().await;
+}
+
+/// The peak resident memory of process `pid` (`VmHWM`), in KiB.
+fn peak_resident_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the process status");
+    let line = status.lines().find(|line| line.starts_with("VmHWM:")).expect("a VmHWM line");
+    line.split_whitespace().nth(1).and_then(|kib| kib.parse().ok()).expect("KiB")
+}
+
+#[test]
+fn five_hundred_logins_at_once_wait_their_turn_instead_of_exhausting_memory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut child, seen) = spawn_logged(&mut all_in_one(dir.path()));
+    // The provider's own port: the gateway's per-address limit would stop
+    // a single client long before 500.
+    let provider = loop {
+        let line: Value = serde_json::from_str(&seen.recv_timeout(WAIT).expect("lizards comes up")).expect("JSON");
+        if line["message"] == "provider listening" {
+            break line["addr"].as_str().expect("an address").to_string();
+        }
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let statuses = runtime.block_on(async {
+        let http = lizards_shared::http::client();
+        let logins = (0..500).map(|i| {
+            // Unknown addresses, each its own: a dummy hash is verified for
+            // every one, as for a wrong password.
+            let body = json!({"email": format!("nobody{i}@example.com"), "password": "wrong-password"});
+            let request = http.post(format!("http://{provider}/auth/login")).json(&body).send();
+            async move { request.await.map(|response| response.status()) }
+        });
+        futures::future::join_all(logins).await
+    });
+    let peak_mib = peak_resident_kib(child.id()) / 1024;
+    let _ = child.kill();
+    let _ = child.wait();
+    let refused = statuses.iter().filter(|s| matches!(s, Ok(StatusCode::UNAUTHORIZED))).count();
+    assert_eq!(refused, 500, "every login was answered: {:?}", statuses.iter().find(|s| s.is_err()));
+    // Unbounded, 500 argon2 hashes at once would take 500 x 19 MiB (9.3 GiB).
+    assert!(peak_mib < 1024, "peak resident memory {peak_mib} MiB");
+    eprintln!("500 simultaneous logins: peak resident memory {peak_mib} MiB");
 }

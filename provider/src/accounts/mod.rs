@@ -13,6 +13,7 @@ use std::{sync::Arc, time::Duration};
 use lizards_shared::{
     Quote, Symbol,
     accounts::{AccountStore, User},
+    cache::{Cache, Quota},
     jwt::Jwt,
     store::QuoteStore,
 };
@@ -38,6 +39,10 @@ pub struct Accounts {
     pub allow_private_webhooks: bool,
     /// Floors of rule cooldowns and percentages.
     pub rule_limits: rules::RuleLimits,
+    /// Counts failed logins per account (LOGIN_FAILURES), shared through
+    /// Redis when set.
+    pub cache: Arc<dyn Cache>,
+    pub login_failures: Quota,
 }
 
 impl Accounts {

@@ -1,8 +1,12 @@
 //! Password rules and argon2 hashes (argon2id, the crate's default
 //! parameters: 19 MiB, 2 passes). Hashing takes tens of milliseconds of CPU,
-//! so it runs on the blocking pool, never on a runtime thread.
+//! so it runs on the blocking pool, never on a runtime thread, and at most
+//! [`MAX_CONCURRENT_HASHES`] at once: 500 logins at the same moment wait
+//! their turn instead of asking for 500 × 19 MiB.
 
 use std::sync::LazyLock;
+
+use tokio::sync::Semaphore;
 
 use argon2::{
     Argon2,
@@ -15,6 +19,19 @@ pub const MIN_LENGTH: usize = 8;
 /// Longer passwords would only make hashing slower (a cheap way to burn
 /// the server's CPU).
 pub const MAX_LENGTH: usize = 128;
+
+/// Hashes computed at once in this process (each holds 19 MiB while it
+/// runs); the others wait. More than the cores would only queue in the
+/// blocking pool anyway.
+pub const MAX_CONCURRENT_HASHES: usize = 4;
+
+static HASHING: Semaphore = Semaphore::const_new(MAX_CONCURRENT_HASHES);
+
+/// Runs `work` on the blocking pool once a hashing slot is free.
+async fn hashing<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    let _slot = HASHING.acquire().await.ok()?;
+    tokio::task::spawn_blocking(work).await.ok()
+}
 
 /// A hash nobody's password matches, verified when the e-mail is unknown
 /// so a login takes as long whether or not the account exists.
@@ -34,7 +51,7 @@ pub fn check(password: &str) -> Result<(), ApiError> {
 
 pub async fn hash(password: &str) -> Result<String, ApiError> {
     let password = password.to_string();
-    tokio::task::spawn_blocking(move || hash_now(&password)).await.map_err(|_| ApiError::Internal)?
+    hashing(move || hash_now(&password)).await.ok_or(ApiError::Internal)?
 }
 
 /// Whether `password` matches `hash`; `None` checks against a dummy hash
@@ -42,7 +59,7 @@ pub async fn hash(password: &str) -> Result<String, ApiError> {
 pub async fn verify(password: &str, hash: Option<&str>) -> bool {
     let password = password.to_string();
     let hash = hash.map_or_else(|| DUMMY_HASH.clone(), str::to_string);
-    tokio::task::spawn_blocking(move || {
+    hashing(move || {
         PasswordHash::new(&hash)
             .is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
     })

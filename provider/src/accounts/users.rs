@@ -201,15 +201,26 @@ impl Accounts {
     }
 
     /// A bearer token for the account, or 401 without saying whether the
-    /// e-mail exists.
+    /// e-mail exists. After LOGIN_FAILURES failures for one address, its
+    /// logins wait (429) whatever address they come from: guessing one
+    /// account's password from many addresses gains nothing.
     pub async fn login(&self, email_text: &str, password: &str) -> Result<Token, ApiError> {
         let refused = || ApiError::Unauthenticated("invalid e-mail or password".into());
-        let user = match Email::parse(email_text) {
-            Ok(email) => self.store.user_by_email(&email).await?,
-            Err(_) => None,
+        let email = Email::parse(email_text).ok();
+        // Keyed by the address asked for, whether or not it has an account.
+        let throttle_key = email.as_ref().map(|email| format!("login:{}", email.as_str()));
+        if let Some(key) = &throttle_key {
+            self.refuse_while_locked(key).await?;
+        }
+        let user = match &email {
+            Some(email) => self.store.user_by_email(email).await?,
+            None => None,
         };
         if !passwords::verify(password, user.as_ref().map(|u| u.password_hash.as_str())).await {
             self.metrics.accounts.with_label_values(&["login_failed"]).inc();
+            if let Some(key) = &throttle_key {
+                self.count_failure(key).await;
+            }
             return Err(refused());
         }
         let user = user.ok_or_else(refused)?;
@@ -234,6 +245,49 @@ impl Accounts {
             }
         }
         self.update(user.id, changes, false).await
+    }
+
+    /// 429 while the address is locked after too many failures.
+    async fn refuse_while_locked(&self, key: &str) -> Result<(), ApiError> {
+        let lock = match self.cache.get(&format!("{key}:locked")).await {
+            Ok(lock) => lock,
+            Err(error) => {
+                // Fail open: a cache outage must not lock everyone out.
+                tracing::warn!(%error, "login throttle unknown (cache unreachable)");
+                return Ok(());
+            }
+        };
+        let Some(until) = lock else { return Ok(()) };
+        let until: i64 = std::str::from_utf8(&until).ok().and_then(|t| t.parse().ok()).unwrap_or_default();
+        let retry_after = u64::try_from(until - chrono::Utc::now().timestamp()).unwrap_or(0).max(1);
+        self.metrics.accounts.with_label_values(&["login_throttled"]).inc();
+        Err(ApiError::TooManyRequests {
+            message: format!("too many failed logins for this account; retry in {retry_after} s"),
+            retry_after,
+        })
+    }
+
+    /// Counts a failed login; past the quota the address is locked until
+    /// the quota lets one more attempt through (so each further failure
+    /// waits again: a growing backoff while the guessing goes on).
+    async fn count_failure(&self, key: &str) {
+        let throttle = match self.cache.throttle(&format!("{key}:failures"), self.login_failures, 1).await {
+            Ok(throttle) => throttle,
+            Err(error) => {
+                tracing::warn!(%error, "login failure not counted (cache unreachable)");
+                return;
+            }
+        };
+        if throttle.allowed {
+            return;
+        }
+        let wait = throttle.retry_after.max(std::time::Duration::from_secs(1));
+        let until = chrono::Utc::now().timestamp() + i64::try_from(wait.as_secs()).unwrap_or(i64::MAX / 2) + 1;
+        let lock = bytes::Bytes::from(until.to_string());
+        if let Err(error) = self.cache.set(&format!("{key}:locked"), lock, Some(wait)).await {
+            tracing::warn!(%error, "login lock not set (cache unreachable)");
+        }
+        tracing::warn!(retry_after_s = wait.as_secs(), "too many failed logins for one account; locked");
     }
 
     /// Applies `changes` to user `id`; `by_admin` allows changing the role.
