@@ -96,7 +96,8 @@ impl AccountsRpc for AccountsService {
             webhook_url: r.webhook_url,
             webhook_secret: None,
         };
-        let (user, rules) = self.accounts.register(registration).await.map_err(status)?;
+        let registered = self.accounts.register(registration).await.map_err(status)?;
+        let (user, rules) = (registered.user, registered.rules);
         Ok(Response::new(user_message(&user, &rules)))
     }
 

@@ -593,3 +593,29 @@ fn five_hundred_logins_at_once_wait_their_turn_instead_of_exhausting_memory() {
     assert!(peak_mib < 1024, "peak resident memory {peak_mib} MiB");
     eprintln!("500 simultaneous logins: peak resident memory {peak_mib} MiB");
 }
+
+#[tokio::test]
+async fn nobody_links_someone_elses_telegram_chat_through_the_api() {
+    let app = spawn_app().await;
+    let token = app.user(&email("chat-thief")).await;
+    let victims_chat = 123_456_789;
+    let hijack =
+        app.http.patch(app.url("/users/me")).bearer_auth(&token).json(&json!({"telegram_chat_id": victims_chat}));
+    let refused = hijack.send().await.unwrap();
+    assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let problem: Value = refused.json().await.unwrap();
+    assert_eq!(problem["errors"][0]["field"], "telegram_chat_id", "{problem}");
+    let unlink = app.http.patch(app.url("/users/me")).bearer_auth(&token).json(&json!({"telegram_chat_id": null}));
+    assert_eq!(unlink.send().await.unwrap().status(), StatusCode::OK, "unlinking stays possible");
+
+    let address = email("chat-thief-signup");
+    let signup = json!({"email": address, "password": PASSWORD, "telegram_chat_id": victims_chat});
+    let registered = app.http.post(app.url("/auth/register")).json(&signup).send().await.unwrap();
+    assert_eq!(registered.status(), StatusCode::CREATED);
+    let body: Value = registered.json().await.unwrap();
+    assert_eq!(body["notifications"]["telegram_chat_id"], Value::Null, "not linked as named");
+    let code = body["telegram"]["link_code"].as_str().expect("a code to send the bot from that chat");
+    let expires: i64 = code.rsplit_once('-').and_then(|(_, at)| at.parse().ok()).expect("the code's expiry");
+    assert!(expires > Utc::now().timestamp() && expires <= Utc::now().timestamp() + 15 * 60, "{code}");
+    app.stop().await;
+}

@@ -184,9 +184,12 @@ async fn register(
     State(accounts): Api,
     JsonBody(registration): JsonBody<Registration>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let (user, rules) = accounts.register(registration).await?;
-    let mut body = user_json(&user);
-    body["rules"] = rules.iter().map(rule_json).collect();
+    let registered = accounts.register(registration).await?;
+    let mut body = user_json(&registered.user);
+    body["rules"] = registered.rules.iter().map(rule_json).collect();
+    if let Some(code) = registered.telegram_link_code {
+        body["telegram"] = telegram_link_json(&code);
+    }
     Ok((StatusCode::CREATED, Json(body)))
 }
 
@@ -216,7 +219,12 @@ async fn delete_me(State(accounts): Api, Caller(user): Caller) -> Result<StatusC
 
 async fn telegram_link(State(accounts): Api, Caller(user): Caller) -> Reply {
     let code = accounts.telegram_link_code(user.id).await?;
-    Ok(Json(json!({ "link_code": code, "command": format!("/start {code}") })))
+    Ok(Json(telegram_link_json(&code)))
+}
+
+/// What a user sends the bot to link a chat.
+fn telegram_link_json(code: &str) -> Value {
+    json!({ "link_code": code, "command": format!("/start {code}") })
 }
 
 async fn alerts(State(accounts): Api, Caller(user): Caller, Query(params): Query<HashMap<String, String>>) -> Reply {

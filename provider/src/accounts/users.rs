@@ -1,6 +1,9 @@
 //! Registration, login and account changes (SPEC §7 Accounts), and the
 //! first admin.
 
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 use rand::{Rng, distr::Alphanumeric};
 use serde::{Deserialize, Deserializer};
 
@@ -83,6 +86,31 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Optio
     Option::<T>::deserialize(d).map(Some)
 }
 
+/// A new account, its seed rules, and the code that links its Telegram
+/// chat when the sign-up named one.
+pub struct Registered {
+    pub user: User,
+    pub rules: Vec<Rule>,
+    pub telegram_link_code: Option<String>,
+}
+
+/// How long a Telegram link code works.
+pub const LINK_CODE_TTL: Duration = Duration::from_secs(15 * 60);
+
+/// A link code: random letters, a dash and its expiry (Unix seconds). It
+/// is stored whole, so a code with a changed expiry matches nothing.
+fn new_link_code(now: DateTime<Utc>) -> String {
+    let random: String = rand::rng().sample_iter(&Alphanumeric).take(12).map(char::from).collect();
+    let expires = now.timestamp() + i64::try_from(LINK_CODE_TTL.as_secs()).unwrap_or(i64::MAX / 2);
+    format!("{random}-{expires}")
+}
+
+/// Whether a link code's time is up (or it carries none).
+pub fn link_code_expired(code: &str, now: DateTime<Utc>) -> bool {
+    let expires = code.rsplit_once('-').and_then(|(_, expires)| expires.parse::<i64>().ok());
+    expires.is_none_or(|expires| now.timestamp() >= expires)
+}
+
 /// What a login returns.
 pub struct Token {
     pub access_token: String,
@@ -139,8 +167,11 @@ impl Accounts {
         Ok(url.to_string())
     }
 
-    /// Creates a user account (role `user`) and the seed-style rules.
-    pub async fn register(&self, registration: Registration) -> Result<(User, Vec<Rule>), ApiError> {
+    /// Creates a user account (role `user`) and the seed-style rules. A
+    /// `telegram_chat_id` is not linked as given (anyone could name anyone's
+    /// chat): the account gets a link code for the bot instead, returned
+    /// with it.
+    pub async fn register(&self, registration: Registration) -> Result<Registered, ApiError> {
         let email = email(&registration.email)?;
         passwords::check(&registration.password)?;
         let targets = Targets {
@@ -150,7 +181,7 @@ impl Accounts {
                 None => None,
             },
             webhook_secret: registration.webhook_secret.as_deref().map(webhook_secret).transpose()?,
-            telegram_chat_id: registration.telegram_chat_id.map(|c| c.0),
+            telegram_chat_id: None,
         };
         let seed_rules = self.seed_rules(&registration).await?;
         let password_hash = passwords::hash(&registration.password).await?;
@@ -169,9 +200,13 @@ impl Accounts {
                 }
             }
         }
+        let telegram_link_code = match registration.telegram_chat_id {
+            Some(_) => Some(self.telegram_link_code(user.id).await?),
+            None => None,
+        };
         self.metrics.accounts.with_label_values(&["registered"]).inc();
         tracing::info!(user = %user.id, rules = rules.len(), "user registered");
-        Ok((user, rules))
+        Ok(Registered { user, rules, telegram_link_code })
     }
 
     /// The seeds' sign-up alert: `ticker` above `high_value` and/or below
@@ -317,7 +352,16 @@ impl Accounts {
                 .webhook_secret
                 .map(|secret| secret.as_deref().map(webhook_secret).transpose())
                 .transpose()?,
-            telegram_chat_id: changes.telegram_chat_id.map(|chat| chat.map(|c| c.0)),
+            telegram_chat_id: match changes.telegram_chat_id {
+                Some(Some(_)) => {
+                    return Err(ApiError::invalid(
+                        "telegram_chat_id",
+                        "a chat is linked by the bot only: get a code with POST /users/me/telegram and send \
+                         /start <code> to it from that chat (null unlinks)",
+                    ));
+                }
+                unlink => unlink.map(|_| None),
+            },
             telegram_link_code: None,
             min_notification_interval: changes.min_notification_interval.map(interval).transpose()?,
         };
@@ -340,7 +384,7 @@ impl Accounts {
     /// A fresh one-time code the user sends the Telegram bot as
     /// `/start <code>` to link their chat.
     pub async fn telegram_link_code(&self, id: UserId) -> Result<String, ApiError> {
-        let code: String = rand::rng().sample_iter(&Alphanumeric).take(12).map(char::from).collect();
+        let code = new_link_code(Utc::now());
         let patch = UserPatch { telegram_link_code: Some(Some(code.clone())), ..UserPatch::default() };
         self.store.update_user(id, &patch).await?.ok_or_else(|| ApiError::NotFound(format!("no user {id}")))?;
         Ok(code)
@@ -406,5 +450,21 @@ impl Accounts {
             }
             Err(error) => Err(error.into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_codes_carry_their_expiry() {
+        let now = Utc::now();
+        let code = new_link_code(now);
+        assert!(!link_code_expired(&code, now));
+        assert!(!link_code_expired(&code, now + chrono::Duration::minutes(14)));
+        assert!(link_code_expired(&code, now + chrono::Duration::minutes(15)));
+        assert!(link_code_expired("Ab3dE5gH7jK9", now), "a code without its expiry");
+        assert!(link_code_expired("Ab3dE5gH7jK9-soon", now));
     }
 }

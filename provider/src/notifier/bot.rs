@@ -6,12 +6,15 @@
 
 use std::{sync::Arc, time::Duration};
 
+use chrono::Utc;
+
 use lizards_shared::{
     accounts::{AccountError, AccountStore, UserPatch},
     shutdown::Shutdown,
 };
 
 use super::{metrics::Metrics, telegram::Telegram};
+use crate::accounts::users::link_code_expired;
 
 /// The longest minimum interval `/set` accepts: a week.
 pub const MAX_INTERVAL: u32 = 604_800;
@@ -98,6 +101,9 @@ impl Bot {
     ) -> Result<(&'static str, String), AccountError> {
         match command {
             "/start" if argument.is_empty() => Ok(("no_code", format!("Welcome to Lizards alerts. {HOW_TO_LINK}"))),
+            "/start" if link_code_expired(argument, Utc::now()) => {
+                Ok(("expired_code", format!("That code is unknown or has expired. {HOW_TO_LINK}")))
+            }
             "/start" => match self.store.link_telegram(argument, chat_id).await? {
                 Some(user) => {
                     tracing::info!(user = %user.id, chat_id, "Telegram chat linked");

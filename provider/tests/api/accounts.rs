@@ -54,7 +54,11 @@ async fn the_seed_sign_up_shape_creates_alert_rules() {
         rules.iter().map(|r| (r["kind"].as_str().unwrap(), r["threshold"].as_f64().unwrap())).collect();
     assert_eq!(kinds, [("above", 200.0), ("below", 100.0)]);
     assert!(rules.iter().all(|r| r["symbol"] == "AAPL"));
-    assert_eq!(registered.body["notifications"]["telegram_chat_id"], 123456);
+    // The chat is not linked as named: the bot links it when its owner
+    // sends the code from it.
+    assert_eq!(registered.body["notifications"]["telegram_chat_id"], Value::Null);
+    let command = registered.body["telegram"]["command"].as_str().expect("a link command");
+    assert!(command.starts_with("/start "), "{command}");
 
     let unknown = provider
         .post_as(

@@ -17,8 +17,9 @@ async fn a_chat_linked_with_start_gets_alerts_and_set_changes_the_interval() {
     })
     .await;
     let user = notifier.user(Targets::default(), 0).await;
-    let code = "link-code-1234";
-    let patch = UserPatch { telegram_link_code: Some(Some(code.into())), ..UserPatch::default() };
+    // A code carries its expiry (Unix seconds) after the last dash.
+    let code = format!("link-code-{}", chrono::Utc::now().timestamp() + 600);
+    let patch = UserPatch { telegram_link_code: Some(Some(code.clone())), ..UserPatch::default() };
     notifier.store.update_user(user.id, &patch).await.unwrap();
     let chat = 4242;
 
@@ -81,5 +82,25 @@ async fn telegram_is_skipped_without_a_bot_token() {
     assert_eq!(skipped.attempts, 0);
     notifier.wait_handled(1).await;
     assert_eq!(notifier.broker_dead().await, 0);
+    notifier.stop().await;
+}
+
+#[tokio::test]
+async fn an_expired_link_code_links_nothing() {
+    let telegram = FakeTelegram::start().await;
+    let notifier = spawn_with(|c| {
+        c.notifier.telegram_bot_token = Some(BOT_TOKEN.into());
+        c.notifier.telegram_api_url = telegram.url();
+    })
+    .await;
+    let user = notifier.user(Targets::default(), 0).await;
+    let code = format!("link-code-{}", chrono::Utc::now().timestamp() - 1);
+    let patch = UserPatch { telegram_link_code: Some(Some(code.clone())), ..UserPatch::default() };
+    notifier.store.update_user(user.id, &patch).await.unwrap();
+
+    telegram.say(77, &format!("/start {code}"));
+    wait_for("the bot answers", || async { !telegram.sent_to(77).is_empty() }).await;
+    assert!(telegram.sent_to(77)[0].contains("expired"), "{:?}", telegram.sent_to(77));
+    assert_eq!(notifier.user_now(user.id).await.targets.telegram_chat_id, None, "not linked");
     notifier.stop().await;
 }

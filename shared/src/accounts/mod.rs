@@ -87,7 +87,8 @@ pub trait AccountStore: Send + Sync + 'static {
     /// How many users hold each role (roles nobody holds left out).
     async fn users_by_role(&self) -> Result<Vec<(Role, u64)>, AccountError>;
     /// Links a Telegram chat to the user holding `code` (and clears the
-    /// code): the user, or `None` for an unknown code.
+    /// code): the user, or `None` for an unknown code. A chat belongs to one
+    /// user: linking it elsewhere unlinks it from the previous account.
     async fn link_telegram(&self, code: &str, chat_id: i64) -> Result<Option<User>, AccountError>;
     async fn user_by_telegram_chat(&self, chat_id: i64) -> Result<Option<User>, AccountError>;
     /// Takes the user's notification slot at `now` if their minimum

@@ -314,19 +314,31 @@ impl AccountStore for SqliteStore {
     }
 
     async fn link_telegram(&self, code: &str, chat_id: i64) -> Result<Option<User>, AccountError> {
-        let row = sqlx::query(
-            "UPDATE users SET telegram_chat_id = $2, telegram_link_code = NULL \
-             WHERE telegram_link_code = $1 RETURNING *",
-        )
-        .bind(code)
-        .bind(chat_id)
-        .fetch_optional(&self.write)
-        .await?;
-        row.as_ref().map(user_from_row).transpose()
+        // One transaction: two bots polling at once cannot both use the
+        // code, and the chat leaves any account it was linked to before.
+        let mut tx = self.write.begin_with(BEGIN_WRITE).await?;
+        let holder: Option<i64> = sqlx::query_scalar("SELECT id FROM users WHERE telegram_link_code = $1")
+            .bind(code)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(holder) = holder else { return Ok(None) };
+        sqlx::query("UPDATE users SET telegram_chat_id = NULL WHERE telegram_chat_id = $1 AND id <> $2")
+            .bind(chat_id)
+            .bind(holder)
+            .execute(&mut *tx)
+            .await?;
+        let row =
+            sqlx::query("UPDATE users SET telegram_chat_id = $2, telegram_link_code = NULL WHERE id = $1 RETURNING *")
+                .bind(holder)
+                .bind(chat_id)
+                .fetch_one(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        user_from_row(&row).map(Some)
     }
 
     async fn user_by_telegram_chat(&self, chat_id: i64) -> Result<Option<User>, AccountError> {
-        let row = sqlx::query("SELECT * FROM users WHERE telegram_chat_id = $1 ORDER BY id LIMIT 1")
+        let row = sqlx::query("SELECT * FROM users WHERE telegram_chat_id = $1")
             .bind(chat_id)
             .fetch_optional(&self.read)
             .await?;

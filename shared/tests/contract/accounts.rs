@@ -383,6 +383,16 @@ pub async fn telegram_link_code_links_the_chat_once(store: &dyn AccountStore) {
     assert_eq!(user(store, &ann).await.and_then(|u| u.targets.telegram_chat_id), Some(chat));
     assert_eq!(store.link_telegram(&unique("unknown"), unique_chat()).await.expect("link answers"), None);
     assert_eq!(store.user_by_telegram_chat(unique_chat()).await.expect("lookup answers"), None);
+
+    // The chat's owner links it to another account: it moves.
+    let bob = create_user(store).await;
+    let code = unique("link");
+    let with_code = UserPatch { telegram_link_code: Some(Some(code.clone())), ..UserPatch::default() };
+    store.update_user(bob.id, &with_code).await.expect("update answers").expect("user exists");
+    let moved = store.link_telegram(&code, chat).await.expect("link answers").expect("the code is known");
+    assert_eq!((moved.id, moved.targets.telegram_chat_id), (bob.id, Some(chat)));
+    assert_eq!(user(store, &ann).await.and_then(|u| u.targets.telegram_chat_id), None, "one account per chat");
+    assert_eq!(store.user_by_telegram_chat(chat).await.expect("lookup answers").map(|u| u.id), Some(bob.id));
 }
 
 pub async fn notification_slot_respects_the_minimum_interval(store: &dyn AccountStore) {
