@@ -619,3 +619,23 @@ async fn nobody_links_someone_elses_telegram_chat_through_the_api() {
     assert!(expires > Utc::now().timestamp() && expires <= Utc::now().timestamp() + 15 * 60, "{code}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_open_websocket_ends_when_its_token_is_revoked() {
+    let app =
+        helpers::spawn_app_with(|config| config.provider.ws_ping_interval = std::time::Duration::from_millis(200))
+            .await;
+    let address = email("watcher");
+    let token = app.user(&address).await;
+    let mut socket = app.ws(&format!("/ws?token={token}")).await;
+    socket.recv_until(|frame| frame["type"] == "authenticated").await;
+
+    let change = json!({"password": "a-changed-password", "current_password": PASSWORD});
+    let changed = app.http.patch(app.url("/users/me")).bearer_auth(&token).json(&change).send().await.unwrap();
+    assert_eq!(changed.status(), StatusCode::OK);
+    let ended = socket.recv_until(|frame| frame["type"] == "error").await;
+    assert!(ended["message"].as_str().unwrap().starts_with("Authentication ended"), "{ended}");
+    let close = socket.expect_close(WAIT).await;
+    assert_eq!(u16::from(close.code), 1008, "{close:?}");
+    app.stop().await;
+}

@@ -100,6 +100,7 @@ pub async fn serve(socket: WebSocket, ctx: Arc<ConnContext>, params: ConnectPara
         errors: ErrorBudget::new(ctx.settings.error_limit, ctx.settings.error_window),
         session: None,
         user: None,
+        token: None,
         lookups_tx,
     };
     reader.start(params).await;
@@ -122,6 +123,10 @@ struct Reader {
     session: Option<String>,
     /// The authenticated user: alerts reach this connection.
     user: Option<UserId>,
+    /// The token that authenticated it, checked again every ping interval:
+    /// a token revoked (password, e-mail or role changed, account deleted)
+    /// or expired since closes the connection, on whichever instance.
+    token: Option<String>,
     lookups_tx: mpsc::Sender<Lookup>,
 }
 
@@ -172,7 +177,14 @@ impl Reader {
         loop {
             tokio::select! {
                 _ = writer_done.cancelled() => return,
-                _ = refresh.tick(), if self.session.is_some() => self.save_session().await,
+                _ = refresh.tick(), if self.session.is_some() || self.token.is_some() => {
+                    if self.session.is_some() {
+                        self.save_session().await;
+                    }
+                    if let Flow::Stop = self.recheck().await {
+                        return;
+                    }
+                }
                 message = tokio::time::timeout(idle, stream.next()) => {
                     let flow = match message {
                         Err(_) => {
@@ -202,6 +214,7 @@ impl Reader {
     async fn authenticate(&mut self, token: &str) -> Flow {
         match self.ctx.accounts.authenticate(token).await {
             Ok(user) => {
+                self.token = Some(token.to_string());
                 self.attach(user.id);
                 self.send(ServerFrame::Authenticated { user_id: user.id.0 });
                 Flow::Continue
@@ -211,6 +224,24 @@ impl Reader {
                 self.send(ServerFrame::error(format!("Authentication failed: {error}")));
                 self.charge()
             }
+        }
+    }
+
+    /// Checks the connection's token again; one no longer valid ends the
+    /// connection (1008) after an error frame saying why. A store that
+    /// cannot answer keeps the connection as it is.
+    async fn recheck(&mut self) -> Flow {
+        let Some(token) = self.token.clone() else { return Flow::Continue };
+        match self.ctx.accounts.authenticate(&token).await {
+            Ok(_) => Flow::Continue,
+            Err(crate::error::ApiError::Unauthenticated(reason)) => {
+                self.token = None;
+                self.send(ServerFrame::error(format!("Authentication ended: {reason}")));
+                self.ctx.metrics.ws_closes.with_label_values(&["revoked"]).inc();
+                self.outbox.close(POLICY, "authentication revoked or expired");
+                Flow::Stop
+            }
+            Err(_) => Flow::Continue,
         }
     }
 
