@@ -71,13 +71,16 @@ pub async fn build(
 
     let registry = telemetry::metrics_registry(SERVICE_ID);
     let metrics = metrics::Metrics::new(&registry);
-    let pipeline = Arc::new(Pipeline::new(
-        broker.clone(),
-        raw.clone(),
-        metrics.clone(),
-        config.common.retention_days,
-        config.ingestion.jump_flag_pct,
-    ));
+    let pipeline = Arc::new(
+        Pipeline::new(
+            broker.clone(),
+            raw.clone(),
+            metrics.clone(),
+            config.common.retention_days,
+            config.ingestion.jump_flag_pct,
+        )
+        .with_max_symbols(config.ingestion.ingest_max_symbols),
+    );
     let ingest = ingest::Ingest::new(pipeline.clone(), metrics.clone());
     let http_metrics = HttpMetrics::new(&registry, &metrics.ops);
 

@@ -39,9 +39,14 @@ pub struct Pipeline {
     metrics: Metrics,
     retention: Duration,
     jump_pct: f64,
-    /// Last published price per symbol, for jump flags.
+    /// Last published price per symbol, for jump flags; also the set of
+    /// symbols published, at most `max_symbols`.
     last: Mutex<HashMap<Symbol, f64>>,
+    max_symbols: usize,
 }
+
+/// INGEST_MAX_SYMBOLS' default.
+pub const DEFAULT_MAX_SYMBOLS: usize = 10_000;
 
 impl Pipeline {
     pub fn new(
@@ -58,7 +63,14 @@ impl Pipeline {
             retention: Duration::days(retention_days.into()),
             jump_pct,
             last: Mutex::new(HashMap::new()),
+            max_symbols: DEFAULT_MAX_SYMBOLS,
         }
+    }
+
+    /// Publishes at most `max` distinct symbols.
+    pub fn with_max_symbols(mut self, max: usize) -> Pipeline {
+        self.max_symbols = max;
+        self
     }
 
     pub async fn process(&self, record: RawRecord) -> Result<Outcome, PipelineError> {
@@ -87,6 +99,9 @@ impl Pipeline {
             Ok(symbol) => symbol,
             Err(reason) => return Ok(self.reject(&record, raw_id.as_deref(), reason).await),
         };
+        if !self.has_room_for(&symbol).await {
+            return Ok(self.reject(&record, raw_id.as_deref(), Reject::TooManySymbols).await);
+        }
         let flags = self.flags(&symbol, record.price).await;
         let price = record.price;
         let ingest_id = raw_id.clone().unwrap_or_else(|| uuid_like(&record));
@@ -166,6 +181,12 @@ impl Pipeline {
             self.metrics.raw_store_errors.with_label_values(&["set_outcome"]).inc();
             self.metrics.ops.errors.with_label_values(&["raw_store"]).inc();
         }
+    }
+
+    /// Whether `symbol` is published already or there is room for one more.
+    async fn has_room_for(&self, symbol: &Symbol) -> bool {
+        let last = self.last.lock().await;
+        last.contains_key(symbol) || last.len() < self.max_symbols
     }
 
     async fn flags(&self, symbol: &Symbol, price: f64) -> Vec<String> {

@@ -22,16 +22,19 @@ pub enum Reject {
     Duplicate,
     #[error("volume must be finite and not negative")]
     InvalidVolume,
+    #[error("a new symbol, and ingestion already publishes as many as INGEST_MAX_SYMBOLS allows")]
+    TooManySymbols,
 }
 
 impl Reject {
-    pub const ALL: [Reject; 6] = [
+    pub const ALL: [Reject; 7] = [
         Reject::InvalidPrice,
         Reject::FutureTimestamp,
         Reject::TooOld,
         Reject::InvalidSymbol,
         Reject::Duplicate,
         Reject::InvalidVolume,
+        Reject::TooManySymbols,
     ];
 
     /// Metric label and stored reason.
@@ -43,6 +46,7 @@ impl Reject {
             Reject::InvalidSymbol => "invalid_symbol",
             Reject::Duplicate => "duplicate",
             Reject::InvalidVolume => "invalid_volume",
+            Reject::TooManySymbols => "too_many_symbols",
         }
     }
 }

@@ -199,6 +199,12 @@ pub struct IngestionConfig {
     /// Finnhub API key (required by the `finnhub` source).
     #[arg(long, env = "FINNHUB_API_KEY", hide_env_values = true)]
     pub finnhub_api_key: Option<String>,
+    /// Most distinct symbols ingestion publishes (sources and the ingest
+    /// API together); a quote of a new symbol beyond it is rejected
+    /// (`too_many_symbols`), so invented symbols cannot grow the stores
+    /// without bound.
+    #[arg(long, env = "INGEST_MAX_SYMBOLS", default_value_t = 10_000)]
+    pub ingest_max_symbols: usize,
     /// Bearer token that lets a client write quotes (`POST /ingest`, gRPC
     /// `ProcessData`) besides an admin's JWT; unset: only admins may.
     #[arg(long, env = "INGEST_TOKEN", hide_env_values = true)]

@@ -218,3 +218,20 @@ async fn source_ids_that_are_not_configured_share_one_metric_series() {
     let labels = families.iter().flat_map(|f| f.get_metric()).flat_map(|m| m.get_label());
     assert!(labels.into_iter().all(|label| !label.value().starts_with("made-up")), "no series per invented id");
 }
+
+#[tokio::test]
+async fn new_symbols_beyond_the_cap_are_rejected_and_known_ones_still_pass() {
+    let broker = Arc::new(MemoryBroker::new());
+    lizards_shared::broker::declare_topology(broker.as_ref()).await.expect("topology");
+    let registry = Registry::new();
+    let metrics = Metrics::new(&registry);
+    metrics.prime_source(SOURCE);
+    let raw = Arc::new(RecordingRawStore::new());
+    let pipeline = Pipeline::new(broker, raw, metrics, RETENTION_DAYS, JUMP_PCT).with_max_symbols(2);
+    let process = async |symbol: &str| pipeline.process(record(symbol, 10.0)).await.expect("the broker confirms");
+    assert!(matches!(process("AAA").await, Outcome::Published { .. }));
+    assert!(matches!(process("BBB").await, Outcome::Published { .. }));
+    assert_eq!(process("CCC").await, Outcome::Rejected(Reject::TooManySymbols), "a third symbol");
+    assert!(matches!(process("AAA").await, Outcome::Published { .. }), "known symbols go on");
+    assert_eq!(counter(&registry, REJECTED, &[("reason", "too_many_symbols")]), 1);
+}
