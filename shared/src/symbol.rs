@@ -13,17 +13,31 @@ pub const MAX_LEN: usize = 20;
 #[serde(try_from = "String", into = "String")]
 pub struct Symbol(Arc<str>);
 
-/// The text that failed to parse; its message is the one clients see.
+/// The text that failed to parse (its first [`SHOWN`] characters); its
+/// message is the one clients see.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("Invalid stock symbol: {0}")]
 pub struct SymbolError(pub String);
+
+/// Characters of a refused text an error shows: enough to recognise it,
+/// not a way to have a 64 KiB frame echoed back.
+pub const SHOWN: usize = 32;
+
+impl SymbolError {
+    fn of(text: &str) -> SymbolError {
+        match text.char_indices().nth(SHOWN) {
+            Some((end, _)) => SymbolError(format!("{}…", &text[..end])),
+            None => SymbolError(text.to_string()),
+        }
+    }
+}
 
 impl Symbol {
     pub fn parse(text: &str) -> Result<Symbol, SymbolError> {
         let upper = text.to_ascii_uppercase();
         let valid_char = |c: char| c.is_ascii_uppercase() || c.is_ascii_digit() || ".-^=".contains(c);
         if upper.is_empty() || upper.len() > MAX_LEN || !upper.chars().all(valid_char) {
-            return Err(SymbolError(text.to_string()));
+            return Err(SymbolError::of(text));
         }
         Ok(Symbol(upper.into()))
     }
@@ -92,6 +106,13 @@ mod tests {
             assert_eq!(Symbol::parse(s), Err(SymbolError(s.to_string())));
         }
         assert_eq!(SymbolError("XYZ!".into()).to_string(), "Invalid stock symbol: XYZ!");
+    }
+
+    #[test]
+    fn a_long_refused_text_is_shown_cut_short() {
+        let long = "ä".repeat(10_000);
+        let error = Symbol::parse(&long).unwrap_err();
+        assert_eq!(error.0, format!("{}…", "ä".repeat(SHOWN)));
     }
 
     #[test]
