@@ -5,17 +5,23 @@ use lizards_shared::accounts::{AccountStore, Channel, DeliveryStatus, Targets, U
 
 use crate::{
     fakes::{BOT_TOKEN, FakeTelegram},
-    helpers::{spawn_with, wait_for},
+    helpers::{TestNotifier, spawn_with, wait_for},
 };
+
+/// A notifier whose bot talks to `telegram`.
+async fn spawn_with_bot(telegram: &FakeTelegram) -> TestNotifier {
+    let url = telegram.url();
+    spawn_with(|c| {
+        c.notifier.telegram_bot_token = Some(BOT_TOKEN.into());
+        c.notifier.telegram_api_url = url;
+    })
+    .await
+}
 
 #[tokio::test]
 async fn a_chat_linked_with_start_gets_alerts_and_set_changes_the_interval() {
     let telegram = FakeTelegram::start().await;
-    let notifier = spawn_with(|c| {
-        c.notifier.telegram_bot_token = Some(BOT_TOKEN.into());
-        c.notifier.telegram_api_url = telegram.url();
-    })
-    .await;
+    let notifier = spawn_with_bot(&telegram).await;
     let user = notifier.user(Targets::default(), 0).await;
     // A code carries its expiry (Unix seconds) after the last dash.
     let code = format!("link-code-{}", chrono::Utc::now().timestamp() + 600);
@@ -52,11 +58,7 @@ async fn a_chat_linked_with_start_gets_alerts_and_set_changes_the_interval() {
 #[tokio::test]
 async fn the_bot_explains_unknown_codes_bad_commands_and_unlinked_chats() {
     let telegram = FakeTelegram::start().await;
-    let notifier = spawn_with(|c| {
-        c.notifier.telegram_bot_token = Some(BOT_TOKEN.into());
-        c.notifier.telegram_api_url = telegram.url();
-    })
-    .await;
+    let notifier = spawn_with_bot(&telegram).await;
 
     telegram.say(7, "/start no-such-code");
     telegram.say(8, "/set 120");
@@ -88,11 +90,7 @@ async fn telegram_is_skipped_without_a_bot_token() {
 #[tokio::test]
 async fn an_expired_link_code_links_nothing() {
     let telegram = FakeTelegram::start().await;
-    let notifier = spawn_with(|c| {
-        c.notifier.telegram_bot_token = Some(BOT_TOKEN.into());
-        c.notifier.telegram_api_url = telegram.url();
-    })
-    .await;
+    let notifier = spawn_with_bot(&telegram).await;
     let user = notifier.user(Targets::default(), 0).await;
     let code = format!("link-code-{}", chrono::Utc::now().timestamp() - 1);
     let patch = UserPatch { telegram_link_code: Some(Some(code.clone())), ..UserPatch::default() };
