@@ -71,27 +71,28 @@ impl Worker {
             };
             let step = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                Some(joined) = tasks.join_next(), if !tasks.is_empty() => Step::Joined(joined),
+                Some(joined) = tasks.join_next_with_id(), if !tasks.is_empty() => Step::Joined(joined),
                 message = current.next() => Step::Received(message),
             };
             match step {
                 Step::Joined(joined) => {
-                    let user = match joined {
-                        Ok(user) => user,
+                    let task = match joined {
+                        Ok((task, ())) => task,
                         Err(error) => {
                             self.metrics.errors.with_label_values(&["notifier_task"]).inc();
                             tracing::error!(%error, "a notification task failed");
-                            None
+                            error.id()
                         }
                     };
-                    if let Some(user) = user
+                    // The lane moves on even when its task failed.
+                    if let Some(user) = lanes.finished(task)
                         && let Some(next) = lanes.next(user)
                     {
-                        self.spawn(&mut tasks, next, Some(user), &shutdown);
+                        self.spawn(&mut tasks, &mut lanes, next, Some(user), &shutdown);
                     }
                 }
                 Step::Received(Some(message)) => match lanes.admit(message) {
-                    Admitted::Now(message, lane) => self.spawn(&mut tasks, message, lane, &shutdown),
+                    Admitted::Now(message, lane) => self.spawn(&mut tasks, &mut lanes, message, lane, &shutdown),
                     Admitted::Waiting => {}
                     Admitted::Overflow(message, id) => self.overflow(message, id).await,
                 },
@@ -122,14 +123,20 @@ impl Worker {
         tracing::info!("notifier worker stopped");
     }
 
-    /// Handles `message` in a task that answers with its lane's user, whose
-    /// lane then moves on.
-    fn spawn(&self, tasks: &mut JoinSet<Option<UserId>>, message: Message, lane: Option<UserId>, shutdown: &Shutdown) {
+    /// Handles `message` in a task of its own, remembered as `lane`'s.
+    fn spawn(
+        &self,
+        tasks: &mut JoinSet<()>,
+        lanes: &mut Lanes,
+        message: Message,
+        lane: Option<UserId>,
+        shutdown: &Shutdown,
+    ) {
         let (deliverer, metrics, shutdown) = (self.deliverer.clone(), self.metrics.clone(), shutdown.clone());
-        tasks.spawn(async move {
-            handle(deliverer, metrics, message, shutdown).await;
-            lane
-        });
+        let task = tasks.spawn(handle(deliverer, metrics, message, shutdown)).id();
+        if let Some(user) = lane {
+            lanes.running.insert(task, user);
+        }
     }
 
     /// A message past its user's lane: its deliveries are suppressed and
@@ -144,6 +151,8 @@ impl Worker {
             Err(error) => {
                 self.metrics.errors.with_label_values(&["database"]).inc();
                 tracing::warn!(%error, alert = %id, "store unavailable; alert requeued");
+                // As in `settle`: a requeued message comes straight back.
+                tokio::time::sleep(STORE_BACKOFF).await;
                 let _ = message.nack(true).await;
             }
         }
@@ -157,7 +166,7 @@ impl Worker {
 }
 
 enum Step {
-    Joined(Result<Option<UserId>, tokio::task::JoinError>),
+    Joined(Result<(tokio::task::Id, ()), tokio::task::JoinError>),
     Received(Option<Message>),
 }
 
@@ -165,6 +174,8 @@ enum Step {
 #[derive(Default)]
 struct Lanes {
     busy: HashMap<UserId, VecDeque<Message>>,
+    /// The user of each running task.
+    running: HashMap<tokio::task::Id, UserId>,
 }
 
 enum Admitted {
@@ -190,6 +201,11 @@ impl Lanes {
             return Admitted::Waiting;
         }
         Admitted::Overflow(message, alert)
+    }
+
+    /// The user whose task ended, if it ran in a lane.
+    fn finished(&mut self, task: tokio::task::Id) -> Option<UserId> {
+        self.running.remove(&task)
     }
 
     /// The user's next message, or none (the lane closes).
