@@ -9,7 +9,10 @@
 //! `WEBHOOK_ALLOW_PRIVATE=true` turns the check off (tests, private
 //! deployments).
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    sync::Arc,
+};
 
 use reqwest::{
     Url,
@@ -98,8 +101,12 @@ pub fn check_literal(url: &Url, allow_private: bool) -> Result<Option<String>, U
 
 /// The addresses `host` resolves to, all of them public, or why not.
 async fn public_addresses(host: &str, port: u16) -> Result<Vec<SocketAddr>, UrlError> {
-    let addresses: Vec<SocketAddr> =
-        tokio::net::lookup_host((host, port)).await.map_err(|_| UrlError::Unresolvable(host.to_string()))?.collect();
+    let addresses =
+        tokio::net::lookup_host((host, port)).await.map_err(|_| UrlError::Unresolvable(host.to_string()))?;
+    only_public(host, addresses.collect())
+}
+
+fn only_public(host: &str, addresses: Vec<SocketAddr>) -> Result<Vec<SocketAddr>, UrlError> {
     if addresses.is_empty() {
         return Err(UrlError::Unresolvable(host.to_string()));
     }
@@ -110,16 +117,34 @@ async fn public_addresses(host: &str, port: u16) -> Result<Vec<SocketAddr>, UrlE
     Ok(addresses)
 }
 
+/// Answers a name with addresses, in place of the system resolver (tests
+/// use it to make a name answer differently from one lookup to the next).
+pub type Lookup = Arc<dyn Fn(&str) -> Vec<IpAddr> + Send + Sync>;
+
 /// A resolver for reqwest that only ever yields public addresses: the
 /// connection goes to what was checked.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct PublicResolver;
+#[derive(Clone, Default)]
+pub struct PublicResolver {
+    lookup: Option<Lookup>,
+}
+
+impl PublicResolver {
+    pub fn with_lookup(lookup: Lookup) -> PublicResolver {
+        PublicResolver { lookup: Some(lookup) }
+    }
+}
 
 impl Resolve for PublicResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let host = name.as_str().to_string();
+        let lookup = self.lookup.clone();
         Box::pin(async move {
-            let addresses = public_addresses(&host, 0).await?;
+            let addresses = match lookup {
+                Some(lookup) => {
+                    only_public(&host, lookup(&host).into_iter().map(|ip| SocketAddr::new(ip, 0)).collect())?
+                }
+                None => public_addresses(&host, 0).await?,
+            };
             Ok(Box::new(addresses.into_iter()) as Addrs)
         })
     }
@@ -173,8 +198,36 @@ mod tests {
 
     #[tokio::test]
     async fn the_resolver_yields_no_internal_address() {
-        let resolved = PublicResolver.resolve("localhost".parse().unwrap()).await;
+        let resolved = PublicResolver::default().resolve("localhost".parse().unwrap()).await;
         let error = resolved.err().expect("localhost is refused");
         assert!(error.to_string().starts_with("refused:"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_name_that_rebinds_to_loopback_after_its_check_is_never_connected_to() {
+        // The receiver a rebinding attacker aims at.
+        let target = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = target.local_addr().unwrap().port();
+        // Public at the first lookup (when the URL is saved), loopback after.
+        let lookups = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = lookups.clone();
+        let lookup: Lookup = Arc::new(move |_| {
+            let first = counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+            vec![if first { IpAddr::from([93, 184, 216, 34]) } else { IpAddr::from([127, 0, 0, 1]) }]
+        });
+        let resolver = PublicResolver::with_lookup(lookup);
+        let saved = resolver.resolve("rebind.example".parse().unwrap()).await;
+        assert!(saved.is_ok(), "the first answer is public");
+
+        lizards_shared::http::install_crypto();
+        let client = reqwest::Client::builder().dns_resolver(resolver).build().unwrap();
+        let sent = client.post(format!("http://rebind.example:{port}/hook")).send().await;
+        let error = sent.expect_err("the send is refused");
+        let refused = std::iter::successors(std::error::Error::source(&error), |cause| cause.source())
+            .any(|cause| cause.downcast_ref::<UrlError>().is_some());
+        assert!(refused, "refused by the resolver: {error:?}");
+        assert_eq!(lookups.load(std::sync::atomic::Ordering::SeqCst), 2, "resolved again at send time");
+        let accepted = tokio::time::timeout(std::time::Duration::from_millis(100), target.accept()).await;
+        assert!(accepted.is_err(), "loopback was connected to");
     }
 }

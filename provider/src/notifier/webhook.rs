@@ -38,7 +38,7 @@ impl Webhooks {
         if !allow_private {
             // Names resolve to public addresses only, and the connection
             // goes to exactly those (no DNS rebinding after a check).
-            builder = builder.dns_resolver(PublicResolver);
+            builder = builder.dns_resolver(PublicResolver::default());
         }
         let http = builder
             .connect_timeout(timeout.min(Duration::from_secs(5)))
