@@ -28,7 +28,8 @@ pub struct CommonConfig {
     /// 127.0.0.1 when binding every interface).
     #[arg(long, env = "ADVERTISE_HOST")]
     pub advertise_host: Option<String>,
-    /// Base URL of the service registry.
+    /// Base URL of the service registry; empty: this role does not register
+    /// (it must be found another way).
     #[arg(long, env = "REGISTRY_URL", default_value = "http://127.0.0.1:8500")]
     pub registry_url: String,
     /// Bearer token required for registry writes; unset: the registry

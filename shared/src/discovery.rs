@@ -150,7 +150,8 @@ async fn status_error(response: reqwest::Response) -> DiscoveryError {
     DiscoveryError::Status { status, body }
 }
 
-/// Keeps `registration` registered until `shutdown`, then deregisters.
+/// Keeps `registration` registered until `shutdown`, then deregisters;
+/// with an empty REGISTRY_URL it does nothing.
 /// Retries with backoff while the registry is unreachable, so services start
 /// in any order.
 pub fn keep_registered(
@@ -160,6 +161,12 @@ pub fn keep_registered(
     shutdown: Shutdown,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
+        if client.base.is_empty() {
+            // A role kept off the registry's network (the notifier in
+            // compose) is found another way.
+            tracing::info!(service = %registration.service_id, "REGISTRY_URL is empty: not registering");
+            return;
+        }
         let mut instance: Option<String> = None;
         let mut backoff = Duration::from_millis(100);
         loop {
@@ -202,4 +209,18 @@ pub fn keep_registered(
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn without_a_registry_url_nothing_registers() {
+        let registration = Registration::http("notifier", "Lizards notifier", "127.0.0.1", 8700);
+        let task =
+            keep_registered(RegistryClient::new("", None), registration, Duration::from_secs(10), Shutdown::new());
+        let ended = tokio::time::timeout(Duration::from_secs(1), task).await;
+        assert!(ended.is_ok(), "it returns at once instead of retrying forever");
+    }
 }

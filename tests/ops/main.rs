@@ -180,7 +180,11 @@ async fn every_metric_used_by_a_dashboard_or_rule_is_exported() {
 #[tokio::test]
 async fn prometheus_scrapes_every_instance_found_through_the_registry() {
     let Some(prometheus) = tool("prometheus") else { return };
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // Held until Prometheus starts: a port freed at once was at times taken
+    // by one of the platform's own listeners (port 0) before Prometheus
+    // could bind it, and the test then waited on the wrong server.
+    let reserved = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = reserved.local_addr().unwrap().port();
     // The SLO manager queries this Prometheus.
     let app = spawn_app_with(|config| {
         config.registry.prometheus_url = Some(format!("http://127.0.0.1:{port}"));
@@ -195,13 +199,16 @@ async fn prometheus_scrapes_every_instance_found_through_the_registry() {
          - url: http://{registry}/prometheus/targets\n        refresh_interval: 1s\n"
     );
     std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
-    let _server = KillOnDrop(
+    let log_path = dir.path().join("prometheus.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    drop(reserved);
+    let mut server = KillOnDrop(
         Command::new(prometheus)
             .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
             .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("prometheus starts"),
     );
@@ -220,6 +227,9 @@ async fn prometheus_scrapes_every_instance_found_through_the_registry() {
         .await;
         if up.as_ref() == Some(&services) {
             break;
+        }
+        if let Ok(Some(status)) = server.0.try_wait() {
+            panic!("prometheus exited ({status}): {}", std::fs::read_to_string(&log_path).unwrap_or_default());
         }
         assert!(Instant::now() < deadline, "targets up: {up:?}, expected {services:?}");
         tokio::time::sleep(Duration::from_millis(250)).await;
