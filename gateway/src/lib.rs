@@ -40,8 +40,8 @@ pub const SERVICE_ID: &str = "gateway";
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
-    #[error("cannot bind: {0}")]
-    Bind(#[from] std::io::Error),
+    #[error(transparent)]
+    Bind(#[from] lizards_shared::http::BindError),
     #[error("cannot read the JWT secret: {0}")]
     JwtSecret(std::io::Error),
     #[error("invalid CORS origin '{0}'")]
@@ -135,7 +135,8 @@ pub async fn build(config: Config, store: Arc<dyn Cache>, shutdown: Shutdown) ->
         .merge(telemetry::ops_routes(registry.clone(), readiness));
     let router = telemetry::http_layers(router.layer(cors(&config.gateway.cors_origins)?), http_metrics);
 
-    let (listener, addr) = lizards_shared::http::bind(config.common.bind_host, config.gateway.gateway_port).await?;
+    let (listener, addr) =
+        lizards_shared::http::bind("gateway's listener", config.common.bind_host, config.gateway.gateway_port).await?;
     tracing::info!(%addr, "gateway listening");
 
     let refresh = {

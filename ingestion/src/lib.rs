@@ -32,7 +32,7 @@ use lizards_shared::{
     shutdown::Shutdown,
     telemetry::{self, HttpMetrics, Readiness},
 };
-use tokio::{net::TcpListener, sync::mpsc};
+use tokio::sync::mpsc;
 
 use crate::{
     demand::Demand,
@@ -48,8 +48,8 @@ const RECORD_BUFFER: usize = 10_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestionError {
-    #[error("cannot bind: {0}")]
-    Bind(#[from] std::io::Error),
+    #[error(transparent)]
+    Bind(#[from] lizards_shared::http::BindError),
     #[error("broker: {0}")]
     Broker(#[from] BrokerError),
     #[error(transparent)]
@@ -132,10 +132,19 @@ pub async fn build(
     .merge(openapi::routes(&openapi::document(include_str!("../openapi.json"))));
     let router = telemetry::http_layers(router, http_metrics);
 
-    let (listener, addr) = lizards_shared::http::bind(config.common.bind_host, config.ingestion.ingestion_port).await?;
+    let (listener, addr) = lizards_shared::http::bind(
+        "ingestion's HTTP listener",
+        config.common.bind_host,
+        config.ingestion.ingestion_port,
+    )
+    .await?;
     tracing::info!(%addr, sources = ?config.ingestion.sources, "ingestion listening");
-    let grpc_listener = TcpListener::bind((config.common.bind_host, config.ingestion.ingestion_grpc_port)).await?;
-    let grpc_addr = grpc_listener.local_addr()?;
+    let (grpc_listener, grpc_addr) = lizards_shared::http::bind_tcp(
+        "ingestion's gRPC listener",
+        config.common.bind_host,
+        config.ingestion.ingestion_grpc_port,
+    )
+    .await?;
     tracing::info!(addr = %grpc_addr, "ingestion gRPC listening");
 
     let mut tasks = Vec::new();

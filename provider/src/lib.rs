@@ -70,8 +70,8 @@ pub struct Backends {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
-    #[error("cannot bind: {0}")]
-    Bind(#[from] std::io::Error),
+    #[error(transparent)]
+    Bind(#[from] lizards_shared::http::BindError),
     #[error("broker: {0}")]
     Broker(#[from] BrokerError),
     #[error("JWT secret: {0}")]
@@ -184,11 +184,16 @@ pub async fn build(config: Config, backends: Backends, shutdown: Shutdown) -> Re
         .merge(openapi::routes(&openapi::document(include_str!("../openapi.json"))));
     let router = telemetry::http_layers(router, HttpMetrics::new(&registry, &metrics.ops));
 
-    let (listener, addr) = lizards_shared::http::bind(config.common.bind_host, config.provider.provider_port).await?;
+    let (listener, addr) =
+        lizards_shared::http::bind("provider's HTTP listener", config.common.bind_host, config.provider.provider_port)
+            .await?;
     tracing::info!(%addr, "provider listening");
-    let grpc_listener =
-        tokio::net::TcpListener::bind((config.common.bind_host, config.provider.provider_grpc_port)).await?;
-    let grpc_addr = grpc_listener.local_addr()?;
+    let (grpc_listener, grpc_addr) = lizards_shared::http::bind_tcp(
+        "provider's gRPC listener",
+        config.common.bind_host,
+        config.provider.provider_grpc_port,
+    )
+    .await?;
     tracing::info!(addr = %grpc_addr, "provider gRPC (lizards.v1.Accounts) listening");
     let grpc_task = tokio::spawn(grpc::serve(grpc_listener, accounts.clone(), shutdown.clone()));
 

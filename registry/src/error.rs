@@ -1,8 +1,6 @@
 //! Registry errors: startup failures, and the request errors every handler
 //! maps to one RFC 9457 problem response.
 
-use std::net::SocketAddr;
-
 use axum::{
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
@@ -14,8 +12,8 @@ use crate::{model::FieldError, store::StoreError};
 /// Why the registry could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error("cannot bind the registry listener on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Bind(#[from] lizards_shared::http::BindError),
     #[error("cannot open the SLO store {}: {source}", path.display())]
     SloStore { path: std::path::PathBuf, source: lizards_shared::store::StoreError },
 }

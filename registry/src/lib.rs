@@ -66,10 +66,9 @@ pub async fn build_with_store(
 /// keeps the registry registered in itself like any other service.
 pub async fn build_with(config: Config, shutdown: Shutdown, stores: Stores) -> Result<Started, RegistryError> {
     let Stores { registry: store, slos } = stores;
-    let bind = SocketAddr::new(config.common.bind_host, config.registry.registry_port);
-    let (listener, addr) = lizards_shared::http::bind(bind.ip(), bind.port())
-        .await
-        .map_err(|source| RegistryError::Bind { addr: bind, source })?;
+    let (listener, addr) =
+        lizards_shared::http::bind("registry's listener", config.common.bind_host, config.registry.registry_port)
+            .await?;
     tracing::info!(%addr, "registry listening");
 
     let prometheus = metrics_registry(SERVICE_ID);

@@ -30,14 +30,35 @@ pub fn install_crypto() {
 /// A listener whose accepted sockets have `TCP_NODELAY` set.
 pub type Listener = TapIo<TcpListener, fn(&mut TcpStream)>;
 
-/// Binds `host:port` (port 0 picks a free one). Accepted sockets send at
-/// once: with Nagle's algorithm a small frame written while the previous
-/// one is unacknowledged waits for the peer's delayed ACK (40 ms on Linux),
-/// which is what a stream of small WebSocket frames hits.
-pub async fn bind(host: std::net::IpAddr, port: u16) -> std::io::Result<(Listener, SocketAddr)> {
-    let listener = TcpListener::bind(SocketAddr::new(host, port)).await?;
-    let addr = listener.local_addr()?;
-    Ok((listener.tap_io(no_delay as fn(&mut TcpStream)), addr))
+/// A listener that could not be bound, named: `cannot bind the provider's
+/// gRPC listener on 0.0.0.0:50052: Address in use (os error 98)`.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot bind the {listener} on {addr}: {source}")]
+pub struct BindError {
+    pub listener: &'static str,
+    pub addr: SocketAddr,
+    pub source: std::io::Error,
+}
+
+/// Binds `host:port` (port 0 picks a free one) for `listener` (its name in
+/// errors) and returns the bound address. Tokio sets `SO_REUSEADDR` on
+/// Unix listeners, so a restart binds even while sockets of the previous
+/// run are in TIME_WAIT.
+pub async fn bind_tcp(listener: &'static str, host: IpAddr, port: u16) -> Result<(TcpListener, SocketAddr), BindError> {
+    let addr = SocketAddr::new(host, port);
+    let error = |source| BindError { listener, addr, source };
+    let bound = TcpListener::bind(addr).await.map_err(error)?;
+    let local = bound.local_addr().map_err(error)?;
+    Ok((bound, local))
+}
+
+/// [`bind_tcp`] for an HTTP server. Accepted sockets send at once: with
+/// Nagle's algorithm a small frame written while the previous one is
+/// unacknowledged waits for the peer's delayed ACK (40 ms on Linux), which
+/// is what a stream of small WebSocket frames hits.
+pub async fn bind(listener: &'static str, host: IpAddr, port: u16) -> Result<(Listener, SocketAddr), BindError> {
+    let (bound, addr) = bind_tcp(listener, host, port).await?;
+    Ok((bound.tap_io(no_delay as fn(&mut TcpStream)), addr))
 }
 
 fn no_delay(socket: &mut TcpStream) {
@@ -52,5 +73,18 @@ pub fn dialable(addr: SocketAddr) -> SocketAddr {
         IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port()),
         IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port()),
         _ => addr,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_taken_port_is_named_with_its_listener() {
+        let (_held, addr) = bind_tcp("first listener", IpAddr::from([127, 0, 0, 1]), 0).await.expect("a free port");
+        let error = bind("provider's HTTP listener", addr.ip(), addr.port()).await.err().expect("the port is taken");
+        let text = error.to_string();
+        assert!(text.starts_with(&format!("cannot bind the provider's HTTP listener on {addr}: ")), "{text}");
     }
 }

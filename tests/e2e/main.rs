@@ -231,3 +231,17 @@ async fn accounts_portfolio_and_alerts_work_through_the_gateway() {
     assert!(!alerts["alerts"].as_array().unwrap().is_empty());
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_role_that_cannot_bind_names_itself_and_the_address() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let port = held.local_addr().expect("an address").port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = lizards_shared::config::Config::for_tests(dir.path());
+    config.gateway.gateway_port = port;
+    let shutdown = lizards_shared::shutdown::Shutdown::new();
+    let error = lizards::platform::start(config, lizards::platform::Target::All, shutdown.clone()).await.err();
+    shutdown.cancel();
+    let message = format!("{:#}", error.expect("the gateway cannot bind"));
+    assert!(message.contains(&format!("cannot bind the gateway's listener on 127.0.0.1:{port}")), "{message}");
+}

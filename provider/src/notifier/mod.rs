@@ -52,8 +52,8 @@ pub struct Backends {
 
 #[derive(Debug, thiserror::Error)]
 pub enum NotifierError {
-    #[error("cannot bind: {0}")]
-    Bind(#[from] std::io::Error),
+    #[error(transparent)]
+    Bind(#[from] lizards_shared::http::BindError),
     #[error("broker: {0}")]
     Broker(#[from] BrokerError),
     #[error(transparent)]
@@ -99,7 +99,8 @@ pub async fn build(config: Config, backends: Backends, shutdown: Shutdown) -> Re
     let routes = telemetry::ops_routes(registry.clone(), readiness)
         .merge(openapi::routes(&openapi::document(include_str!("../../openapi-notifier.json"))));
     let router = telemetry::http_layers(routes, HttpMetrics::new(&registry, &metrics.ops));
-    let (listener, addr) = lizards_shared::http::bind(config.common.bind_host, n.notifier_port).await?;
+    let (listener, addr) =
+        lizards_shared::http::bind("notifier's HTTP listener", config.common.bind_host, n.notifier_port).await?;
     tracing::info!(%addr, "notifier listening");
 
     let worker = Worker { broker, deliverer, metrics: metrics.clone(), drain: DRAIN_GRACE };
