@@ -83,7 +83,9 @@ mod tests {
     #[tokio::test]
     async fn a_taken_port_is_named_with_its_listener() {
         let (_held, addr) = bind_tcp("first listener", IpAddr::from([127, 0, 0, 1]), 0).await.expect("a free port");
-        let error = bind("provider's HTTP listener", addr.ip(), addr.port()).await.err().expect("the port is taken");
+        let Err(error) = bind("provider's HTTP listener", addr.ip(), addr.port()).await else {
+            panic!("the port is taken, yet it was bound again");
+        };
         let text = error.to_string();
         assert!(text.starts_with(&format!("cannot bind the provider's HTTP listener on {addr}: ")), "{text}");
     }
