@@ -263,7 +263,9 @@ async fn watch_reconnects_when_the_platform_comes_back() {
 async fn the_menu_runs_entries_by_number_and_typed_commands() {
     let app = spawn_app().await;
     let terminal = Terminal::new(&app);
-    terminal.eventually(&["quote", "AAPL"]).await;
+    // Every symbol the menu is asked about has a price first (the synthetic
+    // source quotes them one after another; BTC-USD was once still missing).
+    terminal.eventually(&["quote", "AAPL", "BTC-USD", "MSFT"]).await;
     let run = terminal.run_with_input(&[], "1\nAAPL BTC-USD\nquote msft\n42\nfrobnicate\n9\nq\n").await;
     assert_eq!(run.code, Some(0), "{}{}", run.stderr, run.stdout);
     assert!(run.stdout.contains("(not signed in)") && run.stdout.contains("1 quote"), "{}", run.stdout);
