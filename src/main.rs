@@ -83,6 +83,5 @@ async fn run(config: Config, target: Target) -> anyhow::Result<()> {
     }
     shutdown::on_signal(shutdown).await;
     tracing::info!("shutting down");
-    platform.stopped().await;
-    Ok(())
+    platform.stopped().await
 }

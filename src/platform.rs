@@ -16,11 +16,12 @@ use lizards_shared::{
     config::Config,
     rawstore::{MemoryRawStore, MongoRawStore, RawStore},
     secrets,
+    service::Started,
     shutdown::Shutdown,
     slo::SloStore,
     store::{PostgresStore, QuoteStore, SqliteStore},
+    supervisor::{Supervisor, WorkerFailure},
 };
-use tokio::task::JoinHandle;
 
 /// Prefix of every Redis key Lizards writes.
 const REDIS_PREFIX: &str = "lizards";
@@ -49,22 +50,51 @@ pub struct Platform {
     pub notifier: Option<SocketAddr>,
     /// The roles' broker (benchmarks publish on it as ingestion would).
     pub broker: Option<Arc<dyn Broker>>,
-    tasks: Vec<JoinHandle<()>>,
+    /// Each started role's workers (tests abort one as a crash would).
+    pub supervisors: Vec<Supervisor>,
+    tasks: Vec<RoleTask>,
     /// The registry stops last, so the other roles can deregister.
-    registry_task: Option<(Shutdown, JoinHandle<()>)>,
+    registry_task: Option<(Shutdown, RoleTask)>,
 }
 
+use lizards_shared::service::Serving as RoleTask;
+
 impl Platform {
-    /// Waits until every role has stopped (after the shutdown token).
-    pub async fn stopped(self) {
+    /// Waits until every role has stopped (after the shutdown token);
+    /// `Err` names the first worker a role could not run without.
+    pub async fn stopped(self) -> anyhow::Result<()> {
+        let mut failure = None;
         for task in self.tasks {
-            let _ = task.await;
+            record(&mut failure, task.await);
         }
         if let Some((shutdown, task)) = self.registry_task {
             shutdown.cancel();
-            let _ = task.await;
+            record(&mut failure, task.await);
         }
+        failure.map_or(Ok(()), Err)
     }
+}
+
+fn record(first: &mut Option<anyhow::Error>, ended: Result<Result<(), WorkerFailure>, tokio::task::JoinError>) {
+    let error = match ended {
+        Ok(Ok(())) => return,
+        Ok(Err(failure)) => anyhow::Error::new(failure),
+        Err(panic) => anyhow::anyhow!("a role's serving task failed: {panic}"),
+    };
+    first.get_or_insert(error);
+}
+
+/// Runs a started role. When it ends, for whatever reason, every role of
+/// the process stops: a process missing a role must not look healthy.
+fn run(platform: &mut Platform, started: Started, stop_all: Shutdown) -> (SocketAddr, RoleTask) {
+    platform.supervisors.push(started.supervisor);
+    let serve = started.serve;
+    let task = tokio::spawn(async move {
+        let stopped = serve.await;
+        stop_all.cancel();
+        stopped
+    });
+    (started.addr, task)
 }
 
 /// Backends shared by the roles of this process: the real system where its
@@ -183,7 +213,7 @@ pub async fn start(mut config: Config, target: Target, shutdown: Shutdown) -> an
         let started = lizards_registry::build_with(config.clone(), registry_shutdown.clone(), stores).await?;
         // Roles started after the registry use the address it really bound.
         config.common.registry_url = format!("http://{}", lizards_shared::http::dialable(started.addr));
-        let (addr, task) = started.spawn();
+        let (addr, task) = run(&mut platform, started, shutdown.clone());
         platform.registry = Some(addr);
         platform.registry_task = Some((registry_shutdown, task));
     }
@@ -197,7 +227,7 @@ pub async fn start(mut config: Config, target: Target, shutdown: Shutdown) -> an
         )
         .await?;
         platform.ingestion_grpc = started.grpc;
-        let (addr, task) = started.spawn();
+        let (addr, task) = run(&mut platform, started, shutdown.clone());
         platform.ingestion = Some(addr);
         platform.tasks.push(task);
     }
@@ -206,7 +236,7 @@ pub async fn start(mut config: Config, target: Target, shutdown: Shutdown) -> an
         let backends = Backends { broker: backends.broker.clone(), store, accounts, cache: backends.cache.clone() };
         let started = lizards_provider::build(config.clone(), backends, shutdown.clone()).await?;
         platform.provider_grpc = started.grpc;
-        let (addr, task) = started.spawn();
+        let (addr, task) = run(&mut platform, started, shutdown.clone());
         platform.provider = Some(addr);
         platform.tasks.push(task);
     }
@@ -214,13 +244,13 @@ pub async fn start(mut config: Config, target: Target, shutdown: Shutdown) -> an
         let accounts = sql.as_ref().context("SQL store")?.accounts.clone();
         let backends = lizards_provider::notifier::Backends { broker: backends.broker.clone(), accounts };
         let started = lizards_provider::notifier::build(config.clone(), backends, shutdown.clone()).await?;
-        let (addr, task) = started.spawn();
+        let (addr, task) = run(&mut platform, started, shutdown.clone());
         platform.notifier = Some(addr);
         platform.tasks.push(task);
     }
     if all || target == Target::Gateway {
-        let (addr, task) =
-            lizards_gateway::build(config.clone(), backends.cache.clone(), shutdown.clone()).await?.spawn();
+        let started = lizards_gateway::build(config.clone(), backends.cache.clone(), shutdown.clone()).await?;
+        let (addr, task) = run(&mut platform, started, shutdown.clone());
         platform.gateway = Some(addr);
         platform.tasks.push(task);
     }

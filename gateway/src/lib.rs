@@ -29,6 +29,7 @@ use lizards_shared::{
     jwt::Jwt,
     service::Started,
     shutdown::Shutdown,
+    supervisor::{Policy, Supervisor},
     telemetry::{self, HttpMetrics, Readiness},
 };
 
@@ -99,6 +100,7 @@ pub async fn build(config: Config, store: Arc<dyn Cache>, shutdown: Shutdown) ->
     let upstreams = Arc::new(Upstreams::new(registry_client.clone(), config.gateway.gateway_balancer));
     let registry = telemetry::metrics_registry(SERVICE_ID);
     let metrics = metrics::Metrics::new(&registry);
+    let supervisor = Supervisor::new(SERVICE_ID, &registry, shutdown.clone());
     let http_metrics = HttpMetrics::new(&registry, &metrics.ops);
     let jwt = Jwt::from_config(&config.common).map_err(GatewayError::JwtSecret)?;
     let admins = AdminCheck::new(jwt.clone(), registry_client.clone());
@@ -122,10 +124,13 @@ pub async fn build(config: Config, store: Arc<dyn Cache>, shutdown: Shutdown) ->
     });
 
     let readiness: Readiness = {
-        let upstreams = upstreams.clone();
+        let (upstreams, workers) = (upstreams.clone(), supervisor.clone());
         Arc::new(move || {
-            let ready = upstreams.has_any();
-            Box::pin(async move { if ready { Ok(()) } else { Err("no upstream instance known yet".to_string()) } })
+            let ready = workers.check().and_then(|()| match upstreams.has_any() {
+                true => Ok(()),
+                false => Err("no upstream instance known yet".to_string()),
+            });
+            Box::pin(async move { ready })
         })
     };
     let router = Router::new()
@@ -139,21 +144,30 @@ pub async fn build(config: Config, store: Arc<dyn Cache>, shutdown: Shutdown) ->
         lizards_shared::http::bind("gateway's listener", config.common.bind_host, config.gateway.gateway_port).await?;
     tracing::info!(%addr, "gateway listening");
 
-    let refresh = {
-        let (upstreams, shutdown, every) = (upstreams.clone(), shutdown.clone(), config.gateway.gateway_refresh);
-        tokio::spawn(async move { upstreams.run(every, shutdown).await })
-    };
-    let registration = Registration::http(SERVICE_ID, "Lizards gateway", &config.advertise_host(), addr.port());
-    let registered = keep_registered(registry_client, registration, config.common.registry_heartbeat, shutdown.clone());
-
-    let serve = async move {
-        let app = router.into_make_service_with_connect_info::<SocketAddr>();
-        let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned());
-        if let Err(error) = server.await {
-            tracing::error!(%error, "gateway server failed");
+    let every = config.gateway.gateway_refresh;
+    supervisor.spawn("upstream refresh", Policy::Restart, {
+        let upstreams = upstreams.clone();
+        move |stop| {
+            let upstreams = upstreams.clone();
+            async move { upstreams.run(every, stop).await }
         }
-        let _ = tokio::join!(refresh, registered);
+    });
+    let registration = Registration::http(SERVICE_ID, "Lizards gateway", &config.advertise_host(), addr.port());
+    let heartbeat = config.common.registry_heartbeat;
+    supervisor.spawn("registration", Policy::Restart, move |stop| {
+        keep_registered(registry_client.clone(), registration.clone(), heartbeat, stop)
+    });
+    let app = router.into_make_service_with_connect_info::<SocketAddr>();
+    let http_server = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).into_future();
+    supervisor.spawn_once("HTTP server", async move {
+        http_server.await.map_err(|error| format!("serving HTTP on {addr}: {error}"))
+    });
+
+    let workers = supervisor.clone();
+    let serve = async move {
+        let stopped = workers.stopped().await;
         tracing::info!("gateway stopped");
+        stopped
     };
-    Ok(Started { addr, grpc: None, serve: Box::pin(serve) })
+    Ok(Started { addr, grpc: None, supervisor, serve: Box::pin(serve) })
 }

@@ -23,7 +23,10 @@ use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::TokioExecutor,
 };
-use lizards_shared::problem::Problem;
+use lizards_shared::{
+    problem::Problem,
+    protocol::{self, MAX_MESSAGE},
+};
 use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest, protocol::WebSocketConfig};
 
 use crate::{
@@ -387,8 +390,6 @@ async fn connect(authority: &str, path_and_query: &str, headers: HeaderMap) -> R
     Ok(stream)
 }
 
-/// Largest client message the bridge accepts (the provider's own limit).
-const MAX_MESSAGE: usize = 1024 * 1024;
 /// A bridged write that does not complete in this time ends the bridge (the
 /// provider closes clients that stay unwritable anyway).
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
@@ -400,8 +401,18 @@ const CLIENT_IDLE: Duration = Duration::from_secs(90);
 async fn bridge(client: WebSocket, upstream: Upstream) {
     let (mut client_tx, mut client_rx) = client.split();
     let (mut upstream_tx, mut upstream_rx) = upstream.split();
+    // Ends with whether the client sent a message over the limit.
     let to_upstream = async {
-        while let Ok(Some(Ok(message))) = tokio::time::timeout(CLIENT_IDLE, client_rx.next()).await {
+        let mut too_big = false;
+        loop {
+            let message = match tokio::time::timeout(CLIENT_IDLE, client_rx.next()).await {
+                Ok(Some(Ok(message))) => message,
+                Ok(Some(Err(error))) => {
+                    too_big = protocol::is_message_too_big(&error);
+                    break;
+                }
+                _ => break,
+            };
             let Some(message) = to_tungstenite(message) else { continue };
             let closing = matches!(message, tungstenite::Message::Close(_));
             let sent = tokio::time::timeout(SEND_TIMEOUT, upstream_tx.send(message)).await;
@@ -410,6 +421,7 @@ async fn bridge(client: WebSocket, upstream: Upstream) {
             }
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), upstream_tx.close()).await;
+        too_big
     };
     let to_client = async {
         while let Some(Ok(message)) = upstream_rx.next().await {
@@ -422,9 +434,13 @@ async fn bridge(client: WebSocket, upstream: Upstream) {
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), client_tx.close()).await;
     };
-    tokio::select! {
-        _ = to_upstream => {}
-        _ = to_client => {}
+    let too_big = tokio::select! {
+        too_big = to_upstream => too_big,
+        _ = to_client => false,
+    };
+    if too_big {
+        let frame = ws::CloseFrame { code: protocol::CLOSE_TOO_BIG, reason: protocol::TOO_BIG_REASON.into() };
+        let _ = tokio::time::timeout(Duration::from_secs(1), client_tx.send(ws::Message::Close(Some(frame)))).await;
     }
 }
 

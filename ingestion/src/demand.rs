@@ -11,7 +11,7 @@ use std::{
 
 use lizards_shared::{
     Symbol,
-    broker::{Broker, BrokerError, CONTROL_EXCHANGE, ConsumeOptions, QueueSpec},
+    broker::{Broker, BrokerError, CONTROL_EXCHANGE, ConsumeOptions, Consumer, QueueSpec},
     demand::{DEMAND_PATTERN, DEMAND_TTL, DemandSet},
     shutdown::Shutdown,
 };
@@ -82,34 +82,32 @@ impl Demand {
 /// set of each provider matters.
 const QUEUE_LENGTH: usize = 1_000;
 
-/// Declares this instance's queue on the `control` exchange and feeds every
-/// demand set into `demand` until shutdown. Unreadable messages are logged
-/// and dropped.
-pub async fn listen(broker: Arc<dyn Broker>, demand: Arc<Demand>, shutdown: Shutdown) -> Result<(), BrokerError> {
+/// Declares this instance's queue on the `control` exchange and consumes it.
+pub async fn subscribe(broker: &dyn Broker) -> Result<Box<dyn Consumer>, BrokerError> {
     let queue = format!("ingestion.demand.{}", uuid::Uuid::new_v4());
     let spec =
         QueueSpec { name: queue.clone(), auto_delete: true, max_length: Some(QUEUE_LENGTH), ..Default::default() };
     broker.declare_queue(&spec).await?;
     broker.bind(&queue, CONTROL_EXCHANGE, DEMAND_PATTERN).await?;
-    let mut consumer = broker.consume(&queue, ConsumeOptions { prefetch: 0, no_ack: true }).await?;
-    tokio::spawn(async move {
-        loop {
-            let delivery = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                delivery = consumer.next() => delivery,
-            };
-            let Some(delivery) = delivery else {
-                tracing::warn!("demand queue closed; demand sets no longer arrive");
-                break;
-            };
-            match DemandSet::decode(&delivery.body) {
-                Ok(set) => demand.update(set, Instant::now()),
-                Err(error) => tracing::warn!(%error, routing_key = %delivery.routing_key, "demand message dropped"),
-            }
+    broker.consume(&queue, ConsumeOptions { prefetch: 0, no_ack: true }).await
+}
+
+/// Feeds every demand set `consumer` receives into `demand` until shutdown.
+/// Unreadable messages are logged and dropped.
+pub async fn listen(mut consumer: Box<dyn Consumer>, demand: Arc<Demand>, shutdown: Shutdown) {
+    loop {
+        let delivery = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            delivery = consumer.next() => delivery,
+        };
+        // The queue is auto-delete: the supervisor reports a closed one.
+        let Some(delivery) = delivery else { return };
+        match DemandSet::decode(&delivery.body) {
+            Ok(set) => demand.update(set, Instant::now()),
+            Err(error) => tracing::warn!(%error, routing_key = %delivery.routing_key, "demand message dropped"),
         }
-        consumer.cancel().await;
-    });
-    Ok(())
+    }
+    consumer.cancel().await;
 }
 
 #[cfg(test)]

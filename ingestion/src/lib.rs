@@ -30,6 +30,7 @@ use lizards_shared::{
     rawstore::RawStore,
     service::Started,
     shutdown::Shutdown,
+    supervisor::{Policy, Supervisor},
     telemetry::{self, HttpMetrics, Readiness},
 };
 use tokio::sync::mpsc;
@@ -94,7 +95,7 @@ pub async fn build(
         Demand::new(always_on, config.ingestion.demand_grace)
             .with_gauges(metrics.demand_symbols.clone(), metrics.demand_instances.clone()),
     );
-    demand::listen(broker.clone(), demand.clone(), shutdown.clone()).await?;
+    let demand_consumer = demand::subscribe(broker.as_ref()).await?;
     let shared = poller::Shared {
         cache,
         demand: demand.clone(),
@@ -108,12 +109,19 @@ pub async fn build(
         shared.metrics.prime_source(source.id());
     }
     let (tx, rx) = mpsc::channel(RECORD_BUFFER);
-    let finder =
-        Finder { sources: sources.clone(), demand, records: tx.clone(), timeout: config.common.symbol_lookup_timeout };
+    let finder = Finder {
+        sources: sources.clone(),
+        demand: demand.clone(),
+        records: tx.clone(),
+        timeout: config.common.symbol_lookup_timeout,
+    };
 
+    let supervisor = Supervisor::new(SERVICE_ID, &registry, shutdown.clone());
+    let workers = supervisor.clone();
     let readiness: Readiness = Arc::new(move || {
-        let (broker, raw) = (broker.clone(), raw.clone());
+        let (broker, raw, workers) = (broker.clone(), raw.clone(), workers.check());
         Box::pin(async move {
+            workers?;
             broker.ping().await.map_err(|e| e.to_string())?;
             raw.ping().await.map_err(|e| e.to_string())
         })
@@ -147,37 +155,40 @@ pub async fn build(
     .await?;
     tracing::info!(addr = %grpc_addr, "ingestion gRPC listening");
 
-    let mut tasks = Vec::new();
+    supervisor.spawn_once("demand listener", demand::listen(demand_consumer, demand.clone(), shutdown.clone()));
     for source in sources.iter() {
-        let (source, tx, shutdown) = (source.clone(), tx.clone(), shutdown.clone());
-        tasks.push(tokio::spawn(async move { source.run(tx, shutdown).await }));
+        let (source, tx) = (source.clone(), tx.clone());
+        supervisor.spawn(format!("source {}", source.id()), Policy::Restart, move |stop| {
+            let (source, tx) = (source.clone(), tx.clone());
+            async move { source.run(tx, stop).await }
+        });
     }
     drop(tx);
-    let pipeline_task = tokio::spawn(run_pipeline(pipeline, rx));
+    // It ends once the sources (and the lookups holding a sender) are gone,
+    // after draining what they produced.
+    supervisor.spawn_once("pipeline", run_pipeline(pipeline, rx));
 
     let registration = Registration::http(SERVICE_ID, "Lizards ingestion", &config.advertise_host(), addr.port());
-    let registered = keep_registered(client, registration, config.common.registry_heartbeat, shutdown.clone());
+    let heartbeat = config.common.registry_heartbeat;
+    supervisor.spawn("registration", Policy::Restart, move |stop| {
+        keep_registered(client.clone(), registration.clone(), heartbeat, stop)
+    });
+    let grpc_server = grpc::serve(grpc_listener, ingest, access, shutdown.clone());
+    supervisor.spawn_once("gRPC server", async move {
+        grpc_server.await.map_err(|error| format!("serving gRPC on {grpc_addr}: {error}"))
+    });
+    let http_server = axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).into_future();
+    supervisor.spawn_once("HTTP server", async move {
+        http_server.await.map_err(|error| format!("serving HTTP on {addr}: {error}"))
+    });
 
-    let grpc_shutdown = shutdown.clone();
+    let workers = supervisor.clone();
     let serve = async move {
-        let http = axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned());
-        let grpc = grpc::serve(grpc_listener, ingest, access, grpc_shutdown);
-        let (http, grpc) = tokio::join!(http.into_future(), grpc);
-        if let Err(error) = http {
-            tracing::error!(%error, "ingestion server failed");
-        }
-        if let Err(error) = grpc {
-            tracing::error!(%error, "ingestion gRPC server failed");
-        }
-        for task in tasks {
-            let _ = task.await;
-        }
-        // Sources are stopped: the pipeline drains what they produced.
-        let _ = pipeline_task.await;
-        let _ = registered.await;
+        let stopped = workers.stopped().await;
         tracing::info!("ingestion stopped");
+        stopped
     };
-    Ok(Started { addr, grpc: Some(grpc_addr), serve: Box::pin(serve) })
+    Ok(Started { addr, grpc: Some(grpc_addr), supervisor, serve: Box::pin(serve) })
 }
 
 /// Records processed at once. A confirm from RabbitMQ waits for its disk

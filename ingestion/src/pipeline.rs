@@ -83,9 +83,17 @@ impl Pipeline {
             received_at,
             body: record.body.clone(),
         };
-        let raw_id = match self.raw.insert(doc).await {
+        let raw_id = match self.raw.insert(doc.clone()).await {
             Ok(id) => Some(id),
-            Err(RawStoreError::Duplicate) => return Ok(self.reject(&record, None, Reject::Duplicate).await),
+            Err(RawStoreError::Duplicate) => match self.raw.reclaim(&doc, PUBLISH_FAILED).await {
+                // Its first attempt was never published: this one is.
+                Ok(Some(id)) => Some(id),
+                Ok(None) => return Ok(self.reject(&record, None, Reject::Duplicate).await),
+                Err(error) => {
+                    tracing::warn!(%error, "raw store lookup of a duplicate failed; refused as a duplicate");
+                    return Ok(self.reject(&record, None, Reject::Duplicate).await);
+                }
+            },
             Err(error) => {
                 // A raw-store outage must not stop live prices: publish with
                 // a fresh id and count the miss.

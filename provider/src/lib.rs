@@ -39,6 +39,7 @@ use lizards_shared::{
     service::Started,
     shutdown::Shutdown,
     store::QuoteStore,
+    supervisor::{Policy, Supervisor},
     telemetry::{self, HttpMetrics, Readiness},
 };
 
@@ -102,6 +103,7 @@ pub async fn build(config: Config, backends: Backends, shutdown: Shutdown) -> Re
 
     let registry = telemetry::metrics_registry(SERVICE_ID);
     let metrics = metrics::Metrics::new(&registry);
+    let supervisor = Supervisor::new(SERVICE_ID, &registry, shutdown.clone());
     let latest = Arc::new(LatestCache::default());
     let hub = Arc::new(Hub::new(metrics.clone()));
     let registry_client = RegistryClient::new(&config.common.registry_url, config.common.registry_token.clone());
@@ -156,10 +158,12 @@ pub async fn build(config: Config, backends: Backends, shutdown: Shutdown) -> Re
     let connections = ctx.connections.clone();
 
     let readiness: Readiness = {
-        let (broker, store, cache) = (broker.clone(), store.clone(), cache.clone());
+        let (broker, store, cache, workers) = (broker.clone(), store.clone(), cache.clone(), supervisor.clone());
         Arc::new(move || {
             let (broker, store, cache) = (broker.clone(), store.clone(), cache.clone());
+            let workers = workers.check();
             Box::pin(async move {
+                workers?;
                 broker.ping().await.map_err(|e| e.to_string())?;
                 store.ping().await.map_err(|e| e.to_string())?;
                 cache.ping().await.map_err(|e| e.to_string())
@@ -195,8 +199,10 @@ pub async fn build(config: Config, backends: Backends, shutdown: Shutdown) -> Re
     )
     .await?;
     tracing::info!(addr = %grpc_addr, "provider gRPC (lizards.v1.Accounts) listening");
-    let grpc_task = tokio::spawn(grpc::serve(grpc_listener, accounts.clone(), shutdown.clone()));
-
+    let grpc_server = grpc::serve(grpc_listener, accounts.clone(), shutdown.clone());
+    supervisor.spawn_once("gRPC server", async move {
+        grpc_server.await.map_err(|error| format!("serving gRPC on {grpc_addr}: {error}"))
+    });
     let persister = Persister {
         broker: broker.clone(),
         store: store.clone(),
@@ -206,20 +212,33 @@ pub async fn build(config: Config, backends: Backends, shutdown: Shutdown) -> Re
         linger: config.provider.persist_linger,
     };
     // The persistence worker finishes its batch and acks before stopping.
-    let persist_task = tokio::spawn(persister.run(shutdown.clone()));
-    let feed_task =
-        tokio::spawn(live::feed(live_consumer, hub.clone(), metrics.clone(), live_queue.clone(), shutdown.clone()));
-    let instance = format!("provider-{}", uuid::Uuid::new_v4());
-    let demand_task =
-        tokio::spawn(demand::publish(broker.clone(), hub.clone(), interest.clone(), instance, shutdown.clone()));
-    let interest_task = tokio::spawn(interest.clone().refresh(account_store.clone(), shutdown.clone()));
+    supervisor.spawn("persister", Policy::Restart, move |stop| persister.clone().run(stop));
+    // The live queue is auto-delete: once its consumer is gone the queue
+    // and its bindings are too, so a live feed that ends cannot be resumed.
+    supervisor.spawn_once(
+        "live feed",
+        live::feed(live_consumer, hub.clone(), metrics.clone(), live_queue.clone(), shutdown.clone()),
+    );
+    supervisor.spawn("live bindings", Policy::Restart, {
+        let (broker, hub, metrics) = (broker.clone(), hub.clone(), metrics.clone());
+        move |stop| live::bind(broker.clone(), hub.clone(), metrics.clone(), live_queue.clone(), stop)
+    });
+    supervisor.spawn("demand publisher", Policy::Restart, {
+        let (broker, hub, interest) = (broker.clone(), hub.clone(), interest.clone());
+        let instance = format!("provider-{}", uuid::Uuid::new_v4());
+        move |stop| demand::publish(broker.clone(), hub.clone(), interest.clone(), instance.clone(), stop)
+    });
+    supervisor.spawn("interest refresh", Policy::Restart, {
+        let (interest, accounts) = (interest.clone(), account_store.clone());
+        move |stop| interest.clone().refresh(accounts.clone(), stop)
+    });
     let stats = stats::Stats {
         quotes: store.clone(),
         accounts: account_store.clone(),
         interest: interest.clone(),
         metrics: metrics.clone(),
     };
-    let stats_task = tokio::spawn(stats.run(shutdown.clone()));
+    supervisor.spawn("stats", Policy::Restart, move |stop| stats.clone().run(stop));
     let evaluator = Evaluator {
         broker: broker.clone(),
         accounts: accounts.clone(),
@@ -228,7 +247,7 @@ pub async fn build(config: Config, backends: Backends, shutdown: Shutdown) -> Re
         cache: cache.clone(),
         user_quota: config.provider.alert_user_quota,
     };
-    let evaluator_task = tokio::spawn(evaluator.run(shutdown.clone()));
+    supervisor.spawn("alert evaluator", Policy::Restart, move |stop| evaluator.clone().run(stop));
     let retention = retention::Retention {
         quotes: store.clone(),
         accounts: account_store.clone(),
@@ -238,43 +257,37 @@ pub async fn build(config: Config, backends: Backends, shutdown: Shutdown) -> Re
         interval: config.provider.retention_interval,
         metrics: metrics.clone(),
     };
-    let retention_task = tokio::spawn(retention.run(shutdown.clone()));
-    let outbox_task =
-        tokio::spawn(alerts::outbox::run(broker.clone(), accounts.clone(), metrics.clone(), shutdown.clone()));
-    let bind_task = tokio::spawn(live::bind(broker, hub, metrics, live_queue, shutdown.clone()));
+    supervisor.spawn("retention", Policy::Restart, move |stop| retention.clone().run(stop));
+    supervisor.spawn("alert outbox", Policy::Restart, {
+        let (accounts, metrics) = (accounts.clone(), metrics.clone());
+        move |stop| alerts::outbox::run(broker.clone(), accounts.clone(), metrics.clone(), stop)
+    });
 
     let registration = Registration::http(SERVICE_ID, "Lizards provider", &config.advertise_host(), addr.port());
-    let registered = keep_registered(registry_client, registration, config.common.registry_heartbeat, shutdown.clone());
+    let heartbeat = config.common.registry_heartbeat;
+    supervisor.spawn("registration", Policy::Restart, move |stop| {
+        keep_registered(registry_client.clone(), registration.clone(), heartbeat, stop)
+    });
 
-    let serve = async move {
+    let server_shutdown = shutdown.clone();
+    supervisor.spawn_once("HTTP server", async move {
         // The peer address scopes anonymous Idempotency-Keys.
         let app = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
-        let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned());
-        if let Err(error) = server.await {
-            tracing::error!(%error, "provider server failed");
-        }
+        let served = axum::serve(listener, app).with_graceful_shutdown(server_shutdown.cancelled_owned()).await;
         // Upgraded WebSockets outlive the HTTP server: wait (bounded) until
         // each has sent its 1001 close frame.
         connections.close();
         if tokio::time::timeout(CLOSE_GRACE, connections.wait()).await.is_err() {
             tracing::warn!(left = connections.len(), "connections still closing after the grace period");
         }
-        let _ = registered.await;
-        if let Ok(Err(error)) = grpc_task.await {
-            tracing::error!(%error, "provider gRPC server failed");
-        }
-        let _ = tokio::join!(
-            persist_task,
-            feed_task,
-            bind_task,
-            demand_task,
-            interest_task,
-            evaluator_task,
-            outbox_task,
-            retention_task,
-            stats_task
-        );
+        served.map_err(|error| format!("serving HTTP on {addr}: {error}"))
+    });
+
+    let workers = supervisor.clone();
+    let serve = async move {
+        let stopped = workers.stopped().await;
         tracing::info!("provider stopped");
+        stopped
     };
-    Ok(Started { addr, grpc: Some(grpc_addr), serve: Box::pin(serve) })
+    Ok(Started { addr, grpc: Some(grpc_addr), supervisor, serve: Box::pin(serve) })
 }

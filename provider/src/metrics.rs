@@ -199,7 +199,7 @@ impl Metrics {
             self.consumed.with_label_values(&[queue]);
             self.dead_lettered.with_label_values(&[queue]);
         }
-        for reason in ["client", "idle", "errors", "slow", "revoked", "shutdown"] {
+        for reason in ["client", "idle", "errors", "slow", "revoked", "shutdown", "too_big"] {
             self.ws_closes.with_label_values(&[reason]);
         }
         for kind in ["price_update", "control"] {

@@ -1,22 +1,27 @@
 //! Persistence worker: consumes `provider.persist`, writes batches in one
 //! transaction and acknowledges only after the commit, so nothing confirmed
-//! is lost and a redelivered batch is idempotent. Poison messages are
-//! dead-lettered and counted; they never stop the worker.
+//! is lost and a redelivered batch is idempotent. Poison messages (unreadable,
+//! or a quote the database refuses) are dead-lettered and counted; they
+//! never stop the worker or hold back the rest of their batch.
 
 use std::{sync::Arc, time::Duration};
 
 use lizards_shared::{
     Quote,
     broker::{Broker, ConsumeOptions, Consumer, Delivery, PERSIST_QUEUE, consume_retrying},
+    retry::Backoff,
     shutdown::Shutdown,
-    store::QuoteStore,
+    store::{QuoteStore, StoreError},
 };
 use tokio::time::Instant;
 
 use crate::{latest::LatestCache, metrics::Metrics};
 
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// How often a quote the database refused within a batch is tried on its
+/// own before it is dead-lettered.
+const SINGLE_ATTEMPTS: u32 = 3;
 
+#[derive(Clone)]
 pub struct Persister {
     pub broker: Arc<dyn Broker>,
     pub store: Arc<dyn QuoteStore>,
@@ -39,7 +44,7 @@ impl Persister {
         else {
             return;
         };
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
         loop {
             let first = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -50,13 +55,13 @@ impl Persister {
             };
             let batch = self.fill(first, consumer.as_mut()).await;
             if self.write(batch).await {
-                backoff = Duration::from_millis(100);
+                backoff.reset();
             } else {
                 // The database is down: the batch went back to the queue;
                 // wait before trying again.
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(backoff) => backoff = (backoff * 2).min(MAX_BACKOFF),
+                    _ = tokio::time::sleep(backoff.next_delay()) => {}
                 }
             }
         }
@@ -82,7 +87,8 @@ impl Persister {
         batch
     }
 
-    /// Writes one batch; `false` when the store failed (batch requeued).
+    /// Writes one batch; `false` when the database is down (batch
+    /// requeued, the caller backs off).
     async fn write(&self, batch: Vec<Delivery>) -> bool {
         self.metrics.consumed.with_label_values(&[PERSIST_QUEUE]).inc_by(batch.len() as u64);
         self.metrics.ops.operations.with_label_values(&["message"]).inc_by(batch.len() as u64);
@@ -96,23 +102,17 @@ impl Persister {
                 }
                 Err(error) => {
                     tracing::warn!(%error, routing_key = %delivery.routing_key, "poison message dead-lettered");
-                    self.metrics.dead_lettered.with_label_values(&[PERSIST_QUEUE]).inc();
-                    if let Err(error) = delivery.nack(false).await {
-                        tracing::warn!(%error, "dead-lettering failed");
-                    }
+                    self.dead_letter(delivery).await;
                 }
             }
         }
         if quotes.is_empty() {
             return true;
         }
-        let started = std::time::Instant::now();
-        match self.store.insert_batch(&quotes).await {
-            Ok(inserted) => {
-                self.metrics.persist_duration.observe(started.elapsed().as_secs_f64());
-                self.metrics.persist_batch_size.observe(quotes.len() as f64);
-                self.metrics.persisted.inc_by(inserted);
-                self.latest.update(&quotes);
+        // Live prices keep flowing from memory whatever the database does.
+        self.latest.update(&quotes);
+        match self.commit(&quotes).await {
+            Ok(()) => {
                 // One ack for the batch: every delivery taken so far is
                 // either in it or was dead-lettered already.
                 if let Some(last) = deliveries.pop()
@@ -123,15 +123,85 @@ impl Persister {
                 true
             }
             Err(error) => {
-                tracing::error!(%error, batch = quotes.len(), "batch not persisted; requeued");
+                tracing::warn!(%error, batch = quotes.len(), "batch not persisted");
                 self.metrics.errors.with_label_values(&["database"]).inc();
-                // Live prices keep flowing from memory meanwhile.
-                self.latest.update(&quotes);
-                for delivery in deliveries {
-                    let _ = delivery.nack(true).await;
-                }
-                false
+                self.isolate(split(quotes, deliveries)).await
             }
         }
     }
+
+    /// A batch failed. With the database down, every part goes back to
+    /// the queue. With the database up, it refused some quote: the batch is
+    /// retried in halves down to single quotes, so everything else commits
+    /// and only a quote refused [`SINGLE_ATTEMPTS`] times on its own is
+    /// dead-lettered (a batch the database always rejects would otherwise
+    /// be requeued forever and wedge the queue).
+    async fn isolate(&self, mut parts: Vec<Part>) -> bool {
+        while let Some((quotes, deliveries)) = parts.pop() {
+            let committed = match quotes.len() {
+                1 => self.commit_alone(&quotes).await,
+                _ => self.commit(&quotes).await,
+            };
+            match committed {
+                Ok(()) => {
+                    for delivery in deliveries {
+                        if let Err(error) = delivery.ack().await {
+                            tracing::warn!(%error, "ack failed; the quote will be redelivered and skipped");
+                        }
+                    }
+                }
+                Err(_) if self.store.ping().await.is_err() => {
+                    tracing::error!(parts = parts.len() + 1, "database unavailable; batch requeued");
+                    for delivery in parts.into_iter().flat_map(|(_, d)| d).chain(deliveries) {
+                        let _ = delivery.nack(true).await;
+                    }
+                    return false;
+                }
+                Err(error) if quotes.len() == 1 => {
+                    let quote = &quotes[0];
+                    tracing::error!(%error, symbol = %quote.symbol, ts = %quote.ts, "quote refused by the database; dead-lettered");
+                    self.dead_letter(deliveries.into_iter().next().expect("one delivery per quote")).await;
+                }
+                Err(_) => parts.extend(split(quotes, deliveries)),
+            }
+        }
+        true
+    }
+
+    /// A single quote, tried a few times before it counts as refused.
+    async fn commit_alone(&self, quote: &[Quote]) -> Result<(), StoreError> {
+        let mut attempt = 1;
+        loop {
+            match self.commit(quote).await {
+                Err(_) if attempt < SINGLE_ATTEMPTS => attempt += 1,
+                result => return result,
+            }
+        }
+    }
+
+    async fn commit(&self, quotes: &[Quote]) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
+        let inserted = self.store.insert_batch(quotes).await?;
+        self.metrics.persist_duration.observe(started.elapsed().as_secs_f64());
+        self.metrics.persist_batch_size.observe(quotes.len() as f64);
+        self.metrics.persisted.inc_by(inserted);
+        Ok(())
+    }
+
+    async fn dead_letter(&self, delivery: Delivery) {
+        self.metrics.dead_lettered.with_label_values(&[PERSIST_QUEUE]).inc();
+        if let Err(error) = delivery.nack(false).await {
+            tracing::warn!(%error, "dead-lettering failed");
+        }
+    }
+}
+
+/// Quotes with their deliveries, in the same order.
+type Part = (Vec<Quote>, Vec<Delivery>);
+
+/// The two halves of a part, the first half last (it is popped first).
+fn split(mut quotes: Vec<Quote>, mut deliveries: Vec<Delivery>) -> Vec<Part> {
+    let half = quotes.len().div_ceil(2);
+    let second = (quotes.split_off(half), deliveries.split_off(half));
+    vec![second, (quotes, deliveries)]
 }

@@ -24,6 +24,7 @@ use crate::{hub::Hub, latest::LatestCache, metrics::Metrics};
 /// The first cycle runs this long after start, not a whole interval later.
 const FIRST_RUN: Duration = Duration::from_secs(30);
 
+#[derive(Clone)]
 pub struct Retention {
     pub quotes: Arc<dyn QuoteStore>,
     pub accounts: Arc<dyn AccountStore>,

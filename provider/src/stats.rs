@@ -12,6 +12,7 @@ use crate::{alerts::Interest, metrics::Metrics};
 /// Two refreshes per default Prometheus scrape interval (15 s).
 pub const STATS_INTERVAL: Duration = Duration::from_secs(5);
 
+#[derive(Clone)]
 pub struct Stats {
     pub quotes: Arc<dyn QuoteStore>,
     pub accounts: Arc<dyn AccountStore>,

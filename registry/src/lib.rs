@@ -15,7 +15,6 @@ mod sweep;
 
 use std::{net::SocketAddr, sync::Arc};
 
-use axum::Router;
 use lizards_shared::{
     config::Config,
     discovery::{Registration, RegistryClient, keep_registered},
@@ -24,7 +23,8 @@ use lizards_shared::{
     shutdown::Shutdown,
     slo::SloStore,
     store::SqliteStore,
-    telemetry::{HttpMetrics, Operations, always_ready, http_layers, metrics_registry, ops_routes},
+    supervisor::{Policy, Supervisor},
+    telemetry::{HttpMetrics, Operations, Readiness, http_layers, metrics_registry, ops_routes},
 };
 
 pub use error::RegistryError;
@@ -65,6 +65,7 @@ pub async fn build_with_store(
 /// also runs the TTL sweeper, the health checker and the SLO manager, and
 /// keeps the registry registered in itself like any other service.
 pub async fn build_with(config: Config, shutdown: Shutdown, stores: Stores) -> Result<Started, RegistryError> {
+    lizards_shared::http::install_crypto();
     let Stores { registry: store, slos } = stores;
     let (listener, addr) =
         lizards_shared::http::bind("registry's listener", config.common.bind_host, config.registry.registry_port)
@@ -72,6 +73,7 @@ pub async fn build_with(config: Config, shutdown: Shutdown, stores: Stores) -> R
     tracing::info!(%addr, "registry listening");
 
     let prometheus = metrics_registry(SERVICE_ID);
+    let supervisor = Supervisor::new(SERVICE_ID, &prometheus, shutdown.clone());
     let metrics = RegistryMetrics::new(&prometheus);
     let slo_metrics = slo::SloMetrics::new(&prometheus);
     let http_metrics = HttpMetrics::new(&prometheus, &Operations::new(&prometheus, &[], &["store"]));
@@ -86,63 +88,50 @@ pub async fn build_with(config: Config, shutdown: Shutdown, stores: Stores) -> R
     let state = AppState { store: store.clone(), default_ttl: config.registry.registry_ttl, token: token.clone() };
     let routes = api::router(state)
         .merge(slo::router(slo::SloState { store: slos.clone(), token }))
-        .merge(ops_routes(prometheus, always_ready()))
+        .merge(ops_routes(prometheus, workers_ready(supervisor.clone())))
         .merge(openapi::routes(&openapi::document(include_str!("../openapi.json"))));
-    let app = http_layers(routes, http_metrics);
-    let background = Background { config, addr, store, slos, metrics, slo_metrics };
-    let serve = serve(listener, app, background, shutdown);
-    Ok(Started { addr, grpc: None, serve: Box::pin(serve) })
-}
+    let app = http_layers(routes, http_metrics).into_make_service_with_connect_info::<SocketAddr>();
 
-/// What runs next to the HTTP server.
-struct Background {
-    config: Config,
-    addr: SocketAddr,
-    store: Arc<dyn RegistryStore>,
-    slos: Arc<dyn SloStore>,
-    metrics: RegistryMetrics,
-    slo_metrics: slo::SloMetrics,
-}
+    let every = config.registry.registry_sweep;
+    supervisor.spawn("sweeper", Policy::Restart, {
+        let store = store.clone();
+        move |stop| sweep::run(store.clone(), every, metrics.clone(), stop)
+    });
+    let (source, every) =
+        (slo::Source::new(config.registry.prometheus_url.as_deref(), store.clone()), config.registry.slo_interval);
+    supervisor.spawn("SLO manager", Policy::Restart, move |stop| {
+        slo::run(slos.clone(), source.clone(), every, slo_metrics.clone(), stop)
+    });
+    supervisor.spawn("health checker", Policy::Restart, move |stop| health::run(store.clone(), stop));
+    // Deregistering goes through our own listener, so the server stops
+    // only once that request has been answered: the registration loop,
+    // which deregisters at shutdown and then returns, is its signal.
+    let registered = register_self(&config, addr, shutdown);
+    supervisor.spawn_once("HTTP server", async move {
+        let served = axum::serve(listener, app).with_graceful_shutdown(registered).await;
+        served.map_err(|error| format!("serving HTTP on {addr}: {error}"))
+    });
 
-async fn serve(listener: lizards_shared::http::Listener, app: Router, background: Background, shutdown: Shutdown) {
-    // A child token also stops the tasks if the server ends on its own,
-    // without shutting down the rest of the process.
-    let tasks = shutdown.child_token();
-    let sweeper = tokio::spawn(sweep::run(
-        background.store.clone(),
-        background.config.registry.registry_sweep,
-        background.metrics,
-        tasks.clone(),
-    ));
-    let source = slo::Source::new(background.config.registry.prometheus_url.as_deref(), background.store.clone());
-    let slo_manager = tokio::spawn(slo::run(
-        background.slos,
-        source,
-        background.config.registry.slo_interval,
-        background.slo_metrics,
-        tasks.clone(),
-    ));
-    let checker = tokio::spawn(health::run(background.store, tasks.clone()));
-    let registration = register_self(&background.config, background.addr, tasks.clone());
-
-    let stop_tasks = tasks.clone();
-    let signal = async move {
-        tasks.cancelled().await;
-        // Deregistering goes through our own listener, so the server only
-        // stops once that request has been answered.
-        let _ = registration.await;
+    let workers = supervisor.clone();
+    let serve = async move {
+        let stopped = workers.stopped().await;
+        tracing::info!("registry stopped");
+        stopped
     };
-    let app = app.into_make_service_with_connect_info::<SocketAddr>();
-    if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(signal).await {
-        tracing::error!(%error, "registry server failed");
-    }
-    stop_tasks.cancel();
-    let _ = tokio::join!(sweeper, checker, slo_manager);
-    tracing::info!("registry stopped");
+    Ok(Started { addr, grpc: None, supervisor, serve: Box::pin(serve) })
+}
+
+/// Ready while every worker runs (the registry has no other dependency it
+/// cannot serve without).
+fn workers_ready(workers: Supervisor) -> Readiness {
+    Arc::new(move || {
+        let ready = workers.check();
+        Box::pin(async move { ready })
+    })
 }
 
 /// Registers the registry in itself, exactly as every other service does.
-fn register_self(config: &Config, addr: SocketAddr, shutdown: Shutdown) -> tokio::task::JoinHandle<()> {
+fn register_self(config: &Config, addr: SocketAddr, shutdown: Shutdown) -> impl Future<Output = ()> + use<> {
     let client = RegistryClient::new(
         &format!("http://{}", lizards_shared::http::dialable(addr)),
         config.common.registry_token.clone(),

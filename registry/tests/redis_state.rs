@@ -5,10 +5,10 @@
 use std::{sync::Arc, time::Duration};
 
 use lizards_registry::store::RedisRegistryStore;
+use lizards_shared::service::Serving;
 use lizards_shared::{config::Config, shutdown::Shutdown};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tokio::task::JoinHandle;
 
 fn real_url() -> Option<String> {
     lizards_testkit::real_url("REDIS_URL")
@@ -19,7 +19,7 @@ struct Replica {
     base: String,
     http: reqwest::Client,
     shutdown: Shutdown,
-    server: JoinHandle<()>,
+    server: Serving,
     _data: tempfile::TempDir,
 }
 
@@ -70,7 +70,8 @@ impl Replica {
         tokio::time::timeout(Duration::from_secs(10), self.server)
             .await
             .expect("registry stops within 10 s")
-            .expect("registry task does not panic");
+            .expect("registry task does not panic")
+            .expect("no worker failed");
     }
 }
 

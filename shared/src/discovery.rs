@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
-use tokio::task::JoinHandle;
 
-use crate::shutdown::Shutdown;
+use crate::{retry::Backoff, shutdown::Shutdown};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoveryError {
@@ -151,76 +150,81 @@ async fn status_error(response: reqwest::Response) -> DiscoveryError {
 }
 
 /// Keeps `registration` registered until `shutdown`, then deregisters;
-/// with an empty REGISTRY_URL it does nothing.
+/// with an empty REGISTRY_URL it only waits for shutdown.
 /// Retries with backoff while the registry is unreachable, so services start
 /// in any order.
-pub fn keep_registered(
+pub async fn keep_registered(
     client: RegistryClient,
     registration: Registration,
     heartbeat: Duration,
     shutdown: Shutdown,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        if client.base.is_empty() {
-            // A role kept off the registry's network (the notifier in
-            // compose) is found another way.
-            tracing::info!(service = %registration.service_id, "REGISTRY_URL is empty: not registering");
-            return;
+) {
+    if client.base.is_empty() {
+        // A role kept off the registry's network (the notifier in compose)
+        // is found another way.
+        tracing::info!(service = %registration.service_id, "REGISTRY_URL is empty: not registering");
+        return shutdown.cancelled().await;
+    }
+    let mut instance: Option<String> = None;
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    loop {
+        let wait = match &instance {
+            None => match client.register(&registration).await {
+                Ok(registered) => {
+                    tracing::info!(service = %registration.service_id, instance = %registered.instance_id, "registered");
+                    instance = Some(registered.instance_id);
+                    backoff.reset();
+                    heartbeat
+                }
+                Err(error) => {
+                    tracing::warn!(service = %registration.service_id, %error, "registration failed, retrying");
+                    backoff.next_delay()
+                }
+            },
+            Some(id) => match client.heartbeat(&registration.service_id, id).await {
+                Ok(true) => heartbeat,
+                Ok(false) => {
+                    tracing::warn!(service = %registration.service_id, "registry forgot us, re-registering");
+                    instance = None;
+                    Duration::ZERO
+                }
+                Err(error) => {
+                    tracing::warn!(service = %registration.service_id, %error, "heartbeat failed");
+                    heartbeat.min(Duration::from_secs(2))
+                }
+            },
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(wait) => {}
         }
-        let mut instance: Option<String> = None;
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            let wait = match &instance {
-                None => match client.register(&registration).await {
-                    Ok(registered) => {
-                        tracing::info!(service = %registration.service_id, instance = %registered.instance_id, "registered");
-                        instance = Some(registered.instance_id);
-                        backoff = Duration::from_millis(100);
-                        heartbeat
-                    }
-                    Err(error) => {
-                        tracing::warn!(service = %registration.service_id, %error, "registration failed, retrying");
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
-                        backoff
-                    }
-                },
-                Some(id) => match client.heartbeat(&registration.service_id, id).await {
-                    Ok(true) => heartbeat,
-                    Ok(false) => {
-                        tracing::warn!(service = %registration.service_id, "registry forgot us, re-registering");
-                        instance = None;
-                        Duration::ZERO
-                    }
-                    Err(error) => {
-                        tracing::warn!(service = %registration.service_id, %error, "heartbeat failed");
-                        heartbeat.min(Duration::from_secs(2))
-                    }
-                },
-            };
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(wait) => {}
-            }
+    }
+    if let Some(id) = instance {
+        match client.deregister(&registration.service_id, &id).await {
+            Ok(()) => tracing::info!(service = %registration.service_id, instance = %id, "deregistered"),
+            Err(error) => tracing::warn!(service = %registration.service_id, %error, "deregistration failed"),
         }
-        if let Some(id) = instance {
-            match client.deregister(&registration.service_id, &id).await {
-                Ok(()) => tracing::info!(service = %registration.service_id, instance = %id, "deregistered"),
-                Err(error) => tracing::warn!(service = %registration.service_id, %error, "deregistration failed"),
-            }
-        }
-    })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn without_a_registry_url_nothing_registers() {
+    #[tokio::test(start_paused = true)]
+    async fn without_a_registry_url_nothing_registers_and_it_waits_for_shutdown() {
         let registration = Registration::http("notifier", "Lizards notifier", "127.0.0.1", 8700);
-        let task =
-            keep_registered(RegistryClient::new("", None), registration, Duration::from_secs(10), Shutdown::new());
-        let ended = tokio::time::timeout(Duration::from_secs(1), task).await;
-        assert!(ended.is_ok(), "it returns at once instead of retrying forever");
+        let shutdown = Shutdown::new();
+        let task = tokio::spawn(keep_registered(
+            RegistryClient::new("", None),
+            registration,
+            Duration::from_secs(10),
+            shutdown.clone(),
+        ));
+        // An early return would read as a dead worker to the supervisor.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(!task.is_finished());
+        shutdown.cancel();
+        task.await.expect("stops at shutdown");
     }
 }

@@ -10,6 +10,22 @@ use serde_json::{Number, Value};
 
 use crate::{Quote, Symbol, SymbolError, time};
 
+/// Largest client message a WebSocket endpoint reads; beyond it the
+/// connection ends with [`CLOSE_TOO_BIG`].
+pub const MAX_MESSAGE: usize = 1024 * 1024;
+/// Close code for a message over the limit (RFC 6455 §7.4.1, "message too big").
+pub const CLOSE_TOO_BIG: u16 = 1009;
+/// The close frame's reason with that code.
+pub const TOO_BIG_REASON: &str = "message too big: at most 1 MiB";
+
+/// Whether a WebSocket read failed because the client's message was over
+/// [`MAX_MESSAGE`] (the socket can still send the close frame).
+pub fn is_message_too_big(error: &axum::Error) -> bool {
+    use tokio_tungstenite::tungstenite::{Error, error::CapacityError};
+    let inner = std::error::Error::source(error).and_then(|e| e.downcast_ref::<Error>());
+    matches!(inner, Some(Error::Capacity(CapacityError::MessageTooLong { .. })))
+}
+
 /// A parsed client request.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ClientRequest {

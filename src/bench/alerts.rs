@@ -99,7 +99,7 @@ impl AlertsBench {
         );
         let result = self.measure(&bench).await;
         shutdown.cancel();
-        platform.stopped().await;
+        platform.stopped().await?;
         result
     }
 

@@ -132,7 +132,7 @@ impl GatewayBench {
         let check = self.rate_limit_check(&config).await?;
         gateway_process.stop().await;
         shutdown.cancel();
-        platform.stopped().await;
+        platform.stopped().await?;
 
         println!("median of {} rounds:", self.rounds);
         let mut summary = serde_json::Map::new();

@@ -226,7 +226,7 @@ impl WsBench {
         let (lizards, conflated) = self.measure(&url, &symbols, metrics_url.as_deref()).await?;
         shutdown.cancel();
         if let Some(platform) = platform {
-            platform.stopped().await;
+            platform.stopped().await?;
         }
         lizards.print("lizards", self.rate);
         if let Some(conflated) = conflated {

@@ -55,9 +55,17 @@ where
 /// in CI (`CI` set) fails the test: CI starts every server
 /// (`scripts/services.sh`). Missing elsewhere returns `None`, and the
 /// caller skips its real-server run (saying so).
+///
+/// For RabbitMQ and PostgreSQL it also holds [`servers`] shared until the
+/// process exits, so a test that restarts them never does it under this one.
 pub fn real_url(var: &str) -> Option<String> {
     match std::env::var(var) {
-        Ok(url) if !url.is_empty() => Some(url),
+        Ok(url) if !url.is_empty() => {
+            if RESTARTABLE.contains(&var) {
+                servers::hold(servers::Use::Shared);
+            }
+            Some(url)
+        }
         _ if std::env::var_os("CI").is_some() => {
             panic!("{var} is not set in CI: run scripts/services.sh and export what it prints")
         }
@@ -65,5 +73,50 @@ pub fn real_url(var: &str) -> Option<String> {
             eprintln!("{var} not set: skipping the real-server run (eval \"$(scripts/services.sh)\")");
             None
         }
+    }
+}
+
+/// The servers fault tests stop and start again.
+const RESTARTABLE: [&str; 2] = ["AMQP_URL", "DATABASE_URL"];
+
+/// A lock across processes (`flock` on one file in the temp directory)
+/// between the tests that restart the shared RabbitMQ and PostgreSQL
+/// (exclusive) and every test that uses them (shared). Whatever runs the
+/// tests (`cargo test` binaries one after another, nextest one process per
+/// test), a restart never happens under another test.
+pub mod servers {
+    use std::{fs::File, sync::Mutex};
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Use {
+        Shared,
+        /// The caller stops and starts the servers.
+        Exclusive,
+    }
+
+    /// The lock this process holds, kept until it exits.
+    static HELD: Mutex<Option<(File, Use)>> = Mutex::new(None);
+
+    /// Takes the lock for the rest of the process, waiting for tests in
+    /// other processes that hold it the other way. A process that already
+    /// holds it keeps what it has.
+    pub fn hold(mode: Use) {
+        let mut held = HELD.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if held.is_some() {
+            return;
+        }
+        let path = std::env::temp_dir().join("lizards-test-servers.lock");
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .unwrap_or_else(|error| panic!("cannot open {}: {error}", path.display()));
+        let locked = match mode {
+            Use::Shared => file.lock_shared(),
+            Use::Exclusive => file.lock(),
+        };
+        locked.unwrap_or_else(|error| panic!("cannot lock {}: {error}", path.display()));
+        *held = Some((file, mode));
     }
 }

@@ -76,7 +76,8 @@ impl App {
     pub async fn stop(mut self) {
         self.shutdown.cancel();
         let platform = self.platform.take().expect("running");
-        tokio::time::timeout(WAIT, platform.stopped()).await.expect("platform stops in time");
+        let stopped = tokio::time::timeout(WAIT, platform.stopped()).await.expect("platform stops in time");
+        stopped.expect("every role stopped cleanly");
     }
 }
 

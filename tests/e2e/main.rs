@@ -245,3 +245,26 @@ async fn a_role_that_cannot_bind_names_itself_and_the_address() {
     let message = format!("{:#}", error.expect("the gateway cannot bind"));
     assert!(message.contains(&format!("cannot bind the gateway's listener on 127.0.0.1:{port}")), "{message}");
 }
+
+#[tokio::test]
+async fn a_role_that_loses_a_vital_worker_stops_every_role_and_names_the_cause() {
+    let mut app = spawn_app().await;
+    let platform = app.platform.take().expect("running");
+    let provider = platform.supervisors.iter().find(|s| s.role() == "provider").expect("the provider runs").clone();
+    lizards_testkit::eventually("the live feed to be aborted", || async { provider.abort("live feed") }).await;
+    tokio::time::timeout(helpers::WAIT, app.shutdown.cancelled()).await.expect("the platform stops by itself");
+    let stopped = tokio::time::timeout(helpers::WAIT, platform.stopped()).await.expect("every role stops in time");
+    let message = format!("{:#}", stopped.expect_err("the process reports the failure"));
+    assert_eq!(message, "the provider's live feed worker was aborted");
+}
+
+#[tokio::test]
+async fn a_message_over_one_mebibyte_through_the_gateway_is_closed_with_1009() {
+    let app = spawn_app().await;
+    let mut client = app.ws("/ws").await;
+    client.send_text(&"x".repeat(2 * 1024 * 1024)).await;
+    let close = client.expect_close(helpers::WAIT).await;
+    assert_eq!(u16::from(close.code), 1009);
+    assert_eq!(close.reason.as_str(), "message too big: at most 1 MiB");
+    app.stop().await;
+}

@@ -40,7 +40,12 @@ pub struct Env {
 pub fn env() -> Option<Env> {
     let get = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     match (get("AMQP_URL"), get("DATABASE_URL")) {
-        (Some(amqp), Some(database)) => Some(Env { amqp, database }),
+        (Some(amqp), Some(database)) => {
+            // These tests stop RabbitMQ and PostgreSQL: no other test may
+            // run against them meanwhile (other test processes wait).
+            lizards_testkit::servers::hold(lizards_testkit::servers::Use::Exclusive);
+            Some(Env { amqp, database })
+        }
         _ if std::env::var_os("CI").is_some() => {
             panic!("AMQP_URL and DATABASE_URL must be set in CI (scripts/services.sh)")
         }

@@ -20,6 +20,7 @@ use lizards_ingestion::{
     pipeline::{Outcome, Pipeline},
     sources::RawRecord,
 };
+use lizards_shared::service::Serving;
 use lizards_shared::{
     Quote,
     broker::{
@@ -33,7 +34,6 @@ use lizards_shared::{
 };
 use prometheus::Registry;
 use serde_json::json;
-use tokio::task::JoinHandle;
 
 pub use lizards_testkit::{eventually, within};
 
@@ -132,6 +132,10 @@ impl RawStore for RecordingRawStore {
 
     async fn set_outcome(&self, id: &str, outcome: RawOutcome) -> Result<(), RawStoreError> {
         self.inner.set_outcome(id, outcome).await
+    }
+
+    async fn reclaim(&self, doc: &RawDocument, reason: &str) -> Result<Option<String>, RawStoreError> {
+        self.inner.reclaim(doc, reason).await
     }
 
     async fn get(&self, id: &str) -> Result<Option<(RawDocument, Option<RawOutcome>)>, RawStoreError> {
@@ -285,7 +289,7 @@ pub struct TestIngestion {
     pub broker: Arc<MemoryBroker>,
     service_broker: Arc<RefusingBroker>,
     shutdown: Shutdown,
-    server: Option<JoinHandle<()>>,
+    server: Option<Serving>,
     _data: tempfile::TempDir,
 }
 
@@ -392,7 +396,10 @@ impl TestIngestion {
     pub async fn stop(mut self) {
         self.shutdown.cancel();
         if let Some(server) = self.server.take() {
-            within("the service to stop", server).await.expect("the service task does not panic");
+            within("the service to stop", server)
+                .await
+                .expect("the service task does not panic")
+                .expect("no worker failed");
         }
     }
 }

@@ -10,7 +10,11 @@ use lizards_ingestion::{
     sources::RawRecord,
     validate::Reject,
 };
-use lizards_shared::{Quote, Symbol, broker::MemoryBroker, rawstore::RawOutcome};
+use lizards_shared::{
+    Quote, Symbol,
+    broker::{MemoryBroker, declare_topology},
+    rawstore::RawOutcome,
+};
 use prometheus::Registry;
 use serde_json::{Value, json};
 
@@ -194,6 +198,27 @@ async fn unconfirmed_publish_is_an_error_and_counted() {
     assert_eq!(counter(&registry, "lizards_publish_failures_total", &[("source", SOURCE)]), 1);
     assert_eq!(counter(&registry, PUBLISHED, &[]), 0);
     assert_eq!(raw.outcome(&raw.last_id()).await, rejected("publish_failed"));
+}
+
+#[tokio::test]
+async fn a_record_whose_publish_failed_is_published_when_sent_again_and_only_then_a_duplicate() {
+    let broker = Arc::new(MemoryBroker::new());
+    let raw = Arc::new(RecordingRawStore::new());
+    let metrics = Metrics::new(&Registry::new());
+    metrics.prime_source(SOURCE);
+    let pipeline = Pipeline::new(broker.clone(), raw.clone(), metrics, RETENTION_DAYS, JUMP_PCT);
+    let sent = record("AAPL", 228.0);
+    assert!(pipeline.process(sent.clone()).await.is_err(), "no exchange yet: not confirmed");
+    let first = raw.last_id();
+
+    declare_topology(broker.as_ref()).await.expect("topology is declared");
+    let again = pipeline.process(sent.clone()).await.expect("published this time");
+    assert!(matches!(&again, Outcome::Published { ingest_id, .. } if *ingest_id == first), "{again:?}");
+    assert_eq!(raw.stored(), 1, "the raw copy of the first attempt is reused");
+    assert!(matches!(raw.outcome(&first).await, Some(RawOutcome::Accepted { .. })));
+
+    let third = pipeline.process(sent).await.expect("answered");
+    assert!(matches!(third, Outcome::Rejected(Reject::Duplicate)), "published once, then a duplicate: {third:?}");
 }
 
 #[tokio::test]

@@ -34,6 +34,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// Times a rule is re-read and re-evaluated after losing a compare-and-set.
 const CONFLICT_RETRIES: usize = 3;
 
+#[derive(Clone)]
 pub struct Evaluator {
     pub broker: Arc<dyn Broker>,
     pub accounts: Arc<Accounts>,

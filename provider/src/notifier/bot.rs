@@ -28,6 +28,7 @@ const HELP: &str = "Lizards alerts bot.\n\
 const HOW_TO_LINK: &str = "To link this chat, get a one-time code while signed in to Lizards \
 (POST /users/me/telegram) and send /start <code> here.";
 
+#[derive(Clone)]
 pub struct Bot {
     pub telegram: Arc<Telegram>,
     pub store: Arc<dyn AccountStore>,

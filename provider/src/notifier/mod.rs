@@ -25,6 +25,7 @@ use lizards_shared::{
     openapi,
     service::Started,
     shutdown::Shutdown,
+    supervisor::{Policy, Supervisor},
     telemetry::{self, HttpMetrics, Readiness},
 };
 
@@ -85,11 +86,13 @@ pub async fn build(config: Config, backends: Backends, shutdown: Shutdown) -> Re
         metrics: metrics.clone(),
     });
 
+    let supervisor = Supervisor::new(SERVICE_ID, &registry, shutdown.clone());
     let readiness: Readiness = {
-        let (broker, accounts) = (broker.clone(), accounts.clone());
+        let (broker, accounts, workers) = (broker.clone(), accounts.clone(), supervisor.clone());
         Arc::new(move || {
-            let (broker, accounts) = (broker.clone(), accounts.clone());
+            let (broker, accounts, workers) = (broker.clone(), accounts.clone(), workers.check());
             Box::pin(async move {
+                workers?;
                 broker.ping().await.map_err(|e| e.to_string())?;
                 // The accounts port has no ping: a cheap query stands in.
                 accounts.has_admin().await.map(|_| ()).map_err(|e| e.to_string())
@@ -104,30 +107,28 @@ pub async fn build(config: Config, backends: Backends, shutdown: Shutdown) -> Re
     tracing::info!(%addr, "notifier listening");
 
     let worker = Worker { broker, deliverer, metrics: metrics.clone(), drain: DRAIN_GRACE };
-    let worker_task = tokio::spawn(worker.run(shutdown.clone()));
-    let bot_task = match telegram {
-        Some(telegram) if n.telegram_poll => {
-            let bot = Bot { telegram, store: accounts, metrics, poll_timeout: n.telegram_poll_timeout };
-            Some(tokio::spawn(bot.run(shutdown.clone())))
-        }
-        _ => None,
-    };
+    supervisor.spawn("deliveries", Policy::Restart, move |stop| worker.clone().run(stop));
+    if let Some(telegram) = telegram.filter(|_| n.telegram_poll) {
+        let bot = Bot { telegram, store: accounts, metrics, poll_timeout: n.telegram_poll_timeout };
+        supervisor.spawn("Telegram bot", Policy::Restart, move |stop| bot.clone().run(stop));
+    }
 
     let registry_client = RegistryClient::new(&config.common.registry_url, config.common.registry_token.clone());
     let registration = Registration::http(SERVICE_ID, "Lizards notifier", &config.advertise_host(), addr.port());
-    let registered = keep_registered(registry_client, registration, config.common.registry_heartbeat, shutdown.clone());
+    let heartbeat = config.common.registry_heartbeat;
+    supervisor.spawn("registration", Policy::Restart, move |stop| {
+        keep_registered(registry_client.clone(), registration.clone(), heartbeat, stop)
+    });
+    let http_server = axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).into_future();
+    supervisor.spawn_once("HTTP server", async move {
+        http_server.await.map_err(|error| format!("serving HTTP on {addr}: {error}"))
+    });
 
+    let workers = supervisor.clone();
     let serve = async move {
-        let server = axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned());
-        if let Err(error) = server.await {
-            tracing::error!(%error, "notifier server failed");
-        }
-        let _ = worker_task.await;
-        if let Some(bot) = bot_task {
-            let _ = bot.await;
-        }
-        let _ = registered.await;
+        let stopped = workers.stopped().await;
         tracing::info!("notifier stopped");
+        stopped
     };
-    Ok(Started { addr, grpc: None, serve: Box::pin(serve) })
+    Ok(Started { addr, grpc: None, supervisor, serve: Box::pin(serve) })
 }

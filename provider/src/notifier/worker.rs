@@ -38,6 +38,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// Wait before requeueing a message the store could not serve.
 const STORE_BACKOFF: Duration = Duration::from_secs(1);
 
+#[derive(Clone)]
 pub struct Worker {
     pub broker: Arc<dyn Broker>,
     pub deliverer: Arc<Deliverer>,

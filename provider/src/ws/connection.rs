@@ -17,7 +17,7 @@ use futures::{
 use lizards_shared::{
     Symbol,
     accounts::UserId,
-    protocol::{ClientRequest, ProtocolError, ServerFrame, parse_client_frame},
+    protocol::{self, ClientRequest, ProtocolError, ServerFrame, parse_client_frame},
     shutdown::Shutdown,
 };
 use serde_json::Number;
@@ -190,6 +190,11 @@ impl Reader {
                         Err(_) => {
                             self.ctx.metrics.ws_closes.with_label_values(&["idle"]).inc();
                             self.outbox.close(NORMAL, "idle timeout");
+                            Flow::Stop
+                        }
+                        Ok(Some(Err(error))) if protocol::is_message_too_big(&error) => {
+                            self.ctx.metrics.ws_closes.with_label_values(&["too_big"]).inc();
+                            self.outbox.close(protocol::CLOSE_TOO_BIG, protocol::TOO_BIG_REASON);
                             Flow::Stop
                         }
                         Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => {

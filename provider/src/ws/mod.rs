@@ -14,6 +14,7 @@ use axum::{
     },
     response::{IntoResponse, Response},
 };
+use lizards_shared::protocol::MAX_MESSAGE;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -24,9 +25,9 @@ pub use connection::ConnContext;
 /// one grows the buffer as it arrives. 4 KiB → 1 KiB took an idle
 /// connection from ~10.7 to ~7.7 KB (docs/benchmarks.md, `bench conns`).
 const READ_BUFFER: usize = 1024;
-/// Largest message the socket accepts at all; frames above `WS_MAX_FRAME`
-/// but below this get a "frame too large" error and the connection lives on.
-const MAX_MESSAGE: usize = 1024 * 1024;
+/// `MAX_MESSAGE` is the largest message the socket accepts at all (beyond
+/// it: close 1009); frames above `WS_MAX_FRAME` but below it get a "frame
+/// too large" error and the connection lives on.
 
 #[derive(Debug, Default, Deserialize)]
 pub struct ConnectParams {

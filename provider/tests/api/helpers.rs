@@ -18,6 +18,7 @@ use lizards_shared::{
     config::Config,
     shutdown::Shutdown,
     store::{QuoteStore, SqliteStore},
+    supervisor::{Supervisor, WorkerFailure},
 };
 pub use lizards_testkit::ws::{Client, is_update_for};
 use tokio::task::JoinHandle;
@@ -36,7 +37,9 @@ pub struct TestProvider {
     pub store: Arc<SqliteStore>,
     pub http: reqwest::Client,
     shutdown: Shutdown,
-    task: JoinHandle<()>,
+    task: JoinHandle<Result<(), WorkerFailure>>,
+    /// The provider's workers (tests abort one as a crash would).
+    pub supervisor: Supervisor,
     _dir: tempfile::TempDir,
 }
 
@@ -100,8 +103,10 @@ async fn start(
     let shutdown = Shutdown::new();
     let started = lizards_provider::build(config, backends, shutdown.clone()).await.expect("provider starts");
     let grpc = started.grpc.expect("the provider serves gRPC");
+    let supervisor = started.supervisor.clone();
     let (addr, task) = started.spawn();
-    TestProvider { addr, grpc, broker, store, http: lizards_shared::http::client(), shutdown, task, _dir: dir }
+    let http = lizards_shared::http::client();
+    TestProvider { addr, grpc, broker, store, http, shutdown, task, supervisor, _dir: dir }
 }
 
 impl TestProvider {
@@ -161,7 +166,26 @@ impl TestProvider {
 
     pub async fn stop(self) {
         self.shutdown.cancel();
-        tokio::time::timeout(WAIT, self.task).await.expect("provider stops in time").expect("provider task");
+        let stopped = tokio::time::timeout(WAIT, self.task).await.expect("provider stops in time");
+        stopped.expect("provider task").expect("no worker failed");
+    }
+
+    /// Makes the database refuse every quote of `symbol` (a trigger on the
+    /// SQLite file), as a constraint violation would.
+    pub async fn refuse_quotes_of(&self, symbol: &str) {
+        let path = self._dir.path().join("test.db");
+        let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&path);
+        let mut db = <sqlx::SqliteConnection as sqlx::Connection>::connect_with(&options).await.expect("sqlite");
+        let trigger = format!(
+            "CREATE TRIGGER refuse_{symbol} BEFORE INSERT ON quotes WHEN NEW.symbol = '{symbol}' \
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(trigger)).execute(&mut db).await.expect("trigger created");
+    }
+
+    /// Waits until the provider stops by itself (without a shutdown).
+    pub async fn ended(self) -> Result<(), WorkerFailure> {
+        tokio::time::timeout(WAIT, self.task).await.expect("provider stops in time").expect("provider task")
     }
 
     pub fn shutdown(&self) {

@@ -12,3 +12,4 @@ mod protocol;
 mod rest;
 mod retention;
 mod streaming;
+mod workers;

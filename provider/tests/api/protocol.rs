@@ -88,6 +88,17 @@ async fn oversized_frame_gets_an_error_frame_and_the_connection_stays_usable() {
 }
 
 #[tokio::test]
+async fn a_message_over_one_mebibyte_is_closed_with_1009_and_counted() {
+    let provider = spawn().await;
+    let mut client = provider.ws().await;
+    client.send_text(&"x".repeat(2 * 1024 * 1024)).await;
+    let close = client.expect_close(WAIT).await;
+    assert_eq!(u16::from(close.code), 1009);
+    assert_eq!(close.reason.as_str(), "message too big: at most 1 MiB");
+    assert_eq!(provider.metric_where("lizards_ws_closes_total", "reason=\"too_big\"").await, 1.0);
+}
+
+#[tokio::test]
 async fn binary_frame_gets_an_error_frame() {
     let provider = spawn().await;
     let mut client = provider.ws().await;

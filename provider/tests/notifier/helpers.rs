@@ -13,6 +13,7 @@ use std::{
 
 use chrono::{DateTime, SubsecRound, Utc};
 use lizards_provider::{alerts, notifier};
+use lizards_shared::service::Serving;
 use lizards_shared::{
     Quote, Symbol,
     accounts::{
@@ -27,7 +28,6 @@ use lizards_shared::{
     store::{QuoteStore, SqliteStore},
 };
 use serde_json::{Value, json};
-use tokio::task::JoinHandle;
 
 pub const WAIT: Duration = Duration::from_secs(10);
 
@@ -37,7 +37,7 @@ pub struct TestNotifier {
     pub store: Arc<SqliteStore>,
     pub http: reqwest::Client,
     shutdown: Shutdown,
-    task: JoinHandle<()>,
+    task: Serving,
     _dir: tempfile::TempDir,
 }
 
@@ -178,7 +178,8 @@ impl TestNotifier {
 
     pub async fn stop(self) {
         self.shutdown.cancel();
-        tokio::time::timeout(WAIT, self.task).await.expect("notifier stops in time").expect("notifier task");
+        let stopped = tokio::time::timeout(WAIT, self.task).await.expect("notifier stops in time");
+        stopped.expect("notifier task").expect("no worker failed");
     }
 }
 
@@ -215,7 +216,7 @@ pub struct TestProvider {
     store: Arc<SqliteStore>,
     http: reqwest::Client,
     shutdown: Shutdown,
-    task: JoinHandle<()>,
+    task: Serving,
 }
 
 pub async fn spawn_with_provider() -> (TestNotifier, TestProvider) {
@@ -295,7 +296,8 @@ impl TestProvider {
 
     pub async fn stop(self) {
         self.shutdown.cancel();
-        tokio::time::timeout(WAIT, self.task).await.expect("provider stops in time").expect("provider task");
+        let stopped = tokio::time::timeout(WAIT, self.task).await.expect("provider stops in time");
+        stopped.expect("provider task").expect("no worker failed");
     }
 }
 

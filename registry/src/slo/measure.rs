@@ -28,6 +28,7 @@ pub enum MeasureError {
     Store(#[from] crate::store::StoreError),
 }
 
+#[derive(Clone)]
 pub enum Source {
     Prometheus { url: String, http: reqwest::Client },
     Scrape { store: Arc<dyn RegistryStore>, http: reqwest::Client, history: HashMap<SloId, VecDeque<Snapshot>> },

@@ -16,7 +16,7 @@ async fn keep_registered_registers_then_deregisters_on_shutdown() {
     let registration = Registration::http("quotes", "Quotes", "127.0.0.1", 9999);
     let stop = Shutdown::new();
 
-    let task = keep_registered(client.clone(), registration, Duration::from_millis(200), stop.clone());
+    let task = tokio::spawn(keep_registered(client.clone(), registration, Duration::from_millis(200), stop.clone()));
     eventually("the service is visible", Duration::from_secs(5), || async {
         client.instances("quotes").await.is_ok_and(|instances| instances.len() == 1)
     })

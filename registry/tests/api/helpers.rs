@@ -12,10 +12,10 @@ use std::{
 
 use axum::{Router, http::StatusCode, routing::get};
 use lizards_registry::RegistryStore;
+use lizards_shared::service::Serving;
 use lizards_shared::{config::Config, shutdown::Shutdown};
 use reqwest::Response;
 use serde_json::{Value, json};
-use tokio::task::JoinHandle;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -26,7 +26,7 @@ pub struct TestRegistry {
     /// Sent with every write made through the helpers.
     pub token: Option<String>,
     shutdown: Shutdown,
-    server: Option<JoinHandle<()>>,
+    server: Option<Serving>,
     _data: tempfile::TempDir,
 }
 
@@ -144,7 +144,8 @@ impl TestRegistry {
             tokio::time::timeout(Duration::from_secs(10), server)
                 .await
                 .expect("registry stops within 10 s")
-                .expect("registry task does not panic");
+                .expect("registry task does not panic")
+                .expect("no worker failed");
         }
     }
 }

@@ -82,6 +82,17 @@ impl RawStore for MemoryRawStore {
         Ok(())
     }
 
+    async fn reclaim(&self, doc: &RawDocument, reason: &str) -> Result<Option<String>, RawStoreError> {
+        let mut state = self.state.lock().expect("raw store lock");
+        let Some(id) = state.keys.get(&key(doc)).cloned() else { return Ok(None) };
+        let Some((_, outcome)) = state.docs.get_mut(&id) else { return Ok(None) };
+        if !matches!(outcome, Some(RawOutcome::Rejected { reason: stored }) if stored == reason) {
+            return Ok(None);
+        }
+        *outcome = None;
+        Ok(Some(id))
+    }
+
     async fn get(&self, id: &str) -> Result<Option<(RawDocument, Option<RawOutcome>)>, RawStoreError> {
         Ok(self.state.lock().expect("raw store lock").docs.get(id).cloned())
     }

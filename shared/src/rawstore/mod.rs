@@ -43,6 +43,12 @@ pub trait RawStore: Send + Sync + 'static {
     /// Stores a document and returns its id (the quote's `ingest_id`).
     async fn insert(&self, doc: RawDocument) -> Result<String, RawStoreError>;
     async fn set_outcome(&self, id: &str, outcome: RawOutcome) -> Result<(), RawStoreError>;
+    /// The id of the stored copy of `doc` (same source, symbol and time)
+    /// when its outcome is `Rejected { reason }`, atomically cleared, so
+    /// exactly one of several concurrent callers gets it: a record whose
+    /// publish failed is published when it is sent again, not refused as a
+    /// duplicate. `None` for any other outcome.
+    async fn reclaim(&self, doc: &RawDocument, reason: &str) -> Result<Option<String>, RawStoreError>;
     /// A stored document and its outcome, if still kept.
     async fn get(&self, id: &str) -> Result<Option<(RawDocument, Option<RawOutcome>)>, RawStoreError>;
     async fn ping(&self) -> Result<(), RawStoreError>;

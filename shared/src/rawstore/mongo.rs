@@ -256,6 +256,19 @@ impl RawStore for MongoRawStore {
         bounded(self.collection.update_one(doc! {"_id": id}, outcome_update(&outcome))).await.map(drop)
     }
 
+    async fn reclaim(&self, doc: &RawDocument, reason: &str) -> Result<Option<String>, RawStoreError> {
+        let filter = doc! {
+            "source": &doc.source,
+            "symbol": &doc.symbol,
+            "source_ts": date(doc.source_ts),
+            "status": "rejected",
+            "reason": reason,
+        };
+        let clear = doc! {"$unset": {"status": "", "reason": "", "flags": ""}};
+        let claimed = bounded(self.collection.find_one_and_update(filter, clear)).await?;
+        Ok(claimed.and_then(|stored| stored.get_object_id("_id").ok()).map(|id| id.to_hex()))
+    }
+
     async fn get(&self, id: &str) -> Result<Option<(RawDocument, Option<RawOutcome>)>, RawStoreError> {
         let Ok(object_id) = ObjectId::parse_str(id) else {
             return Ok(None);

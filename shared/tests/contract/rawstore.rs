@@ -22,6 +22,7 @@ pub async fn run_all(store: &dyn RawStore) {
     documents_differing_in_one_key_part_are_not_duplicates(store).await;
     outcome_is_kept_with_the_document(store).await;
     unknown_id_has_no_document(store).await;
+    a_record_rejected_for_a_reason_is_reclaimed_once(store).await;
 }
 
 fn now() -> DateTime<Utc> {
@@ -99,6 +100,19 @@ pub async fn unknown_id_has_no_document(store: &dyn RawStore) {
 
 /// The embedded store's own promises: a cap and a TTL, standing in for
 /// MongoDB's TTL index and disk.
+pub async fn a_record_rejected_for_a_reason_is_reclaimed_once(store: &dyn RawStore) {
+    let doc = document(&unique("contract"), "AAPL", now());
+    assert_eq!(store.reclaim(&doc, "publish_failed").await.expect("answers"), None, "nothing stored yet");
+    let id = insert(store, &doc).await;
+    assert_eq!(store.reclaim(&doc, "publish_failed").await.expect("answers"), None, "no outcome yet");
+    let failed = RawOutcome::Rejected { reason: "publish_failed".into() };
+    store.set_outcome(&id, failed).await.expect("outcome saved");
+    assert_eq!(store.reclaim(&doc, "invalid_price").await.expect("answers"), None, "another reason");
+    assert_eq!(store.reclaim(&doc, "publish_failed").await.expect("answers"), Some(id.clone()));
+    assert_eq!(get(store, &id).await.map(|(_, outcome)| outcome), Some(None), "its outcome is cleared");
+    assert_eq!(store.reclaim(&doc, "publish_failed").await.expect("answers"), None, "claimed once");
+}
+
 mod embedded {
     use super::*;
 
@@ -131,6 +145,11 @@ mod embedded {
     #[tokio::test]
     async fn unknown_id_has_no_document() {
         super::unknown_id_has_no_document(&store()).await;
+    }
+
+    #[tokio::test]
+    async fn a_record_rejected_for_a_reason_is_reclaimed_once() {
+        super::a_record_rejected_for_a_reason_is_reclaimed_once(&store()).await;
     }
 
     #[tokio::test]
@@ -273,6 +292,13 @@ mod mongo {
         let Some(fresh) = Fresh::connect(WEEK).await else { return };
         super::unknown_id_has_no_document(&fresh.store).await;
         assert_eq!(get(&fresh.store, "not-an-object-id").await, None, "an id this store could not have made");
+        fresh.drop_database().await;
+    }
+
+    #[tokio::test]
+    async fn a_record_rejected_for_a_reason_is_reclaimed_once() {
+        let Some(fresh) = Fresh::connect(WEEK).await else { return };
+        super::a_record_rejected_for_a_reason_is_reclaimed_once(&fresh.store).await;
         fresh.drop_database().await;
     }
 
