@@ -73,11 +73,6 @@ pub fn latency_buckets() -> Vec<f64> {
 /// Checks a service's dependencies for `/readyz`.
 pub type Readiness = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
 
-/// Always ready (for services without dependencies).
-pub fn always_ready() -> Readiness {
-    Arc::new(|| Box::pin(async { Ok(()) }))
-}
-
 #[derive(Clone)]
 struct OpsState {
     registry: Registry,
