@@ -133,7 +133,7 @@ impl Shared {
                 tracing::info!("cache: Redis");
                 Arc::new(cache)
             }
-            None => Arc::new(MemoryCache::new()),
+            None => Arc::new(MemoryCache::new(config.common.cache_max_bytes)),
         };
         Ok(Shared { broker, raw, cache })
     }

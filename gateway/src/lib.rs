@@ -99,6 +99,7 @@ pub async fn build(config: Config, store: Arc<dyn Cache>, shutdown: Shutdown) ->
     let registry_client = RegistryClient::new(&config.common.registry_url, config.common.registry_token.clone());
     let upstreams = Arc::new(Upstreams::new(registry_client.clone(), config.gateway.gateway_balancer));
     let registry = telemetry::metrics_registry(SERVICE_ID);
+    telemetry::register_cache(&registry, store.as_ref());
     let metrics = metrics::Metrics::new(&registry);
     let supervisor = Supervisor::new(SERVICE_ID, &registry, shutdown.clone());
     let http_metrics = HttpMetrics::new(&registry, &metrics.ops);

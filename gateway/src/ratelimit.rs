@@ -259,7 +259,7 @@ mod tests {
         let mut config = lizards_shared::config::Config::defaults().gateway;
         config.rate_limit_anonymous = quota.parse().unwrap();
         let metrics = Metrics::new(&metrics_registry("gateway"));
-        RateLimiter::new(&config, Arc::new(MemoryCache::new()), metrics).unwrap()
+        RateLimiter::new(&config, Arc::new(MemoryCache::default()), metrics).unwrap()
     }
 
     fn anonymous() -> Identity {
@@ -284,7 +284,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_busy_key_takes_batches_that_shrink_near_the_limit() {
-        let store = Arc::new(MemoryCache::new());
+        let store = Arc::new(MemoryCache::default());
         let mut config = lizards_shared::config::Config::defaults().gateway;
         config.rate_limit_anonymous = "1000/1h".parse().unwrap();
         let limiter = RateLimiter::new(&config, store.clone(), Metrics::new(&metrics_registry("gateway"))).unwrap();

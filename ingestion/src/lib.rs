@@ -71,6 +71,7 @@ pub async fn build(
     declare_topology(broker.as_ref()).await?;
 
     let registry = telemetry::metrics_registry(SERVICE_ID);
+    telemetry::register_cache(&registry, cache.as_ref());
     let metrics = metrics::Metrics::new(&registry);
     let pipeline = Arc::new(
         Pipeline::new(

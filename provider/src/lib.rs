@@ -102,6 +102,7 @@ pub async fn build(config: Config, backends: Backends, shutdown: Shutdown) -> Re
     declare_topology(broker.as_ref()).await?;
 
     let registry = telemetry::metrics_registry(SERVICE_ID);
+    telemetry::register_cache(&registry, cache.as_ref());
     let metrics = metrics::Metrics::new(&registry);
     let supervisor = Supervisor::new(SERVICE_ID, &registry, shutdown.clone());
     let latest = Arc::new(LatestCache::default());

@@ -59,9 +59,8 @@ impl Persister {
             } else {
                 // The database is down: the batch went back to the queue;
                 // wait before trying again.
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(backoff.next_delay()) => {}
+                if !backoff.wait(&shutdown).await {
+                    break;
                 }
             }
         }

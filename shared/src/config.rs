@@ -61,6 +61,11 @@ pub struct CommonConfig {
     /// in-process state.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
+    /// Bound in bytes of the in-process cache used when REDIS_URL is unset
+    /// (sessions, cached responses, idempotent answers); past it the least
+    /// recently used entries are evicted.
+    #[arg(long, env = "CACHE_MAX_BYTES", default_value_t = crate::cache::memory::DEFAULT_MAX_BYTES)]
+    pub cache_max_bytes: u64,
     /// HS256 secret that signs and verifies user tokens; unset means a random secret created once in DATA_DIR/jwt_secret.
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,

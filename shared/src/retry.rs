@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 
+use crate::shutdown::Shutdown;
+
 /// Delays between attempts, growing from `min` to `max` with jitter, until
 /// [`Backoff::reset`] after a success.
 #[derive(Debug)]
@@ -26,6 +28,14 @@ impl Backoff {
     pub fn next_delay(&mut self) -> Duration {
         // Without a maximum number of attempts the iterator never ends.
         self.delays.next().unwrap_or(self.max)
+    }
+
+    /// Sleeps the next delay; `false` when shutdown comes first.
+    pub async fn wait(&mut self, shutdown: &Shutdown) -> bool {
+        tokio::select! {
+            _ = shutdown.cancelled() => false,
+            _ = tokio::time::sleep(self.next_delay()) => true,
+        }
     }
 
     /// Starts again from the minimum (after an attempt succeeded).

@@ -48,6 +48,14 @@ pub fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Reg
     metric
 }
 
+/// Reports an embedded cache's size on `registry`, when no other role of
+/// the process does yet.
+pub fn register_cache(registry: &Registry, cache: &dyn crate::cache::Cache) {
+    if let Some(metrics) = cache.metrics() {
+        registry.register(metrics).expect("cache metrics register once");
+    }
+}
+
 pub fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     register(registry, IntCounterVec::new(Opts::new(name, help), labels).expect("valid counter"))
 }

@@ -210,7 +210,7 @@ impl GatewayBench {
     async fn rate_limit_check(&self, config: &Config) -> anyhow::Result<Histogram<u64>> {
         let store: Arc<dyn Cache> = match &config.common.redis_url {
             Some(url) => Arc::new(RedisCache::connect(url, "lizards-bench").await?),
-            None => Arc::new(MemoryCache::new()),
+            None => Arc::new(MemoryCache::default()),
         };
         let quota = Quota::new(1_000_000_000, Duration::from_secs(3600));
         let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;

@@ -54,7 +54,7 @@ pub struct SharedStore {
 
 impl SharedStore {
     pub fn new() -> SharedStore {
-        SharedStore { url: redis_url(), prefix: unique("gateway-test"), memory: Arc::new(MemoryCache::new()) }
+        SharedStore { url: redis_url(), prefix: unique("gateway-test"), memory: Arc::new(MemoryCache::default()) }
     }
 
     /// A connection of its own for one gateway (as a separate process has).

@@ -322,7 +322,7 @@ pub async fn spawn_with(configure: impl FnOnce(&mut Config)) -> TestIngestion {
     let raw = Arc::new(MemoryRawStore::new(config.ingestion.raw_cap, Duration::from_secs(86_400)));
     let shutdown = Shutdown::new();
     let started =
-        lizards_ingestion::build(config, service_broker.clone(), raw, Arc::new(MemoryCache::new()), shutdown.clone())
+        lizards_ingestion::build(config, service_broker.clone(), raw, Arc::new(MemoryCache::default()), shutdown.clone())
             .await
             .expect("ingestion starts");
     let grpc = started.grpc.expect("ingestion serves gRPC");

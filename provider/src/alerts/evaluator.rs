@@ -16,6 +16,7 @@ use lizards_shared::{
     },
     broker::{ALERTS_EVAL_QUEUE, Broker, ConsumeOptions, Consumer, Delivery as Message, consume_retrying},
     cache::{Cache, Quota},
+    retry::Backoff,
     shutdown::Shutdown,
 };
 use rust_decimal::prelude::ToPrimitive;
@@ -58,7 +59,7 @@ impl Evaluator {
         else {
             return;
         };
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), MAX_BACKOFF);
         loop {
             let first = tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -69,12 +70,9 @@ impl Evaluator {
             };
             let batch = take_ready(first, consumer.as_mut());
             if self.handle(batch).await {
-                backoff = Duration::from_millis(100);
-            } else {
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(backoff) => backoff = (backoff * 2).min(MAX_BACKOFF),
-                }
+                backoff.reset();
+            } else if !backoff.wait(&shutdown).await {
+                break;
             }
         }
         consumer.cancel().await;

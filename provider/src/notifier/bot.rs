@@ -10,6 +10,7 @@ use chrono::Utc;
 
 use lizards_shared::{
     accounts::{AccountError, AccountStore, UserPatch},
+    retry::Backoff,
     shutdown::Shutdown,
 };
 
@@ -42,7 +43,7 @@ impl Bot {
     /// the token) back off and retry.
     pub async fn run(self, shutdown: Shutdown) {
         let mut offset: Option<i64> = None;
-        let mut backoff = Duration::from_millis(500);
+        let mut backoff = Backoff::new(Duration::from_millis(500), MAX_BACKOFF);
         tracing::info!("Telegram bot polling for commands");
         loop {
             let polled = tokio::select! {
@@ -51,7 +52,7 @@ impl Bot {
             };
             match polled {
                 Ok(updates) => {
-                    backoff = Duration::from_millis(500);
+                    backoff.reset();
                     for update in updates {
                         // Confirmed on the next poll: a crash repeats at most this batch.
                         offset = Some(offset.unwrap_or(i64::MIN).max(update.update_id + 1));
@@ -63,9 +64,8 @@ impl Bot {
                 Err(error) => {
                     self.metrics.errors.with_label_values(&["telegram_poll"]).inc();
                     tracing::warn!(%error, "Telegram getUpdates failed; retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(backoff) => backoff = (backoff * 2).min(MAX_BACKOFF),
+                    if !backoff.wait(&shutdown).await {
+                        break;
                     }
                 }
             }

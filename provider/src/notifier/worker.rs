@@ -18,6 +18,7 @@ use std::{
 use lizards_shared::{
     accounts::{AlertId, UserId},
     broker::{Broker, ConsumeOptions, Consumer, Delivery as Message, NOTIFY_QUEUE, declare_topology},
+    retry::Backoff,
     shutdown::Shutdown,
 };
 use serde_json::Value;
@@ -51,20 +52,19 @@ impl Worker {
     pub async fn run(self, shutdown: Shutdown) {
         let mut tasks = JoinSet::new();
         let mut lanes = Lanes::default();
-        let mut backoff = MIN_BACKOFF;
+        let mut backoff = Backoff::new(MIN_BACKOFF, MAX_BACKOFF);
         let mut consumer: Option<Box<dyn Consumer>> = None;
         loop {
             let Some(current) = consumer.as_mut() else {
                 match self.open().await {
                     Ok(opened) => {
                         consumer = Some(opened);
-                        backoff = MIN_BACKOFF;
+                        backoff.reset();
                     }
                     Err(error) => {
                         tracing::warn!(%error, "cannot consume {NOTIFY_QUEUE}, retrying");
-                        tokio::select! {
-                            _ = shutdown.cancelled() => break,
-                            _ = tokio::time::sleep(backoff) => backoff = (backoff * 2).min(MAX_BACKOFF),
+                        if !backoff.wait(&shutdown).await {
+                            break;
                         }
                     }
                 }
@@ -100,9 +100,8 @@ impl Worker {
                 Step::Received(None) => {
                     tracing::warn!("{NOTIFY_QUEUE} consumer closed; consuming again");
                     consumer = None;
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(backoff) => backoff = (backoff * 2).min(MAX_BACKOFF),
+                    if !backoff.wait(&shutdown).await {
+                        break;
                     }
                 }
             }

@@ -98,7 +98,7 @@ async fn start(
         broker: broker.clone(),
         store: store.clone(),
         accounts: store.clone(),
-        cache: Arc::new(MemoryCache::new()),
+        cache: Arc::new(MemoryCache::default()),
     };
     let shutdown = Shutdown::new();
     let started = lizards_provider::build(config, backends, shutdown.clone()).await.expect("provider starts");

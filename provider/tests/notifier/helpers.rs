@@ -233,7 +233,7 @@ pub async fn spawn_with_provider() -> (TestNotifier, TestProvider) {
         broker: broker.clone(),
         store: store.clone(),
         accounts: store.clone(),
-        cache: Arc::new(MemoryCache::new()),
+        cache: Arc::new(MemoryCache::default()),
     };
     let shutdown = Shutdown::new();
     let started = lizards_provider::build(config, backends, shutdown.clone()).await.expect("provider starts");

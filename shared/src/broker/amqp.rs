@@ -25,6 +25,7 @@ use lapin::{
 use tokio::sync::Mutex as AsyncMutex;
 
 use super::{Acker, Broker, BrokerError, ConsumeOptions, Consumer, Delivery, ExchangeKind, QueueSpec};
+use crate::retry::Backoff;
 
 /// Longest wait for the broker when (re)connecting in a request path.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -349,7 +350,7 @@ impl AmqpConsumer {
 #[async_trait]
 impl Consumer for AmqpConsumer {
     async fn next(&mut self) -> Option<Delivery> {
-        let mut backoff = MIN_BACKOFF;
+        let mut backoff = Backoff::new(MIN_BACKOFF, MAX_BACKOFF);
         loop {
             if self.cancelled {
                 return None;
@@ -365,13 +366,12 @@ impl Consumer for AmqpConsumer {
             match self.open().await {
                 Ok(()) => {
                     tracing::info!(queue = %self.queue, "consumer re-opened");
-                    backoff = MIN_BACKOFF;
+                    backoff.reset();
                 }
                 Err(BrokerError::UnknownQueue(_)) => return None,
                 Err(error) => {
                     tracing::debug!(queue = %self.queue, %error, "broker still away");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    tokio::time::sleep(backoff.next_delay()).await;
                 }
             }
         }

@@ -187,23 +187,23 @@ pub fn topic_matches(pattern: &str, key: &str) -> bool {
     go(&p, &k)
 }
 
-/// Starts consuming `queue`, retrying with a doubling wait (100 ms up to
-/// 10 s) while the broker refuses; `None` when shutdown comes first.
+/// Starts consuming `queue`, retrying with the jittered backoff (100 ms up
+/// to 10 s) while the broker refuses; `None` when shutdown comes first.
 pub async fn consume_retrying(
     broker: &dyn Broker,
     queue: &str,
     options: ConsumeOptions,
     shutdown: &crate::shutdown::Shutdown,
 ) -> Option<Box<dyn Consumer>> {
-    let mut wait = std::time::Duration::from_millis(100);
+    let mut backoff =
+        crate::retry::Backoff::new(std::time::Duration::from_millis(100), std::time::Duration::from_secs(10));
     loop {
         match broker.consume(queue, options).await {
             Ok(consumer) => return Some(consumer),
             Err(error) => {
                 tracing::warn!(%error, queue, "cannot consume, retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return None,
-                    _ = tokio::time::sleep(wait) => wait = (wait * 2).min(std::time::Duration::from_secs(10)),
+                if !backoff.wait(shutdown).await {
+                    return None;
                 }
             }
         }

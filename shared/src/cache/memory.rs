@@ -1,29 +1,74 @@
-//! Embedded cache: a map with lazy expiry and an occasional sweep.
+//! Embedded cache: keyed bytes in a map bounded by bytes (moka, least
+//! recently used evicted first), each entry with its own expiry; rate-limit
+//! arrivals and leases in small maps of their own, swept now and then.
 
 use std::{
     collections::HashMap,
-    sync::Mutex,
+    sync::{
+        Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use moka::{Expiry, notification::RemovalCause, policy::EvictionPolicy, sync::Cache as Map};
+use prometheus::{
+    IntCounterVec, IntGauge, Opts,
+    core::{Collector, Desc},
+    proto::MetricFamily,
+};
 
 use super::{Cache, CacheError, Quota, Throttle};
 
-/// Writes between sweeps of expired keys.
+/// Writes between sweeps of expired rate-limit arrivals.
 const SWEEP_EVERY: u32 = 1024;
+/// Bytes an entry costs beyond its key and value: the map's node, the
+/// expiry bookkeeping and the allocations' headers, rounded up.
+const ENTRY_OVERHEAD: usize = 160;
+/// Default bound of the embedded cache.
+pub const DEFAULT_MAX_BYTES: u64 = 64 * 1024 * 1024;
 
 pub struct MemoryCache {
+    entries: Map<String, Entry>,
+    metrics: CacheMetrics,
+    /// Whether a role already reports this cache's metrics.
+    reported: AtomicBool,
     /// Zero of the rate limiter's microsecond clock.
     epoch: Instant,
     state: Mutex<State>,
 }
 
+#[derive(Clone)]
+struct Entry {
+    value: Bytes,
+    ttl: Option<Duration>,
+    expires: Option<Instant>,
+}
+
+/// Each entry lives for its own TTL from its last write; an overwrite
+/// without one keeps it until evicted.
+struct PerEntryTtl;
+
+impl Expiry<String, Entry> for PerEntryTtl {
+    fn expire_after_create(&self, _: &String, entry: &Entry, _: std::time::Instant) -> Option<Duration> {
+        entry.ttl
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &String,
+        entry: &Entry,
+        _: std::time::Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        entry.ttl
+    }
+}
+
 #[derive(Default)]
 struct State {
-    entries: HashMap<String, (Bytes, Option<Instant>)>,
-    writes: u32,
     /// Theoretical arrival time per throttled key, microseconds since
     /// `epoch`; one in the past is the same as none. A namespace of its own:
     /// `get` does not see these keys.
@@ -34,8 +79,40 @@ struct State {
 }
 
 impl MemoryCache {
-    pub fn new() -> MemoryCache {
-        MemoryCache { epoch: Instant::now(), state: Mutex::default() }
+    /// A cache that holds at most `max_bytes` of keys, values and their
+    /// bookkeeping; past it, the least recently used entries go.
+    pub fn new(max_bytes: u64) -> MemoryCache {
+        let metrics = CacheMetrics::new(max_bytes);
+        let evictions = metrics.evictions.clone();
+        let entries = Map::builder()
+            .max_capacity(max_bytes)
+            .weigher(|key: &String, entry: &Entry| {
+                u32::try_from(key.len() + entry.value.len() + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
+            })
+            // Recent entries stay: LRU admits every new entry, where the
+            // default TinyLFU may refuse one seen only once.
+            .eviction_policy(EvictionPolicy::lru())
+            .expire_after(PerEntryTtl)
+            .eviction_listener(move |_, _, cause| match cause {
+                RemovalCause::Size => evictions.with_label_values(&["size"]).inc(),
+                RemovalCause::Expired => evictions.with_label_values(&["expired"]).inc(),
+                RemovalCause::Explicit | RemovalCause::Replaced => {}
+            })
+            .build();
+        MemoryCache {
+            entries: entries.clone(),
+            metrics: CacheMetrics { map: Some(entries), ..metrics },
+            reported: AtomicBool::new(false),
+            epoch: Instant::now(),
+            state: Mutex::default(),
+        }
+    }
+
+    /// Bytes held now (keys, values and bookkeeping), after pending
+    /// evictions have run.
+    pub fn weighed_bytes(&self) -> u64 {
+        self.entries.run_pending_tasks();
+        self.entries.weighted_size()
     }
 
     fn now_micros(&self) -> u64 {
@@ -45,7 +122,55 @@ impl MemoryCache {
 
 impl Default for MemoryCache {
     fn default() -> MemoryCache {
-        MemoryCache::new()
+        MemoryCache::new(DEFAULT_MAX_BYTES)
+    }
+}
+
+/// The embedded cache's size and evictions, read at scrape time.
+#[derive(Clone)]
+struct CacheMetrics {
+    map: Option<Map<String, Entry>>,
+    bytes: IntGauge,
+    max_bytes: IntGauge,
+    entries: IntGauge,
+    evictions: IntCounterVec,
+}
+
+impl CacheMetrics {
+    fn new(max_bytes: u64) -> CacheMetrics {
+        let gauge = |name: &str, help: &str| IntGauge::new(name, help).expect("valid gauge");
+        let max = gauge("lizards_cache_max_bytes", "Bound of the embedded cache (CACHE_MAX_BYTES).");
+        max.set(i64::try_from(max_bytes).unwrap_or(i64::MAX));
+        let evictions = IntCounterVec::new(
+            Opts::new("lizards_cache_evictions_total", "Entries the embedded cache dropped, by reason (size, expired)."),
+            &["reason"],
+        )
+        .expect("valid counter");
+        for reason in ["size", "expired"] {
+            evictions.with_label_values(&[reason]);
+        }
+        CacheMetrics {
+            map: None,
+            bytes: gauge("lizards_cache_bytes", "Bytes the embedded cache holds (keys, values, bookkeeping)."),
+            max_bytes: max,
+            entries: gauge("lizards_cache_entries", "Entries in the embedded cache."),
+            evictions,
+        }
+    }
+}
+
+impl Collector for CacheMetrics {
+    fn desc(&self) -> Vec<&Desc> {
+        [self.bytes.desc(), self.max_bytes.desc(), self.entries.desc(), self.evictions.desc()].concat()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        if let Some(map) = &self.map {
+            map.run_pending_tasks();
+            self.bytes.set(i64::try_from(map.weighted_size()).unwrap_or(i64::MAX));
+            self.entries.set(i64::try_from(map.entry_count()).unwrap_or(i64::MAX));
+        }
+        [self.bytes.collect(), self.max_bytes.collect(), self.entries.collect(), self.evictions.collect()].concat()
     }
 }
 
@@ -85,26 +210,25 @@ fn gcra(stored: Option<u64>, now: u64, quota: Quota, cost: u32) -> (Throttle, Op
 #[async_trait]
 impl Cache for MemoryCache {
     async fn get(&self, key: &str) -> Result<Option<Bytes>, CacheError> {
-        let state = self.state.lock().expect("cache lock");
-        let now = Instant::now();
-        Ok(state.entries.get(key).filter(|(_, exp)| live(exp, now)).map(|(v, _)| v.clone()))
+        Ok(self.entries.get(key).filter(|entry| live(&entry.expires, Instant::now())).map(|entry| entry.value))
     }
 
     async fn set(&self, key: &str, value: Bytes, ttl: Option<Duration>) -> Result<(), CacheError> {
-        let mut state = self.state.lock().expect("cache lock");
-        let now = Instant::now();
-        state.writes += 1;
-        if state.writes.is_multiple_of(SWEEP_EVERY) {
-            state.entries.retain(|_, (_, exp)| live(exp, now));
-        }
-        state.entries.insert(key.to_string(), (value, ttl.map(|ttl| now + ttl)));
+        let expires = ttl.map(|ttl| Instant::now() + ttl);
+        self.entries.insert(key.to_string(), Entry { value, ttl, expires });
+        // Evict now, not when the write log next fills: one cached
+        // response may weigh megabytes.
+        self.entries.run_pending_tasks();
         Ok(())
     }
 
     async fn delete(&self, key: &str) -> Result<bool, CacheError> {
-        let mut state = self.state.lock().expect("cache lock");
-        let now = Instant::now();
-        Ok(state.entries.remove(key).is_some_and(|(_, exp)| live(&exp, now)))
+        Ok(self.entries.remove(key).is_some_and(|entry| live(&entry.expires, Instant::now())))
+    }
+
+    fn metrics(&self) -> Option<Box<dyn Collector>> {
+        let first = !self.reported.swap(true, Ordering::Relaxed);
+        first.then(|| Box::new(self.metrics.clone()) as Box<dyn Collector>)
     }
 
     async fn ping(&self) -> Result<(), CacheError> {
@@ -191,6 +315,71 @@ mod tests {
         assert_eq!(outcomes[4].retry_after, Duration::from_millis(50));
         assert_eq!(outcomes[7].retry_after, Duration::from_millis(50));
         assert_eq!(outcomes[8].remaining, 0, "the slot back at 200 ms went at 250 ms; the next is due at 300 ms");
+    }
+
+    /// A value that counts the live copies of its kind: what the cache
+    /// really keeps in memory, not what it says it keeps.
+    struct Counted(Vec<u8>, std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+    impl AsRef<[u8]> for Counted {
+        fn as_ref(&self) -> &[u8] {
+            &self.0
+        }
+    }
+
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.1.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test]
+    async fn filled_past_its_bound_it_keeps_the_recent_entries_and_frees_the_rest() {
+        const BOUND: u64 = 1024 * 1024;
+        const VALUE: usize = 64 * 1024;
+        let cache = MemoryCache::new(BOUND);
+        let live = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut most = 0;
+        for i in 0..64 {
+            live.fetch_add(1, Ordering::SeqCst);
+            let value = Bytes::from_owner(Counted(vec![i as u8; VALUE], live.clone()));
+            cache.set(&format!("body:{i}"), value, Some(Duration::from_secs(3600))).await.unwrap();
+            most = most.max(live.load(Ordering::SeqCst));
+        }
+        // Four times the bound went in; at most the bound stays.
+        assert!(cache.weighed_bytes() <= BOUND, "{} bytes held", cache.weighed_bytes());
+        // Values really freed all along, not only unaccounted: at most the
+        // one being written beyond the bound.
+        assert!(most * VALUE <= BOUND as usize + VALUE, "{most} values of 64 KiB in memory at once");
+        // The most recent writes survive, the oldest went.
+        for i in 56..64 {
+            let value = cache.get(&format!("body:{i}")).await.unwrap();
+            assert_eq!(value.map(|v| v[0]), Some(i as u8), "recent entry {i} evicted");
+        }
+        assert_eq!(cache.get("body:0").await.unwrap(), None);
+        let reported = cache.metrics().expect("first role reports the cache");
+        assert!(cache.metrics().is_none(), "a second role must not report it again");
+        let text = prometheus::TextEncoder::new().encode_to_string(&reported.collect()).unwrap();
+        let evicted: u64 = text
+            .lines()
+            .find_map(|line| line.strip_prefix("lizards_cache_evictions_total{reason=\"size\"} "))
+            .and_then(|n| n.parse().ok())
+            .expect("evictions counted");
+        assert!(evicted >= 48, "{evicted} size evictions\n{text}");
+        assert!(text.contains("lizards_cache_max_bytes 1048576"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn an_entry_read_often_outlives_newer_ones_read_never() {
+        let cache = MemoryCache::new(64 * 1024);
+        cache.set("session:kept", Bytes::from_static(b"s"), None).await.unwrap();
+        for i in 0..2_000 {
+            cache.set(&format!("other:{i}"), Bytes::from(vec![0; 100]), None).await.unwrap();
+            if i % 50 == 0 {
+                assert!(cache.get("session:kept").await.unwrap().is_some(), "used entry evicted at write {i}");
+            }
+        }
+        assert!(cache.weighed_bytes() <= 64 * 1024);
     }
 
     #[test]

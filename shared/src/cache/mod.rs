@@ -46,6 +46,12 @@ pub trait Cache: Send + Sync + 'static {
     /// Gives the lease up if `owner` holds it, so another owner can take it
     /// at once instead of after its expiry.
     async fn release(&self, key: &str, owner: &str) -> Result<(), CacheError>;
+    /// The store's own size metrics, handed out once per process so the
+    /// roles sharing an embedded cache report it once; `None` for a store
+    /// that reports itself (Redis has its own exporter).
+    fn metrics(&self) -> Option<Box<dyn prometheus::core::Collector>> {
+        None
+    }
 }
 
 /// Longest quota window: keeps the stores' microsecond timestamps exact

@@ -231,72 +231,72 @@ mod embedded {
 
     #[tokio::test]
     async fn a_lease_has_one_holder_until_it_lapses() {
-        super::a_lease_has_one_holder_until_it_lapses(&MemoryCache::new()).await;
+        super::a_lease_has_one_holder_until_it_lapses(&MemoryCache::default()).await;
     }
 
     #[tokio::test]
     async fn a_released_lease_can_be_taken_at_once() {
-        super::a_released_lease_can_be_taken_at_once(&MemoryCache::new()).await;
+        super::a_released_lease_can_be_taken_at_once(&MemoryCache::default()).await;
     }
 
     #[tokio::test]
     async fn concurrent_lease_takers_get_one_holder() {
-        super::concurrent_lease_takers_get_one_holder(&MemoryCache::new()).await;
+        super::concurrent_lease_takers_get_one_holder(&MemoryCache::default()).await;
     }
 
     #[tokio::test]
     async fn set_value_can_be_read_back() {
-        super::set_value_can_be_read_back(&MemoryCache::new()).await;
+        super::set_value_can_be_read_back(&MemoryCache::default()).await;
     }
 
     #[tokio::test]
     async fn missing_key_reads_as_none() {
-        super::missing_key_reads_as_none(&MemoryCache::new()).await;
+        super::missing_key_reads_as_none(&MemoryCache::default()).await;
     }
 
     #[tokio::test]
     async fn overwrite_replaces_the_value() {
-        super::overwrite_replaces_the_value(&MemoryCache::new()).await;
+        super::overwrite_replaces_the_value(&MemoryCache::default()).await;
     }
 
     #[tokio::test]
     async fn value_expires_after_its_ttl() {
-        super::value_expires_after_its_ttl(&MemoryCache::new()).await;
+        super::value_expires_after_its_ttl(&MemoryCache::default()).await;
     }
 
     #[tokio::test]
     async fn overwrite_without_ttl_removes_the_expiry() {
-        super::overwrite_without_ttl_removes_the_expiry(&MemoryCache::new()).await;
+        super::overwrite_without_ttl_removes_the_expiry(&MemoryCache::default()).await;
     }
 
     #[tokio::test]
     async fn delete_reports_whether_the_key_existed() {
-        super::delete_reports_whether_the_key_existed(&MemoryCache::new()).await;
+        super::delete_reports_whether_the_key_existed(&MemoryCache::default()).await;
     }
 
     #[tokio::test]
     async fn a_burst_of_limit_is_allowed_then_the_next_is_denied() {
-        super::a_burst_of_limit_is_allowed_then_the_next_is_denied(&MemoryCache::new()).await;
+        super::a_burst_of_limit_is_allowed_then_the_next_is_denied(&MemoryCache::default()).await;
     }
 
     #[tokio::test]
     async fn slots_come_back_one_interval_apart() {
-        super::slots_come_back_one_interval_apart(&MemoryCache::new()).await;
+        super::slots_come_back_one_interval_apart(&MemoryCache::default()).await;
     }
 
     #[tokio::test]
     async fn throttled_keys_are_independent() {
-        super::throttled_keys_are_independent(&MemoryCache::new()).await;
+        super::throttled_keys_are_independent(&MemoryCache::default()).await;
     }
 
     #[tokio::test]
     async fn concurrent_requests_on_one_key_allow_exactly_the_limit() {
-        super::concurrent_requests_on_one_key_allow_exactly_the_limit(&MemoryCache::new()).await;
+        super::concurrent_requests_on_one_key_allow_exactly_the_limit(&MemoryCache::default()).await;
     }
 
     #[tokio::test]
     async fn checks_do_not_interfere_on_one_shared_cache() {
-        super::run_all(&MemoryCache::new()).await;
+        super::run_all(&MemoryCache::default()).await;
     }
 }
 
