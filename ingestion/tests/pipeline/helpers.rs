@@ -321,10 +321,15 @@ pub async fn spawn_with(configure: impl FnOnce(&mut Config)) -> TestIngestion {
     let service_broker = Arc::new(RefusingBroker::new(broker.clone()));
     let raw = Arc::new(MemoryRawStore::new(config.ingestion.raw_cap, Duration::from_secs(86_400)));
     let shutdown = Shutdown::new();
-    let started =
-        lizards_ingestion::build(config, service_broker.clone(), raw, Arc::new(MemoryCache::default()), shutdown.clone())
-            .await
-            .expect("ingestion starts");
+    let started = lizards_ingestion::build(
+        config,
+        service_broker.clone(),
+        raw,
+        Arc::new(MemoryCache::default()),
+        shutdown.clone(),
+    )
+    .await
+    .expect("ingestion starts");
     let grpc = started.grpc.expect("ingestion serves gRPC");
     let (addr, server) = started.spawn();
     TestIngestion {

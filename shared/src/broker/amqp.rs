@@ -68,9 +68,14 @@ fn unavailable(error: impl std::fmt::Display) -> BrokerError {
     BrokerError::Unavailable(error.to_string())
 }
 
-/// Maps AMQP channel errors (404 NOT_FOUND) to the port's errors.
+/// Maps AMQP channel errors (404 NOT_FOUND, 406 PRECONDITION_FAILED) to
+/// the port's errors.
 fn classify(error: lapin::Error, exchange: Option<&str>, queue: Option<&str>) -> BrokerError {
     let text = error.to_string();
+    if text.contains("PRECONDITION_FAILED") || text.contains("inequivalent") {
+        let name = queue.or(exchange).unwrap_or_default().to_string();
+        return BrokerError::Inequivalent { name, detail: text };
+    }
     if text.contains("NOT_FOUND") || text.contains("404") {
         if text.contains("exchange")
             && let Some(exchange) = exchange
@@ -213,7 +218,7 @@ impl AmqpBroker {
 impl Broker for AmqpBroker {
     async fn declare_exchange(&self, name: &str, exchange_kind: ExchangeKind) -> Result<(), BrokerError> {
         let channel = self.scratch_channel().await?;
-        declare_exchange(&channel, name, exchange_kind).await.map_err(unavailable)?;
+        declare_exchange(&channel, name, exchange_kind).await.map_err(|e| classify(e, Some(name), None))?;
         let _ = channel.close(200, "ok".into()).await;
         let mut topology = self.inner.topology.lock().expect("topology lock");
         if !topology.exchanges.iter().any(|(n, _)| n == name) {
@@ -223,9 +228,12 @@ impl Broker for AmqpBroker {
     }
 
     async fn declare_queue(&self, spec: &QueueSpec) -> Result<(), BrokerError> {
-        // Exclusive queues belong to the connection: declare on the main link.
-        let link = self.link().await?;
-        declare_queue(&link.publisher, spec).await.map_err(unavailable)?;
+        // Exclusive queues belong to the connection, not the channel: a
+        // scratch channel of the main link will do, and a refusal (406)
+        // closes only it.
+        let channel = self.scratch_channel().await?;
+        declare_queue(&channel, spec).await.map_err(|e| classify(e, None, Some(&spec.name)))?;
+        let _ = channel.close(200, "ok".into()).await;
         let mut topology = self.inner.topology.lock().expect("topology lock");
         if !topology.queues.iter().any(|q| q.name == spec.name) {
             topology.queues.push(spec.clone());
@@ -419,18 +427,30 @@ struct AmqpAcker {
     acker: lapin::Acker,
 }
 
+impl AmqpAcker {
+    /// lapin answers `false` for an acker already used or whose channel
+    /// closed (its delivery went back to the queue): the port's `Stale`.
+    fn settled(&self, sent: lapin::Result<bool>) -> Result<(), BrokerError> {
+        match sent {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(BrokerError::Stale("used before, or its channel is closed".into())),
+            Err(error) => Err(unavailable(error)),
+        }
+    }
+}
+
 #[async_trait]
 impl Acker for AmqpAcker {
     async fn ack(&self) -> Result<(), BrokerError> {
-        self.acker.ack(BasicAckOptions::default()).await.map(|_| ()).map_err(unavailable)
+        self.settled(self.acker.ack(BasicAckOptions::default()).await)
     }
 
     async fn ack_through(&self) -> Result<(), BrokerError> {
-        self.acker.ack(BasicAckOptions { multiple: true }).await.map(|_| ()).map_err(unavailable)
+        self.settled(self.acker.ack(BasicAckOptions { multiple: true }).await)
     }
 
     async fn nack(&self, requeue: bool) -> Result<(), BrokerError> {
         let options = BasicNackOptions { requeue, multiple: false };
-        self.acker.nack(options).await.map(|_| ()).map_err(unavailable)
+        self.settled(self.acker.nack(options).await)
     }
 }

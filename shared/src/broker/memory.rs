@@ -132,18 +132,20 @@ impl QueueState {
 
 impl Queue {
     fn push(&self, mut message: Message) {
-        {
+        let dropped = {
             let mut state = self.state.lock().expect("queue lock");
             state.next_seq += 1;
             message.seq = state.next_seq;
-            if let Some(max) = self.spec.max_length
-                && state.ready.len() >= max
-            {
-                state.ready.pop_front();
-            }
+            let full = self.spec.max_length.is_some_and(|max| state.ready.len() >= max);
+            let dropped = if full { state.ready.pop_front() } else { None };
             state.ready.push_back(message);
-        }
+            dropped
+        };
         self.notify.notify_waiters();
+        // As RabbitMQ's drop-head overflow: the oldest is dead-lettered.
+        if let Some(dropped) = dropped {
+            self.dead_letter(dropped);
+        }
     }
 
     fn dead_letter(&self, message: Message) {
@@ -157,17 +159,21 @@ impl Queue {
 impl Broker for MemoryBroker {
     async fn declare_exchange(&self, name: &str, kind: ExchangeKind) -> Result<(), BrokerError> {
         let mut exchanges = self.inner.exchanges.write().expect("exchanges lock");
-        exchanges.entry(name.to_string()).or_insert_with(|| Exchange {
+        let exchange = exchanges.entry(name.to_string()).or_insert_with(|| Exchange {
             kind,
             exact: HashMap::new(),
             wildcard: Vec::new(),
         });
+        if exchange.kind != kind {
+            let detail = format!("declared {:?}, exists as {:?}", kind, exchange.kind);
+            return Err(BrokerError::Inequivalent { name: name.to_string(), detail });
+        }
         Ok(())
     }
 
     async fn declare_queue(&self, spec: &QueueSpec) -> Result<(), BrokerError> {
         let mut queues = self.inner.queues.write().expect("queues lock");
-        queues.entry(spec.name.clone()).or_insert_with(|| {
+        let queue = queues.entry(spec.name.clone()).or_insert_with(|| {
             Arc::new(Queue {
                 spec: spec.clone(),
                 state: Mutex::new(QueueState::default()),
@@ -175,6 +181,10 @@ impl Broker for MemoryBroker {
                 broker: Arc::downgrade(&self.inner),
             })
         });
+        if queue.spec != *spec {
+            let detail = format!("declared {spec:?}, exists as {:?}", queue.spec);
+            return Err(BrokerError::Inequivalent { name: spec.name.clone(), detail });
+        }
         Ok(())
     }
 
@@ -222,6 +232,7 @@ impl Broker for MemoryBroker {
             id: self.inner.next_consumer.fetch_add(1, Ordering::Relaxed),
             options,
             in_flight: Arc::new(AtomicUsize::new(0)),
+            closed: false,
         }))
     }
 
@@ -239,6 +250,8 @@ struct MemoryConsumer {
     id: u64,
     options: ConsumeOptions,
     in_flight: Arc<AtomicUsize>,
+    /// Cancelled: its unacked messages went back, nothing more comes.
+    closed: bool,
 }
 
 enum Take {
@@ -250,7 +263,7 @@ enum Take {
 impl MemoryConsumer {
     fn take(&self) -> Take {
         let mut state = self.queue.state.lock().expect("queue lock");
-        if state.deleted {
+        if state.deleted || self.closed {
             return Take::Closed;
         }
         let prefetch = self.options.prefetch as usize;
@@ -297,15 +310,25 @@ impl Consumer for MemoryConsumer {
         }
     }
 
-    /// Dropping is synchronous here, so there is nothing to wait for.
-    async fn cancel(&mut self) {}
+    async fn cancel(&mut self) {
+        self.close();
+    }
 }
 
 impl Drop for MemoryConsumer {
-    /// Like a closed AMQP channel: unacked messages go back to the queue,
-    /// marked redelivered, and an auto-delete queue goes away with its last
-    /// consumer.
     fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl MemoryConsumer {
+    /// Like a closed AMQP channel: unacked messages go back to the queue,
+    /// marked redelivered (their acks now fail), and an auto-delete queue
+    /// goes away with its last consumer.
+    fn close(&mut self) {
+        if std::mem::replace(&mut self.closed, true) {
+            return;
+        }
         let delete = {
             let mut state = self.queue.state.lock().expect("queue lock");
             let mine: Vec<u64> =
@@ -333,19 +356,25 @@ struct MemoryAcker {
 }
 
 impl MemoryAcker {
-    fn settle(&self) -> Option<Message> {
+    /// Takes the delivery out of the unacked set; `Stale` when it is no
+    /// longer there (settled before, or requeued with its consumer), as
+    /// RabbitMQ refuses an unknown delivery tag.
+    fn settle(&self) -> Result<Message, BrokerError> {
         let removed = self.queue.state.lock().expect("queue lock").unacked.remove(&self.tag);
-        if removed.is_some() {
-            self.in_flight.fetch_sub(1, Ordering::AcqRel);
-        }
-        removed.map(|(_, message)| message)
+        let (_, message) = removed.ok_or_else(|| self.stale())?;
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        Ok(message)
+    }
+
+    fn stale(&self) -> BrokerError {
+        BrokerError::Stale(format!("delivery {} on '{}'", self.tag, self.queue.spec.name))
     }
 }
 
 #[async_trait]
 impl Acker for MemoryAcker {
     async fn ack(&self) -> Result<(), BrokerError> {
-        self.settle();
+        self.settle()?;
         self.queue.notify.notify_waiters();
         Ok(())
     }
@@ -353,6 +382,9 @@ impl Acker for MemoryAcker {
     async fn ack_through(&self) -> Result<(), BrokerError> {
         {
             let mut state = self.queue.state.lock().expect("queue lock");
+            if !state.unacked.contains_key(&self.tag) {
+                return Err(self.stale());
+            }
             let before = state.unacked.len();
             state.unacked.retain(|tag, (consumer, _)| !(*consumer == self.consumer && *tag <= self.tag));
             self.in_flight.fetch_sub(before - state.unacked.len(), Ordering::AcqRel);
@@ -362,12 +394,11 @@ impl Acker for MemoryAcker {
     }
 
     async fn nack(&self, requeue: bool) -> Result<(), BrokerError> {
-        if let Some(message) = self.settle() {
-            if requeue {
-                self.queue.state.lock().expect("queue lock").requeue(message);
-            } else {
-                self.queue.dead_letter(message);
-            }
+        let message = self.settle()?;
+        if requeue {
+            self.queue.state.lock().expect("queue lock").requeue(message);
+        } else {
+            self.queue.dead_letter(message);
         }
         self.queue.notify.notify_waiters();
         Ok(())

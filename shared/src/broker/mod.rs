@@ -33,14 +33,15 @@ pub enum ExchangeKind {
     Fanout,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct QueueSpec {
     pub name: String,
     pub durable: bool,
     /// Deleted when its last consumer goes away.
     pub auto_delete: bool,
     pub dead_letter_exchange: Option<String>,
-    /// Oldest messages are dropped beyond this length.
+    /// Oldest messages are dropped beyond this length (dead-lettered when
+    /// the queue has a dead-letter exchange).
     pub max_length: Option<usize>,
 }
 
@@ -68,6 +69,15 @@ pub enum BrokerError {
     Unavailable(String),
     #[error("publish not confirmed: {0}")]
     NotConfirmed(String),
+    /// A queue or exchange declared again with other settings (AMQP 406
+    /// PRECONDITION_FAILED); the first declaration stands.
+    #[error("'{name}' already exists with other settings: {detail}")]
+    Inequivalent { name: String, detail: String },
+    /// An ack or nack of a delivery that is no longer outstanding: already
+    /// settled, or its consumer (channel) is gone and it went back to the
+    /// queue.
+    #[error("delivery can no longer be settled: {0}")]
+    Stale(String),
 }
 
 #[async_trait]

@@ -142,7 +142,10 @@ impl CacheMetrics {
         let max = gauge("lizards_cache_max_bytes", "Bound of the embedded cache (CACHE_MAX_BYTES).");
         max.set(i64::try_from(max_bytes).unwrap_or(i64::MAX));
         let evictions = IntCounterVec::new(
-            Opts::new("lizards_cache_evictions_total", "Entries the embedded cache dropped, by reason (size, expired)."),
+            Opts::new(
+                "lizards_cache_evictions_total",
+                "Entries the embedded cache dropped, by reason (size, expired).",
+            ),
             &["reason"],
         )
         .expect("valid counter");

@@ -41,6 +41,9 @@ pub async fn run_all(broker: &dyn Broker) {
     auto_delete_queue_goes_away_with_its_last_consumer(broker).await;
     no_ack_deliveries_need_no_ack(broker).await;
     max_length_drops_the_oldest(broker).await;
+    max_length_dead_letters_what_it_drops(broker).await;
+    settling_a_delivery_of_a_cancelled_consumer_fails_and_it_is_redelivered(broker).await;
+    declaring_again_with_other_settings_is_refused(broker).await;
     unbind_stops_delivery(broker).await;
     queue_len_counts_ready_messages(broker).await;
 }
@@ -471,6 +474,65 @@ pub async fn max_length_drops_the_oldest(broker: &dyn Broker) {
     }
 }
 
+/// RabbitMQ's drop-head overflow dead-letters what it drops.
+pub async fn max_length_dead_letters_what_it_drops(broker: &dyn Broker) {
+    let fx = Fixture::new(broker).await;
+    let dlx = unique("contract.dlx");
+    broker.declare_exchange(&dlx, ExchangeKind::Fanout).await.expect("exchange is declared");
+    let dead = unique("contract.dead");
+    broker.declare_queue(&QueueSpec { name: dead.clone(), ..QueueSpec::default() }).await.expect("queue is declared");
+    broker.bind(&dead, &dlx, "").await.expect("queue is bound");
+    let spec = QueueSpec { max_length: Some(2), dead_letter_exchange: Some(dlx), ..QueueSpec::default() };
+    let queue = fx.queue_with(spec, &["k"]).await;
+    for body in ["0", "1", "2", "3"] {
+        fx.publish("k", body).await;
+    }
+    let mut consumer = fx.consume(&dead, MANUAL).await;
+    for expected in ["0", "1"] {
+        let delivery = next(consumer.as_mut()).await;
+        assert_eq!((text(&delivery).as_str(), delivery.routing_key.as_str()), (expected, "k"), "dropped in order");
+        ack(delivery).await;
+    }
+    assert_eq!(broker.queue_len(&queue).await.expect("known queue"), 2);
+}
+
+/// A delivery whose consumer was cancelled went back to the queue: acking
+/// it is refused (AMQP: its channel is closed) and another consumer gets
+/// it, marked redelivered. So a late ack cannot lose a message silently.
+pub async fn settling_a_delivery_of_a_cancelled_consumer_fails_and_it_is_redelivered(broker: &dyn Broker) {
+    let fx = Fixture::new(broker).await;
+    let queue = fx.queue(&["k"]).await;
+    fx.publish("k", "late").await;
+    let mut first = fx.consume(&queue, MANUAL).await;
+    let late = next(first.as_mut()).await;
+    first.cancel().await;
+    assert!(matches!(late.ack().await, Err(BrokerError::Stale(_))), "an ack after the consumer went is refused");
+
+    let mut second = fx.consume(&queue, MANUAL).await;
+    let again = next(second.as_mut()).await;
+    assert_eq!(Received::of(&again), Received { routing_key: "k".into(), body: "late".into(), redelivered: true });
+    ack(again).await;
+}
+
+/// AMQP 406: the first declaration stands, a different one is refused and
+/// the broker keeps working.
+pub async fn declaring_again_with_other_settings_is_refused(broker: &dyn Broker) {
+    let fx = Fixture::new(broker).await;
+    let spec = QueueSpec { name: unique("contract.queue"), max_length: Some(10), ..QueueSpec::default() };
+    broker.declare_queue(&spec).await.expect("queue is declared");
+    broker.declare_queue(&spec).await.expect("the same declaration again is accepted");
+    let other = QueueSpec { max_length: Some(20), ..spec.clone() };
+    let refused = broker.declare_queue(&other).await;
+    assert!(matches!(&refused, Err(BrokerError::Inequivalent { name, .. }) if *name == spec.name), "{refused:?}");
+    let refused = broker.declare_exchange(&fx.exchange, ExchangeKind::Fanout).await;
+    assert!(matches!(&refused, Err(BrokerError::Inequivalent { .. })), "{refused:?}");
+
+    broker.bind(&spec.name, &fx.exchange, "k").await.expect("queue is bound");
+    fx.publish("k", "still working").await;
+    let mut consumer = fx.consume(&spec.name, MANUAL).await;
+    assert_eq!(text(&next(consumer.as_mut()).await), "still working");
+}
+
 pub async fn unbind_stops_delivery(broker: &dyn Broker) {
     let fx = Fixture::new(broker).await;
     let queue = fx.queue(&["quote.AAPL", "quote.*", "fence"]).await;
@@ -588,6 +650,21 @@ mod embedded {
     #[tokio::test]
     async fn max_length_drops_the_oldest() {
         super::max_length_drops_the_oldest(&MemoryBroker::new()).await;
+    }
+
+    #[tokio::test]
+    async fn max_length_dead_letters_what_it_drops() {
+        super::max_length_dead_letters_what_it_drops(&MemoryBroker::new()).await;
+    }
+
+    #[tokio::test]
+    async fn settling_a_delivery_of_a_cancelled_consumer_fails_and_it_is_redelivered() {
+        super::settling_a_delivery_of_a_cancelled_consumer_fails_and_it_is_redelivered(&MemoryBroker::new()).await;
+    }
+
+    #[tokio::test]
+    async fn declaring_again_with_other_settings_is_refused() {
+        super::declaring_again_with_other_settings_is_refused(&MemoryBroker::new()).await;
     }
 
     #[tokio::test]
