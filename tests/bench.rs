@@ -116,3 +116,40 @@ fn bench_broker_measures_plain_rabbitmq_and_exits() {
         assert!(summary[figure].as_f64().unwrap() > 0.0, "{figure}: {summary}");
     }
 }
+
+/// The soak's CI smoke: a minute of the mixed load on small numbers. The
+/// growth verdict needs the 30-minute run (docs/benchmarks.md); here every
+/// part of the load must run and every confirmed marker quote be stored.
+#[test]
+fn bench_soak_runs_the_mixed_load_and_finds_every_confirmed_quote_stored() {
+    let (_, summary) = bench(
+        &[
+            "soak",
+            "--duration",
+            "60s",
+            "--rate",
+            "200",
+            "--symbols",
+            "20",
+            "--clients",
+            "50",
+            "--rest-clients",
+            "5",
+            "--traders",
+            "2",
+            "--sample",
+            "2s",
+        ],
+        // The embedded raw store fills to its cap within seconds, so the
+        // second half of a minute shows the steady state.
+        &[("RAW_CAP", "2000".to_string())],
+    );
+    assert_eq!(summary["failures"], serde_json::json!([]), "{summary}");
+    let markers = &summary["markers"];
+    assert!(markers["confirmed"].as_u64().unwrap() >= 100, "{summary}");
+    assert_eq!(markers["stored"], markers["confirmed"], "{summary}");
+    for counter in [&summary["ws"]["updates"], &summary["rest"]["ok"], &summary["orders"]["placed"]] {
+        assert!(counter.as_u64().unwrap() > 0, "{summary}");
+    }
+    assert!(summary["samples"].as_u64().unwrap() >= 30, "{summary}");
+}

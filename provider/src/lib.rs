@@ -122,6 +122,7 @@ pub async fn build(config: Config, backends: Backends, shutdown: Shutdown) -> Re
     let accounts = Arc::new(Accounts {
         store: account_store.clone(),
         quotes: store.clone(),
+        broker: broker.clone(),
         snapshots: snapshots.clone(),
         resolver: resolver.clone(),
         jwt: jwt.clone(),

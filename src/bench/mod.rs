@@ -6,6 +6,7 @@ mod broker;
 mod conns;
 mod gateway;
 mod reference;
+mod soak;
 
 use std::{
     collections::HashMap,
@@ -66,6 +67,10 @@ enum BenchKind {
     /// Idle WebSocket connections on one provider process (run as a child
     /// process): resident memory per connection and open files.
     Conns(conns::ConnsBench),
+    /// The all-in-one under a mixed load for a long time (default 30 min):
+    /// fails when memory, descriptors, tasks or queues keep growing, or a
+    /// confirmed quote is missing from the store at the end.
+    Soak(soak::SoakBench),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -106,6 +111,7 @@ impl BenchCommand {
             BenchKind::Alerts(bench) => bench.run(config).await,
             BenchKind::Conns(bench) => bench.run(config).await,
             BenchKind::Broker(bench) => bench.run(config).await,
+            BenchKind::Soak(bench) => bench.run(config).await,
         }
     }
 }

@@ -10,6 +10,7 @@ use axum::{
 };
 use lizards_shared::{
     accounts::{NewUser, Targets, UserId},
+    broker::{self, DEAD_QUEUE},
     jwt::Role,
     time,
 };
@@ -35,6 +36,7 @@ pub fn routes() -> Router<Arc<Accounts>> {
         .route("/admin/orders", get(orders))
         .route("/admin/symbols", get(symbols))
         .route("/admin/quotes", get(quotes).delete(delete_quotes))
+        .route("/admin/dead-letters", get(dead_letters))
 }
 
 #[derive(Deserialize)]
@@ -157,4 +159,34 @@ async fn delete_quotes(
         })?;
     tracing::info!(admin = %admin.id, older_than, deleted, "old quotes deleted by an admin");
     Ok(Json(json!({ "deleted": deleted, "older_than": older_than, "cutoff": time::rfc3339(&cutoff) })))
+}
+
+/// Longest body shown of a dead letter.
+const SHOWN_BODY: usize = 4096;
+
+/// `GET /admin/dead-letters?limit=N`: how many messages wait in `dead`
+/// (quotes the database refused, unreadable messages, failed
+/// notifications) and the first `limit` of them, left in the queue.
+async fn dead_letters(State(accounts): Api, _admin: Admin, Query(params): Query<HashMap<String, String>>) -> Reply {
+    let limit = u16::try_from(limit(&params)?).unwrap_or(u16::MAX);
+    let (waiting, messages) = broker::peek(accounts.broker.as_ref(), DEAD_QUEUE, limit).await.map_err(|error| {
+        tracing::warn!(%error, "reading the dead-letter queue failed");
+        ApiError::Unavailable("the broker is temporarily unavailable".into())
+    })?;
+    let messages: Vec<Value> = messages
+        .iter()
+        .map(|message| {
+            let body = serde_json::from_slice::<Value>(&message.body).unwrap_or_else(|_| {
+                let text = String::from_utf8_lossy(&message.body);
+                Value::String(text.chars().take(SHOWN_BODY).collect())
+            });
+            json!({
+                "routing_key": message.routing_key,
+                "bytes": message.body.len(),
+                "redelivered": message.redelivered,
+                "body": body,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "queue": DEAD_QUEUE, "waiting": waiting, "messages": messages })))
 }

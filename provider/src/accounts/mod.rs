@@ -13,6 +13,7 @@ use std::{sync::Arc, time::Duration};
 use lizards_shared::{
     Quote, Symbol,
     accounts::{AccountStore, User},
+    broker::Broker,
     cache::{Cache, Quota},
     jwt::Jwt,
     store::QuoteStore,
@@ -28,6 +29,8 @@ use crate::{
 pub struct Accounts {
     pub store: Arc<dyn AccountStore>,
     pub quotes: Arc<dyn QuoteStore>,
+    /// The broker, for the admin's view of the dead-letter queue.
+    pub broker: Arc<dyn Broker>,
     pub snapshots: Arc<Snapshots>,
     pub resolver: Arc<Resolver>,
     pub jwt: Jwt,

@@ -37,6 +37,41 @@ async fn a_poison_message_is_dead_lettered_and_the_worker_goes_on() {
 }
 
 #[tokio::test]
+async fn the_dead_letter_view_is_for_admins_pages_and_leaves_the_queue_as_it_was() {
+    let provider = spawn().await;
+    for body in [&b"{\"v\":1,\"garbage\":true}"[..], b"\xff\xfe", b"third"] {
+        provider.broker.publish(QUOTES_EXCHANGE, "quote.AAPL", Bytes::copy_from_slice(body)).await.unwrap();
+    }
+    wait_for(|| async { provider.broker.queue_len(DEAD_QUEUE).await.unwrap() == 3 }).await;
+
+    let admin = provider.admin().await;
+    let view = provider.get_as("/admin/dead-letters?limit=2", Some(&admin)).await;
+    assert_eq!(view.status, 200, "{}", view.body);
+    assert_eq!(view.body["queue"], "dead");
+    assert_eq!(view.body["waiting"], 3);
+    let messages = view.body["messages"].as_array().expect("messages");
+    assert_eq!(messages.len(), 2, "limit honoured: {}", view.body);
+    assert_eq!(messages[0]["body"], serde_json::json!({"v": 1, "garbage": true}), "JSON shown as JSON");
+    assert_eq!(messages[1]["body"], "\u{fffd}\u{fffd}", "bytes shown as text");
+    assert_eq!(messages[1]["bytes"], 2);
+
+    // Looking again shows the same messages in the same order.
+    let again = provider.get_as("/admin/dead-letters", Some(&admin)).await;
+    let bodies: Vec<_> = again.body["messages"].as_array().unwrap().iter().map(|m| m["body"].clone()).collect();
+    assert_eq!(bodies[0], messages[0]["body"]);
+    assert_eq!(bodies[2], "third");
+    assert_eq!(provider.broker.queue_len(DEAD_QUEUE).await.unwrap(), 3);
+
+    let user = provider.user().await;
+    assert_eq!(provider.get_as("/admin/dead-letters", Some(&user.token)).await.status, 403);
+    assert_eq!(provider.get_as("/admin/dead-letters", None).await.status, 401);
+    for bad in ["0", "abc", "100000"] {
+        let refused = provider.get_as(&format!("/admin/dead-letters?limit={bad}"), Some(&admin)).await;
+        assert_eq!(refused.status, 422, "limit={bad}: {}", refused.body);
+    }
+}
+
+#[tokio::test]
 async fn a_quote_the_database_refuses_is_dead_lettered_and_the_rest_of_its_batch_is_stored() {
     // A long linger gathers every quote below into one batch.
     let provider = spawn_with(|config| config.provider.persist_linger = std::time::Duration::from_millis(500)).await;
@@ -56,6 +91,13 @@ async fn a_quote_the_database_refuses_is_dead_lettered_and_the_rest_of_its_batch
     assert_eq!(provider.metric("lizards_messages_dead_lettered_total").await, 1.0);
     assert_eq!(provider.metric("lizards_quotes_persisted_total").await, 7.0);
     assert_eq!(provider.broker.queue_len(PERSIST_QUEUE).await.unwrap(), 0, "the queue drains");
+    // An admin sees it, and seeing it leaves it there.
+    let view = provider.get_as("/admin/dead-letters", Some(&provider.admin().await)).await;
+    assert_eq!(view.status, 200, "{}", view.body);
+    assert_eq!(view.body["waiting"], 1, "{}", view.body);
+    assert_eq!(view.body["messages"][0]["routing_key"], "quote.BAD", "{}", view.body);
+    assert_eq!(view.body["messages"][0]["body"]["symbol"], "BAD", "{}", view.body);
+    assert_eq!(provider.broker.queue_len(DEAD_QUEUE).await.unwrap(), 1, "the view takes nothing away");
     // The worker goes on with later quotes.
     provider.seed("GOOD0", 20.0).await;
     provider.stop().await;

@@ -197,6 +197,45 @@ pub fn topic_matches(pattern: &str, key: &str) -> bool {
     go(&p, &k)
 }
 
+/// A message looked at and left in its queue.
+#[derive(Debug, Clone)]
+pub struct Peeked {
+    pub routing_key: String,
+    pub body: Bytes,
+    pub redelivered: bool,
+}
+
+/// Longest a peek waits for the messages the queue said it holds (another
+/// consumer may have taken them meanwhile).
+const PEEK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The number of ready messages in `queue` and the first `limit` of them,
+/// left in place: taken unacked and handed back when the peeking consumer
+/// is cancelled (they keep their order and come back marked redelivered).
+/// For queues nobody consumes, such as `dead`.
+pub async fn peek(broker: &dyn Broker, queue: &str, limit: u16) -> Result<(usize, Vec<Peeked>), BrokerError> {
+    let waiting = broker.queue_len(queue).await?;
+    let wanted = waiting.min(usize::from(limit));
+    let mut seen = Vec::with_capacity(wanted);
+    if wanted > 0 {
+        let mut consumer = broker.consume(queue, ConsumeOptions { prefetch: limit, no_ack: false }).await?;
+        let _ = tokio::time::timeout(PEEK_WAIT, async {
+            while seen.len() < wanted
+                && let Some(delivery) = consumer.next().await
+            {
+                seen.push(Peeked {
+                    routing_key: delivery.routing_key.clone(),
+                    body: delivery.body.clone(),
+                    redelivered: delivery.redelivered,
+                });
+            }
+        })
+        .await;
+        consumer.cancel().await;
+    }
+    Ok((waiting, seen))
+}
+
 /// Starts consuming `queue`, retrying with the jittered backoff (100 ms up
 /// to 10 s) while the broker refuses; `None` when shutdown comes first.
 pub async fn consume_retrying(
