@@ -117,9 +117,10 @@ fn bench_broker_measures_plain_rabbitmq_and_exits() {
     }
 }
 
-/// The soak's CI smoke: a minute of the mixed load on small numbers. The
-/// growth verdict needs the 30-minute run (docs/benchmarks.md); here every
-/// part of the load must run and every confirmed marker quote be stored.
+/// The soak's CI smoke: a minute of the mixed load on small numbers. A
+/// minute is too short for the growth verdict (the 30-minute run in
+/// docs/benchmarks.md has it); here every part of the load must run and
+/// every confirmed marker quote be stored.
 #[test]
 fn bench_soak_runs_the_mixed_load_and_finds_every_confirmed_quote_stored() {
     let (_, summary) = bench(
@@ -145,10 +146,14 @@ fn bench_soak_runs_the_mixed_load_and_finds_every_confirmed_quote_stored() {
         &[("RAW_CAP", "2000".to_string())],
     );
     assert_eq!(summary["failures"], serde_json::json!([]), "{summary}");
+    assert_eq!(summary["growth_judged"], false, "{summary}");
     let markers = &summary["markers"];
-    assert!(markers["confirmed"].as_u64().unwrap() >= 100, "{summary}");
-    assert_eq!(markers["stored"], markers["confirmed"], "{summary}");
-    for counter in [&summary["ws"]["updates"], &summary["rest"]["ok"], &summary["orders"]["placed"]] {
+    // A marker whose answer was lost (counted refused) may still be stored.
+    let (confirmed, stored) = (markers["confirmed"].as_u64().unwrap(), markers["stored"].as_u64().unwrap());
+    assert!((confirmed..=confirmed + markers["refused"].as_u64().unwrap()).contains(&stored), "{summary}");
+    for counter in
+        [&markers["confirmed"], &summary["ws"]["updates"], &summary["rest"]["ok"], &summary["orders"]["placed"]]
+    {
         assert!(counter.as_u64().unwrap() > 0, "{summary}");
     }
     assert!(summary["samples"].as_u64().unwrap() >= 30, "{summary}");

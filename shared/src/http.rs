@@ -89,4 +89,32 @@ mod tests {
         let text = error.to_string();
         assert!(text.starts_with(&format!("cannot bind the provider's HTTP listener on {addr}: ")), "{text}");
     }
+
+    /// Sockets in TIME_WAIT on `port` (state 06 in /proc/net/tcp).
+    fn time_wait_on(port: u16) -> usize {
+        let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+        let local = format!(":{port:04X} ");
+        table
+            .lines()
+            .skip(1)
+            .filter(|line| line.contains(&local) && line.split_whitespace().nth(3) == Some("06"))
+            .count()
+    }
+
+    #[tokio::test]
+    async fn a_restart_binds_the_port_while_closed_connections_are_in_time_wait() {
+        use tokio::io::AsyncReadExt;
+        let loopback = IpAddr::from([127, 0, 0, 1]);
+        let (listener, addr) = bind_tcp("first run", loopback, 0).await.expect("a free port");
+        for _ in 0..20 {
+            let mut client = TcpStream::connect(addr).await.expect("connects");
+            let (server_side, _) = listener.accept().await.expect("accepts");
+            // The server closes first, so its side ends in TIME_WAIT.
+            drop(server_side);
+            let _ = client.read(&mut [0; 1]).await;
+        }
+        drop(listener);
+        assert!(time_wait_on(addr.port()) > 0, "no socket in TIME_WAIT on {addr}: the test proves nothing");
+        bind("second run", loopback, addr.port()).await.expect("the port binds again at once");
+    }
 }
