@@ -69,6 +69,20 @@ struct Lease {
 }
 
 impl Lease {
+    /// Adds a batch just taken from the store (one slot of it goes to the
+    /// request that took it). Slots still valid are kept, and the lease
+    /// counts as one batch of all it holds, so `slots < batch` always.
+    fn add(&mut self, batch: u32, throttle: &Throttle, now: Instant) {
+        if self.expires <= now {
+            self.slots = 0;
+        }
+        self.slots += batch - 1;
+        self.batch = self.slots + 1;
+        self.remaining = throttle.remaining;
+        self.reset_at = now + throttle.reset_after;
+        self.expires = now + LEASE_FOR;
+    }
+
     /// The batch to ask for next, from how this one went.
     fn next_batch(&self, now: Instant) -> u32 {
         let grown = if self.slots == 0 && now < self.expires { self.batch * 2 } else { self.batch - self.slots };
@@ -217,14 +231,7 @@ impl RateLimiter {
                 reset_at: now,
                 expires: now,
             });
-            if lease.expires <= now {
-                lease.slots = 0;
-            }
-            lease.slots += batch - 1;
-            lease.batch = batch;
-            lease.remaining = throttle.remaining;
-            lease.reset_at = now + throttle.reset_after;
-            lease.expires = now + LEASE_FOR;
+            lease.add(batch, &throttle, now);
             throttle.remaining += lease.slots;
         }
         Ok(throttle)
@@ -311,6 +318,30 @@ mod tests {
         assert_eq!(lease(0, 3, live).next_batch(now), 1, "near the limit, one at a time");
         let big = Lease { batch: 64, ..lease(0, 1_000_000, live) };
         assert_eq!(big.next_batch(now), MAX_BATCH);
+    }
+
+    /// Two requests that both found the lease empty take a batch each from
+    /// the store and both add theirs. A lease that then expires unused
+    /// once underflowed `batch - slots` here, and the panic, holding the
+    /// leases lock, poisoned it: every later request on that gateway
+    /// panicked too.
+    #[test]
+    fn concurrent_batches_add_up_and_an_unused_lease_expires_cleanly() {
+        let now = Instant::now();
+        let granted = Throttle {
+            allowed: true,
+            remaining: 10_000,
+            reset_after: Duration::from_secs(60),
+            retry_after: Duration::ZERO,
+        };
+        let mut lease = Lease { slots: 0, batch: 16, remaining: 10_000, reset_at: now, expires: now };
+        lease.add(16, &granted, now);
+        lease.add(16, &granted, now);
+        assert_eq!((lease.slots, lease.batch), (30, 31), "both batches kept, less the two slots spent");
+        let later = now + LEASE_FOR;
+        assert_eq!(lease.next_batch(later), 1, "nothing of it used: the next batch is one slot");
+        lease.slots = 0;
+        assert_eq!(lease.next_batch(now), 62, "all used in time: doubles");
     }
 
     #[test]
