@@ -103,6 +103,36 @@ fn bench_ws_measures_lizards_and_the_plain_reference_and_exits() {
 }
 
 #[test]
+fn bench_ws_pinned_runs_each_server_as_a_child_and_reads_its_cpu() {
+    let (_, summary) = bench(
+        &[
+            "ws",
+            "--pinned",
+            "--reference",
+            "--clients",
+            "5",
+            "--symbols",
+            "2",
+            "--rate",
+            "100",
+            "--warmup",
+            "300ms",
+            "--duration",
+            "700ms",
+        ],
+        &[],
+    );
+    for server in ["lizards", "reference"] {
+        let figures = &summary[server];
+        assert_eq!(figures["connected"], 5, "{summary}");
+        assert!(figures["updates_per_s"].as_f64().unwrap() > 0.0, "{summary}");
+        assert!(figures["server_cpu_pct"].as_f64().is_some(), "{summary}");
+        assert!(figures["idle_cpu_pct"].as_f64().is_some(), "{summary}");
+        assert!(figures["server_rss_mib"].as_f64().unwrap() > 0.0, "{summary}");
+    }
+}
+
+#[test]
 fn bench_persist_writes_to_postgres_next_to_psql_copy_and_exits() {
     let Some(database) = lizards_testkit::real_url("DATABASE_URL") else { return };
     let (_, summary) = bench(&["persist", "--rows", "2000", "--batch", "500"], &[("DATABASE_URL", database)]);

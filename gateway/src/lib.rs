@@ -97,10 +97,14 @@ fn cors(origins: &[String]) -> Result<CorsLayer, GatewayError> {
 /// (Redis, shared by every gateway, or in-process).
 pub async fn build(config: Config, store: Arc<dyn Cache>, shutdown: Shutdown) -> Result<Started, GatewayError> {
     let registry_client = RegistryClient::new(&config.common.registry_url, config.common.registry_token.clone());
-    let upstreams = Arc::new(Upstreams::new(registry_client.clone(), config.gateway.gateway_balancer));
     let registry = telemetry::metrics_registry(SERVICE_ID);
     telemetry::register_cache(&registry, store.as_ref());
     let metrics = metrics::Metrics::new(&registry);
+    let upstreams = Arc::new(Upstreams::new(
+        registry_client.clone(),
+        config.gateway.gateway_balancer,
+        metrics.upstream_instances.clone(),
+    ));
     let supervisor = Supervisor::new(SERVICE_ID, &registry, shutdown.clone());
     let http_metrics = HttpMetrics::new(&registry, &metrics.ops);
     let jwt = Jwt::from_config(&config.common).map_err(GatewayError::JwtSecret)?;

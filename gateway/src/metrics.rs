@@ -1,8 +1,8 @@
 //! Gateway metrics.
 
-use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Registry};
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Registry};
 
-use lizards_shared::telemetry::{Operations, counter_vec, gauge, histogram_vec, latency_buckets, register};
+use lizards_shared::telemetry::{Operations, counter_vec, gauge, gauge_vec, histogram_vec, latency_buckets, register};
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -10,6 +10,7 @@ pub struct Metrics {
     pub upstream_errors: IntCounterVec,
     pub upstream_duration: HistogramVec,
     pub ws_proxied: IntGauge,
+    pub upstream_instances: IntGaugeVec,
     pub cache: IntCounterVec,
     pub limited: IntCounterVec,
     pub ratelimit_check: Histogram,
@@ -43,6 +44,12 @@ impl Metrics {
                 latency_buckets(),
             ),
             ws_proxied: gauge(registry, "lizards_gateway_ws_proxied", "WebSocket connections being proxied"),
+            upstream_instances: gauge_vec(
+                registry,
+                "lizards_gateway_upstream_instances",
+                "Healthy instances the gateway routes to, by service, as of its last registry refresh",
+                &["service"],
+            ),
             cache: counter_vec(
                 registry,
                 "lizards_gateway_cache_requests_total",

@@ -17,6 +17,7 @@ use lizards_shared::{
     discovery::{Instance, RegistryClient},
     shutdown::Shutdown,
 };
+use prometheus::IntGaugeVec;
 use rand::Rng;
 
 use crate::routes::ROUTES;
@@ -49,16 +50,19 @@ pub struct Upstreams {
     services: RwLock<HashMap<String, Vec<Slot>>>,
     next: AtomicUsize,
     ejected: Mutex<HashMap<String, Instant>>,
+    /// Healthy instances per service as of the last refresh.
+    known: IntGaugeVec,
 }
 
 impl Upstreams {
-    pub fn new(registry: RegistryClient, balancer: Balancer) -> Upstreams {
+    pub fn new(registry: RegistryClient, balancer: Balancer, known: IntGaugeVec) -> Upstreams {
         Upstreams {
             registry,
             balancer,
             services: RwLock::new(HashMap::new()),
             next: AtomicUsize::new(0),
             ejected: Mutex::new(HashMap::new()),
+            known,
         }
     }
 
@@ -85,7 +89,8 @@ impl Upstreams {
                     .map_or_else(Default::default, |slot| slot.in_flight.clone());
                 Slot { authority, in_flight }
             })
-            .collect();
+            .collect::<Vec<_>>();
+        self.known.with_label_values(&[service]).set(i64::try_from(slots.len()).unwrap_or(i64::MAX));
         services.insert(service.to_string(), slots);
         true
     }

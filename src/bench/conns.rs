@@ -17,6 +17,7 @@ use std::{
     time::Duration,
 };
 
+use super::process;
 use anyhow::Context;
 use clap::Args;
 use futures::{SinkExt, StreamExt};
@@ -105,18 +106,6 @@ impl Provider {
         }
         Ok(provider)
     }
-
-    /// Resident set size in bytes (`VmRSS`).
-    fn rss(&self) -> anyhow::Result<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))?;
-        let line = status.lines().find(|l| l.starts_with("VmRSS:")).context("no VmRSS")?;
-        let kib: u64 = line.split_whitespace().nth(1).context("VmRSS value")?.parse()?;
-        Ok(kib * 1024)
-    }
-
-    fn open_files(&self) -> anyhow::Result<usize> {
-        Ok(std::fs::read_dir(format!("/proc/{}/fd", self.pid))?.count())
-    }
 }
 
 /// One WebSocket connection from `source` (any address when `None`), with a
@@ -201,7 +190,8 @@ impl ConnsBench {
         // allocates once (pools, buffers) is in the baseline.
         let warm = open(&urls, urls.len(), 0, 1, None).await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let baselines: Vec<u64> = providers.iter().map(Provider::rss).collect::<anyhow::Result<_>>()?;
+        let baselines: Vec<u64> =
+            providers.iter().map(|p| process::resident_bytes(p.pid)).collect::<anyhow::Result<_>>()?;
 
         let started = Instant::now();
         let (local, clients) = if self.client_processes == 0 {
@@ -215,10 +205,10 @@ impl ConnsBench {
         let per_provider = self.connections as f64 / providers.len() as f64;
         let mut report = Vec::new();
         for (provider, baseline) in providers.iter().zip(&baselines) {
-            let rss = provider.rss()?;
+            let rss = process::resident_bytes(provider.pid)?;
             report.push(json!({
                 "rss_bytes": rss,
-                "open_files": provider.open_files()?,
+                "open_files": process::open_files(provider.pid)?,
                 "bytes_per_connection": (rss.saturating_sub(*baseline) as f64 / per_provider).round(),
             }));
         }

@@ -5,6 +5,8 @@ mod alerts;
 mod broker;
 mod conns;
 mod gateway;
+mod pinned;
+mod process;
 mod reference;
 mod soak;
 
@@ -100,6 +102,14 @@ pub struct WsBench {
     /// publishing at the same rate, and print Lizards / reference.
     #[arg(long)]
     reference: bool,
+    /// Run each server as a child process pinned to core 0, the clients in
+    /// this process pinned to core 1, and report the server's CPU time
+    /// (read from /proc) per delivered update, with and without clients.
+    #[arg(long, conflicts_with = "url")]
+    pinned: bool,
+    /// Internal: be the server of a `--pinned` run.
+    #[arg(long, hide = true, value_enum)]
+    serve: Option<pinned::Server>,
 }
 
 impl BenchCommand {
@@ -208,17 +218,19 @@ impl WsFigures {
 impl WsBench {
     pub async fn run(self, config: Config) -> anyhow::Result<()> {
         let symbols: Vec<String> = UNIVERSE.iter().take(self.symbols.max(1)).map(|(s, _)| s.to_string()).collect();
+        if let Some(server) = self.serve {
+            return pinned::serve(&self, server, &symbols, config).await;
+        }
+        if self.pinned {
+            return pinned::run(&self, &symbols).await;
+        }
         let shutdown = Shutdown::new();
         let dir = tempfile::tempdir()?;
         let (url, metrics_url, platform) = match &self.url {
             Some(url) => (url.clone(), None, None),
             None => {
-                let mut config = config.ephemeral(dir.path());
-                config.ingestion.synthetic_rate = self.rate;
-                config.ingestion.synthetic_symbols = symbols.clone();
-                let platform = platform::start(config, Target::All, shutdown.clone()).await?;
-                let provider = platform.provider.context("provider started")?;
-                (format!("ws://{provider}/ws"), Some(format!("http://{provider}/metrics")), Some(platform))
+                let (platform, ws, metrics) = self.start_platform(config, dir.path(), &symbols, &shutdown).await?;
+                (ws, Some(metrics), Some(platform))
             }
         };
         println!(
@@ -229,7 +241,7 @@ impl WsBench {
             self.warmup,
             self.duration
         );
-        let (lizards, conflated) = self.measure(&url, &symbols, metrics_url.as_deref()).await?;
+        let (lizards, conflated, _) = self.measure(&url, &symbols, metrics_url.as_deref(), None).await?;
         shutdown.cancel();
         if let Some(platform) = platform {
             platform.stopped().await?;
@@ -249,7 +261,7 @@ impl WsBench {
             let stop = Shutdown::new();
             let server = reference::start(&symbols, self.rate, stop.clone()).await?;
             let url = format!("ws://{}/ws", server.addr);
-            let (plain, _) = self.measure(&url, &symbols, None).await?;
+            let (plain, _, _) = self.measure(&url, &symbols, None, None).await?;
             stop.cancel();
             plain.print("reference", self.rate);
             let skipped = server.skipped.load(Ordering::Relaxed);
@@ -266,15 +278,34 @@ impl WsBench {
         Ok(())
     }
 
+    /// The all-in-one platform in-process, its synthetic source publishing
+    /// `symbols` at the benchmark's rate; with its WebSocket and metrics URLs.
+    async fn start_platform(
+        &self,
+        config: Config,
+        dir: &std::path::Path,
+        symbols: &[String],
+        shutdown: &Shutdown,
+    ) -> anyhow::Result<(platform::Platform, String, String)> {
+        let mut config = config.ephemeral(dir);
+        config.ingestion.synthetic_rate = self.rate;
+        config.ingestion.synthetic_symbols = symbols.to_vec();
+        let platform = platform::start(config, Target::All, shutdown.clone()).await?;
+        let provider = platform.provider.context("provider started")?;
+        Ok((platform, format!("ws://{provider}/ws"), format!("http://{provider}/metrics")))
+    }
+
     /// Connects the clients to `url`, waits for the warm-up, then counts for
     /// the measured time. Also returns the server's conflated updates/s when
-    /// its metrics are known.
+    /// its metrics are known, and the CPU time process `server` used while
+    /// counting.
     async fn measure(
         &self,
         url: &str,
         symbols: &[String],
         metrics_url: Option<&str>,
-    ) -> anyhow::Result<(WsFigures, Option<f64>)> {
+        server: Option<u32>,
+    ) -> anyhow::Result<(WsFigures, Option<f64>, Option<Duration>)> {
         let counters = Arc::new(Counters::default());
         let gate = Arc::new(Semaphore::new(64));
         let stop = Shutdown::new();
@@ -296,11 +327,13 @@ impl WsBench {
         tokio::time::sleep(self.warmup).await;
 
         let conflated_before = scrape(metrics_url, "lizards_ws_updates_conflated_total").await;
+        let cpu_before = server.map(process::cpu_time).transpose()?;
         let (u0, f0, t0) =
             (counters.updates.load(Ordering::Relaxed), counters.frames.load(Ordering::Relaxed), Instant::now());
         tokio::time::sleep(self.duration).await;
         let (u1, f1, elapsed) =
             (counters.updates.load(Ordering::Relaxed), counters.frames.load(Ordering::Relaxed), t0.elapsed());
+        let cpu = server.map(process::cpu_time).transpose()?.zip(cpu_before).map(|(after, before)| after - before);
         let conflated_after = scrape(metrics_url, "lizards_ws_updates_conflated_total").await;
         stop.cancel();
 
@@ -319,7 +352,7 @@ impl WsBench {
             latency,
         };
         let conflated = conflated_before.zip(conflated_after).map(|(before, after)| (after - before) / seconds);
-        Ok((figures, conflated))
+        Ok((figures, conflated, cpu))
     }
 }
 

@@ -51,6 +51,7 @@ use serde_json::{Value, json};
 use tokio::{task::JoinSet, time::Instant};
 use tokio_tungstenite::tungstenite::Message;
 
+use super::process;
 use crate::platform::{self, Target};
 
 #[derive(Debug, Clone, Args)]
@@ -266,8 +267,8 @@ impl SoakBench {
             tokio::time::sleep_until(next).await;
             let at = started.elapsed().as_secs_f64();
             let values = [
-                resident_bytes()? / MIB,
-                open_descriptors()?,
+                process::resident_bytes(std::process::id())? as f64 / MIB,
+                process::open_files(std::process::id())? as f64,
                 tokio::runtime::Handle::current().metrics().num_alive_tasks() as f64,
                 depth(broker, PERSIST_QUEUE).await,
                 depth(broker, ALERTS_EVAL_QUEUE).await,
@@ -374,20 +375,6 @@ async fn stored_markers(store: &dyn QuoteStore) -> anyhow::Result<u64> {
 
 async fn depth(broker: &dyn Broker, queue: &str) -> f64 {
     broker.queue_len(queue).await.map_or(f64::NAN, |n| n as f64)
-}
-
-fn resident_bytes() -> anyhow::Result<f64> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
-        .context("VmRSS in /proc/self/status")?;
-    Ok(kib * 1024.0)
-}
-
-fn open_descriptors() -> anyhow::Result<f64> {
-    Ok(std::fs::read_dir("/proc/self/fd")?.count() as f64)
 }
 
 /// Waits until the synthetic source's first quotes are in, so clients and
