@@ -47,8 +47,8 @@ impl Metrics {
             upstream_instances: gauge_vec(
                 registry,
                 "lizards_gateway_upstream_instances",
-                "Healthy instances the gateway routes to, by service, as of its last registry refresh",
-                &["service"],
+                "Healthy instances the gateway routes to, by upstream service, as of its last registry refresh",
+                &["upstream"],
             ),
             cache: counter_vec(
                 registry,

@@ -41,9 +41,18 @@ pub fn metrics_registry(service: &str) -> Registry {
     Registry::new_custom(None, Some(labels)).expect("valid registry")
 }
 
-/// Registers a metric and returns it (panics only on a duplicate name, a
-/// programming error caught by every test).
+/// Registers a metric and returns it (panics only on a programming error
+/// caught by every test: a duplicate name, or a label named `service`,
+/// which the registry already puts on every series and which would then
+/// appear twice in a sample, making Prometheus refuse the whole scrape).
 pub fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
+    for desc in metric.desc() {
+        assert!(
+            !desc.variable_labels.iter().any(|label| label == "service"),
+            "{}: `service` is the registry's own label; name this one otherwise",
+            desc.fq_name
+        );
+    }
     registry.register(Box::new(metric.clone())).expect("metric registers once");
     metric
 }

@@ -62,8 +62,8 @@ struct Figures {
     conflated: Option<f64>,
     /// Server CPU while the clients were counted.
     cpu: Duration,
-    /// Server CPU over the same length of time before any client came.
-    idle: Duration,
+    /// Share of its core the server used before any client came.
+    idle_share: f64,
     rss: u64,
 }
 
@@ -77,24 +77,24 @@ impl Figures {
         (!self.cpu.is_zero()).then(|| self.ws.updates_per_s * self.ws.seconds / self.cpu.as_secs_f64())
     }
 
-    fn print(&self, name: &str, rate: f64, duration: Duration) {
+    fn print(&self, name: &str, rate: f64) {
         self.ws.print(name, rate);
         println!(
             "{name}: server CPU {:.0} % of its core with the clients, {:.0} % with none; {:.0} updates per server CPU-second; resident {:.0} MiB",
             self.cpu_share() * 100.0,
-            self.idle.as_secs_f64() / duration.as_secs_f64() * 100.0,
+            self.idle_share * 100.0,
             self.updates_per_cpu_second().unwrap_or(f64::NAN),
             self.rss as f64 / MIB
         );
     }
 
-    fn json(&self, duration: Duration) -> Value {
+    fn json(&self) -> Value {
         json!({
             "connected": self.ws.connected, "seconds": self.ws.seconds,
             "updates_per_s": self.ws.updates_per_s.round(), "frames_per_s": self.ws.frames_per_s.round(),
             "p50_ms": self.ws.ms(0.5), "p99_ms": self.ws.ms(0.99), "conflated_per_s": self.conflated.map(f64::round),
             "server_cpu_pct": (self.cpu_share() * 1000.0).round() / 10.0,
-            "idle_cpu_pct": (self.idle.as_secs_f64() / duration.as_secs_f64() * 1000.0).round() / 10.0,
+            "idle_cpu_pct": (self.idle_share * 1000.0).round() / 10.0,
             "updates_per_cpu_s": self.updates_per_cpu_second().map(f64::round),
             "server_rss_mib": (self.rss as f64 / MIB).round(),
         })
@@ -118,20 +118,20 @@ pub async fn run(bench: &WsBench, symbols: &[String]) -> anyhow::Result<()> {
         bench.warmup,
         bench.duration
     );
-    let lizards = round(bench, Server::Lizards, symbols).await?;
-    lizards.print("lizards", bench.rate, bench.duration);
+    let lizards = measure_server(bench, Server::Lizards, symbols).await?;
+    lizards.print("lizards", bench.rate);
     let mut summary =
         json!({"bench": "ws", "pinned": true, "clients": bench.clients, "symbols": symbols.len(), "rate": bench.rate});
-    summary["lizards"] = lizards.json(bench.duration);
+    summary["lizards"] = lizards.json();
     if bench.reference {
-        let reference = round(bench, Server::Reference, symbols).await?;
-        reference.print("reference", bench.rate, bench.duration);
+        let reference = measure_server(bench, Server::Reference, symbols).await?;
+        reference.print("reference", bench.rate);
         // CPU per delivered update, Lizards over the reference.
         let ratio = reference.updates_per_cpu_second().zip(lizards.updates_per_cpu_second()).map(|(r, l)| r / l);
         if let Some(ratio) = ratio {
             println!("lizards / reference server CPU per delivered update: {ratio:.2}");
         }
-        summary["reference"] = reference.json(bench.duration);
+        summary["reference"] = reference.json();
         summary["cpu_ratio"] = json!(ratio.map(|ratio| (ratio * 100.0).round() / 100.0));
     }
     println!("{summary}");
@@ -154,7 +154,7 @@ async fn pin_this_process() -> anyhow::Result<()> {
 
 /// Starts `server` as a pinned child, measures its cost idle and under the
 /// clients, and stops it.
-async fn round(bench: &WsBench, server: Server, symbols: &[String]) -> anyhow::Result<Figures> {
+async fn measure_server(bench: &WsBench, server: Server, symbols: &[String]) -> anyhow::Result<Figures> {
     let name = if server == Server::Lizards { "lizards" } else { "reference" };
     // taskset execs the server: the child's pid is the server's.
     let mut child = tokio::process::Command::new("taskset")
@@ -188,7 +188,7 @@ async fn round(bench: &WsBench, server: Server, symbols: &[String]) -> anyhow::R
     tokio::time::sleep(bench.warmup).await;
     let before = process::cpu_time(pid)?;
     tokio::time::sleep(bench.duration).await;
-    let idle = process::cpu_time(pid)? - before;
+    let idle_share = (process::cpu_time(pid)? - before).as_secs_f64() / bench.duration.as_secs_f64();
     let (figures, conflated, cpu) = bench.measure(ws, symbols, metrics, Some(pid)).await?;
     let rss = process::resident_bytes(pid)?;
 
@@ -197,5 +197,5 @@ async fn round(bench: &WsBench, server: Server, symbols: &[String]) -> anyhow::R
         .await
         .with_context(|| format!("the {name} server did not stop within {STOP_DEADLINE:?}"))??;
     anyhow::ensure!(status.success(), "the {name} server ended with {status}");
-    Ok(Figures { ws: figures, conflated, cpu: cpu.context("the server's CPU time")?, idle, rss })
+    Ok(Figures { ws: figures, conflated, cpu: cpu.context("the server's CPU time")?, idle_share, rss })
 }

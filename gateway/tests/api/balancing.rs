@@ -81,7 +81,7 @@ async fn deregistered_and_evicted_instances_stop_receiving_traffic() {
     // the others: 12 in a row to one of two instances is 1 in 4,096, and
     // polled for 2 s that once passed while `expiring` was still routed.
     eventually("the gateway knows one provider instance", || async {
-        metric(&gateway.metrics().await, "lizards_gateway_upstream_instances", &["service=\"provider\""]) == 1.0
+        metric(&gateway.metrics().await, "lizards_gateway_upstream_instances", &["upstream=\"provider\""]) == 1.0
     })
     .await;
     let (left, expired) = (leaving.requests(), expiring.requests());
