@@ -76,25 +76,25 @@ fn bench_conns_holds_connections_from_client_processes_on_a_child_provider() {
     assert!(provider["bytes_per_connection"].as_f64().is_some(), "{summary}");
 }
 
+/// `bench ws` with small numbers, both servers.
+const WS_SMALL: &[&str] = &[
+    "ws",
+    "--clients",
+    "5",
+    "--symbols",
+    "2",
+    "--rate",
+    "100",
+    "--warmup",
+    "300ms",
+    "--duration",
+    "700ms",
+    "--reference",
+];
+
 #[test]
 fn bench_ws_measures_lizards_and_the_plain_reference_and_exits() {
-    let (_, summary) = bench(
-        &[
-            "ws",
-            "--clients",
-            "5",
-            "--symbols",
-            "2",
-            "--rate",
-            "100",
-            "--warmup",
-            "300ms",
-            "--duration",
-            "700ms",
-            "--reference",
-        ],
-        &[],
-    );
+    let (_, summary) = bench(WS_SMALL, &[]);
     assert_eq!(summary["connected"], 5, "{summary}");
     // Both servers delivered something, so the ratio means something.
     assert!(summary["updates_per_s"].as_f64().unwrap() > 0.0, "{summary}");
@@ -104,24 +104,7 @@ fn bench_ws_measures_lizards_and_the_plain_reference_and_exits() {
 
 #[test]
 fn bench_ws_pinned_runs_each_server_as_a_child_and_reads_its_cpu() {
-    let (_, summary) = bench(
-        &[
-            "ws",
-            "--pinned",
-            "--reference",
-            "--clients",
-            "5",
-            "--symbols",
-            "2",
-            "--rate",
-            "100",
-            "--warmup",
-            "300ms",
-            "--duration",
-            "700ms",
-        ],
-        &[],
-    );
+    let (_, summary) = bench(&[WS_SMALL, &["--pinned"]].concat(), &[]);
     for server in ["lizards", "reference"] {
         let figures = &summary[server];
         assert_eq!(figures["connected"], 5, "{summary}");
