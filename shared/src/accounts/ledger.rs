@@ -1,4 +1,4 @@
-//! Portfolio arithmetic (SPEC §7), kept pure so both SQL stores apply the
+//! Portfolio arithmetic (docs/accounts.md, "Portfolio"), kept pure so both SQL stores apply the
 //! very same rules inside their transactions.
 //!
 //! Cash moves in whole cents: an order's value is quantity × price rounded

@@ -1,4 +1,4 @@
-//! The accounts port (SPEC §7): users, alert rules with their evaluation
+//! The accounts port (docs/accounts.md): users, alert rules with their evaluation
 //! state, fired alerts with their deliveries, portfolios and orders. Both
 //! SQL stores implement it next to [`QuoteStore`](crate::store::QuoteStore)
 //! in the same database (SQLite embedded, PostgreSQL real), so one contract

@@ -237,8 +237,9 @@ pub struct RuleSpec {
     pub channels: Vec<Channel>,
 }
 
-/// What the evaluator remembers between quotes (SPEC §5: in the SQL store,
-/// so any provider instance can evaluate the next quote).
+/// What the evaluator remembers between quotes. It lives in the SQL store,
+/// so any provider instance can evaluate the next quote: each quote is
+/// evaluated once across instances (docs/architecture.md, "Broker topology").
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RuleState {
     /// Whether the condition held at the last observation (`None`: not yet

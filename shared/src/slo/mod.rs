@@ -1,4 +1,4 @@
-//! The SLO port (SPEC §8): service-level objectives the registry's SLO
+//! The SLO port (docs/operations.md, "SLO manager"): service-level objectives the registry's SLO
 //! manager evaluates, and their evaluation history. Both SQL stores
 //! implement it (SQLite embedded, PostgreSQL real); one contract suite
 //! checks both. Status and violations are computed here from the history,

@@ -1,4 +1,4 @@
-//! The SQL store port (SPEC §6 persistence): quotes and the latest quote per
+//! The SQL store port (docs/architecture.md, "Persistence"): quotes and the latest quote per
 //! symbol. Embedded adapter: SQLite; real adapter: PostgreSQL.
 
 pub mod postgres;
