@@ -17,7 +17,6 @@ use std::{
     time::Duration,
 };
 
-use super::process;
 use anyhow::Context;
 use clap::Args;
 use futures::{SinkExt, StreamExt};
@@ -34,6 +33,8 @@ use tokio_tungstenite::{
     WebSocketStream,
     tungstenite::{Message, client::IntoClientRequest, protocol::WebSocketConfig},
 };
+
+use super::process;
 
 #[derive(Debug, Clone, Args)]
 pub struct ConnsBench {

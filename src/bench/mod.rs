@@ -184,6 +184,9 @@ struct WsFigures {
     updates_per_s: f64,
     frames_per_s: f64,
     latency: Histogram<u64>,
+    /// CPU time the server process used while counting, when its pid is
+    /// known.
+    server_cpu: Option<Duration>,
 }
 
 impl WsFigures {
@@ -241,7 +244,7 @@ impl WsBench {
             self.warmup,
             self.duration
         );
-        let (lizards, conflated, _) = self.measure(&url, &symbols, metrics_url.as_deref(), None).await?;
+        let (lizards, conflated) = self.measure(&url, &symbols, metrics_url.as_deref(), None).await?;
         shutdown.cancel();
         if let Some(platform) = platform {
             platform.stopped().await?;
@@ -261,7 +264,7 @@ impl WsBench {
             let stop = Shutdown::new();
             let server = reference::start(&symbols, self.rate, stop.clone()).await?;
             let url = format!("ws://{}/ws", server.addr);
-            let (plain, _, _) = self.measure(&url, &symbols, None, None).await?;
+            let (plain, _) = self.measure(&url, &symbols, None, None).await?;
             stop.cancel();
             plain.print("reference", self.rate);
             let skipped = server.skipped.load(Ordering::Relaxed);
@@ -297,15 +300,15 @@ impl WsBench {
 
     /// Connects the clients to `url`, waits for the warm-up, then counts for
     /// the measured time. Also returns the server's conflated updates/s when
-    /// its metrics are known, and the CPU time process `server` used while
-    /// counting.
+    /// its metrics are known; with `server`'s pid, the figures hold the CPU
+    /// time that process used while counting.
     async fn measure(
         &self,
         url: &str,
         symbols: &[String],
         metrics_url: Option<&str>,
         server: Option<u32>,
-    ) -> anyhow::Result<(WsFigures, Option<f64>, Option<Duration>)> {
+    ) -> anyhow::Result<(WsFigures, Option<f64>)> {
         let counters = Arc::new(Counters::default());
         let gate = Arc::new(Semaphore::new(64));
         let stop = Shutdown::new();
@@ -333,7 +336,8 @@ impl WsBench {
         tokio::time::sleep(self.duration).await;
         let (u1, f1, elapsed) =
             (counters.updates.load(Ordering::Relaxed), counters.frames.load(Ordering::Relaxed), t0.elapsed());
-        let cpu = server.map(process::cpu_time).transpose()?.zip(cpu_before).map(|(after, before)| after - before);
+        let server_cpu =
+            server.map(process::cpu_time).transpose()?.zip(cpu_before).map(|(after, before)| after - before);
         let conflated_after = scrape(metrics_url, "lizards_ws_updates_conflated_total").await;
         stop.cancel();
 
@@ -350,9 +354,10 @@ impl WsBench {
             updates_per_s: (u1 - u0) as f64 / seconds,
             frames_per_s: (f1 - f0) as f64 / seconds,
             latency,
+            server_cpu,
         };
         let conflated = conflated_before.zip(conflated_after).map(|(before, after)| (after - before) / seconds);
-        Ok((figures, conflated, cpu))
+        Ok((figures, conflated))
     }
 }
 

@@ -13,7 +13,11 @@ use lizards_shared::{config::Config, shutdown::Shutdown};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use super::{WsBench, WsFigures, process, reference};
+use super::{
+    WsBench, WsFigures,
+    process::{self, MIB},
+    reference,
+};
 
 /// Which server a `--serve` child runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -31,7 +35,6 @@ const CLIENT_CORE: &str = "1";
 const LISTENING: &str = "bench ws server listening:";
 const START_DEADLINE: Duration = Duration::from_secs(60);
 const STOP_DEADLINE: Duration = Duration::from_secs(30);
-const MIB: f64 = 1024.0 * 1024.0;
 
 /// The child's side: serves until the parent closes its stdin.
 pub async fn serve(bench: &WsBench, server: Server, symbols: &[String], config: Config) -> anyhow::Result<()> {
@@ -189,7 +192,8 @@ async fn measure_server(bench: &WsBench, server: Server, symbols: &[String]) -> 
     let before = process::cpu_time(pid)?;
     tokio::time::sleep(bench.duration).await;
     let idle_share = (process::cpu_time(pid)? - before).as_secs_f64() / bench.duration.as_secs_f64();
-    let (figures, conflated, cpu) = bench.measure(ws, symbols, metrics, Some(pid)).await?;
+    let (figures, conflated) = bench.measure(ws, symbols, metrics, Some(pid)).await?;
+    let cpu = figures.server_cpu.context("the server's CPU time")?;
     let rss = process::resident_bytes(pid)?;
 
     drop(child.stdin.take());
@@ -197,5 +201,5 @@ async fn measure_server(bench: &WsBench, server: Server, symbols: &[String]) -> 
         .await
         .with_context(|| format!("the {name} server did not stop within {STOP_DEADLINE:?}"))??;
     anyhow::ensure!(status.success(), "the {name} server ended with {status}");
-    Ok(Figures { ws: figures, conflated, cpu: cpu.context("the server's CPU time")?, idle_share, rss })
+    Ok(Figures { ws: figures, conflated, cpu, idle_share, rss })
 }

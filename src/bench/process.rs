@@ -8,6 +8,7 @@ use anyhow::Context;
 /// Clock ticks per second of `/proc/<pid>/stat` times (`USER_HZ`): 100 on
 /// Linux for every architecture this builds for.
 const TICKS_PER_SECOND: f64 = 100.0;
+pub const MIB: f64 = 1024.0 * 1024.0;
 
 /// Resident set size in bytes (`VmRSS`).
 pub fn resident_bytes(pid: u32) -> anyhow::Result<u64> {

@@ -51,7 +51,7 @@ use serde_json::{Value, json};
 use tokio::{task::JoinSet, time::Instant};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::process;
+use super::process::{self, MIB};
 use crate::platform::{self, Target};
 
 #[derive(Debug, Clone, Args)]
@@ -89,7 +89,6 @@ const DEAD_LETTERS_SHOWN: u16 = 100;
 /// Longest wait at the end for the queues to drain and the markers to land.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(120);
 const PASSWORD: &str = "soak-password-1";
-const MIB: f64 = 1024.0 * 1024.0;
 
 /// One sampled series and how much it may grow over the run's last half.
 struct Series {
