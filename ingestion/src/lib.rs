@@ -12,6 +12,7 @@ pub mod lookup;
 pub mod metrics;
 pub mod pipeline;
 pub mod poller;
+pub mod publisher;
 pub mod sources;
 pub mod validate;
 

@@ -5,9 +5,11 @@ use std::{
     sync::{Arc, RwLock},
 };
 
-use prometheus::{HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Registry};
+use prometheus::{Histogram, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Registry};
 
-use lizards_shared::telemetry::{Operations, counter_vec, gauge, gauge_vec, histogram_vec, latency_buckets};
+use lizards_shared::telemetry::{
+    Operations, counter_vec, gauge, gauge_vec, histogram, histogram_vec, latency_buckets,
+};
 
 /// The `source` label of quotes whose source id is not a configured
 /// source (ingest API callers name their own).
@@ -26,6 +28,8 @@ pub struct Metrics {
     pub raw_store_errors: IntCounterVec,
     /// Publish-to-confirm time (seed 000 `delivery_time`).
     pub delivery_time: HistogramVec,
+    /// Quotes per broker message (one shard's share of a publish round).
+    pub publish_batch_size: Histogram,
     /// Ingest API calls (gRPC `ProcessData`, `POST /ingest`) by `api` and
     /// `status`: `ok`, `rejected` (the caller's fault) or `error` (ours).
     pub ingest_requests: IntCounterVec,
@@ -87,6 +91,12 @@ impl Metrics {
                 "Publish to broker confirm time",
                 &["exchange"],
                 latency_buckets(),
+            ),
+            publish_batch_size: histogram(
+                registry,
+                "lizards_publish_batch_size",
+                "Quotes per broker message published",
+                vec![1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0],
             ),
             ingest_requests: counter_vec(
                 registry,

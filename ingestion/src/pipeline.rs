@@ -13,6 +13,7 @@ use tokio::sync::Mutex;
 
 use crate::{
     metrics::Metrics,
+    publisher::QuotePublisher,
     sources::{ItemError, RawRecord},
     validate::{self, Reject},
 };
@@ -34,7 +35,7 @@ pub enum PipelineError {
 }
 
 pub struct Pipeline {
-    broker: Arc<dyn Broker>,
+    publisher: QuotePublisher,
     raw: Arc<dyn RawStore>,
     metrics: Metrics,
     retention: Duration,
@@ -57,7 +58,7 @@ impl Pipeline {
         jump_pct: f64,
     ) -> Pipeline {
         Pipeline {
-            broker,
+            publisher: QuotePublisher::new(broker, metrics.publish_batch_size.clone()),
             raw,
             metrics,
             retention: Duration::days(retention_days.into()),
@@ -126,8 +127,9 @@ impl Pipeline {
             ingest_id: ingest_id.clone(),
             ingested_at: received_at,
         };
+        let symbol = quote.symbol.clone();
         let started = Instant::now();
-        if let Err(error) = self.broker.publish(QUOTES_EXCHANGE, &quote.symbol.routing_key(), quote.encode()).await {
+        if let Err(error) = self.publisher.publish(quote).await {
             self.metrics.publish_failures.with_label_values(&[self.metrics.source_label(&record.source)]).inc();
             self.metrics.ops.errors.with_label_values(&["publish"]).inc();
             if let Some(id) = raw_id {
@@ -136,7 +138,7 @@ impl Pipeline {
             return Err(error.into());
         }
         // Only a published price is the baseline for the next jump check.
-        self.last.lock().await.insert(quote.symbol.clone(), price);
+        self.last.lock().await.insert(symbol, price);
         self.metrics.delivery_time.with_label_values(&[QUOTES_EXCHANGE]).observe(started.elapsed().as_secs_f64());
         self.metrics.published.with_label_values(&[self.metrics.source_label(&record.source)]).inc();
         self.metrics.ops.operations.with_label_values(&["quote"]).inc();

@@ -174,8 +174,14 @@ impl Hub {
 
     /// Fans a batch of quotes out to their watchers.
     pub fn publish(&self, quotes: &[Quote]) {
+        // Quotes of symbols nobody here watches come with their shard's.
+        let newest = newest_per_symbol(quotes);
+        let watched: Vec<&Quote> = {
+            let state = self.lock();
+            newest.into_iter().filter(|quote| state.slots.contains_key(&quote.symbol)).collect()
+        };
         // One fragment per symbol: the batch's newest quote, serialized once.
-        let fresh: Vec<PriceFragment> = newest_per_symbol(quotes).into_iter().map(PriceFragment::from_quote).collect();
+        let fresh: Vec<PriceFragment> = watched.into_iter().map(PriceFragment::from_quote).collect();
         // Connection → indexes into `fresh` of the symbols it gets.
         let mut routes: HashMap<ConnId, (Arc<Outbox>, Vec<u32>)> = HashMap::new();
         {

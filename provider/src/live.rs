@@ -1,5 +1,5 @@
 //! Live feed of this provider instance: an exclusive, auto-delete queue bound
-//! only to the symbols its clients watch, consumed into the hub.
+//! only to the shards (and symbols) its clients watch, consumed into the hub.
 
 use std::{collections::HashSet, sync::Arc};
 
@@ -7,6 +7,7 @@ use lizards_shared::{
     Quote, Symbol,
     broker::{ALERTS_EXCHANGE, Broker, BrokerError, ConsumeOptions, Consumer, QUOTES_EXCHANGE, QueueSpec},
     protocol::ServerFrame,
+    quote::{decode_message, shard, shard_routing_key},
     shutdown::Shutdown,
 };
 
@@ -14,9 +15,10 @@ use crate::{hub::Hub, metrics::Metrics};
 
 /// Most quotes handed to the hub at once.
 const MAX_BATCH: usize = 4096;
-/// A stalled hub drops the oldest quotes beyond this (they are superseded by
-/// newer prices anyway).
-const MAX_QUEUE: usize = 100_000;
+/// A stalled hub drops the oldest messages beyond this (they are superseded
+/// by newer prices anyway). Messages, not quotes: one may carry a whole
+/// publish round of a shard.
+const MAX_QUEUE: usize = 10_000;
 /// Wait before retrying failed (un)bindings.
 const RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -69,42 +71,52 @@ fn take(hub: &Hub, quotes: &mut Vec<Quote>, delivery: &lizards_shared::broker::D
         }
         return;
     }
-    match Quote::decode(&delivery.body) {
-        Ok(quote) => quotes.push(quote),
-        Err(error) => tracing::warn!(%error, "undecodable live quote skipped"),
+    match decode_message(&delivery.body) {
+        Ok(decoded) => quotes.extend(decoded.quotes),
+        Err(error) => tracing::warn!(%error, "undecodable live message skipped"),
     }
 }
 
-/// Keeps the queue's bindings equal to the symbols watched.
+/// The routing keys that bring a symbol's quotes: its shard's batches,
+/// and single-quote (version 1) messages.
+fn keys(symbol: &Symbol) -> [String; 2] {
+    [shard_routing_key(shard(symbol)), symbol.routing_key()]
+}
+
+/// Keeps the queue's bindings equal to what the watched symbols need. A
+/// shard's batches also carry symbols nobody here watches; the hub drops
+/// them.
 pub async fn bind(broker: Arc<dyn Broker>, hub: Arc<Hub>, metrics: Metrics, queue: String, shutdown: Shutdown) {
-    let mut bound: HashSet<Symbol> = HashSet::new();
+    let mut bound: HashSet<String> = HashSet::new();
     let mut changes = hub.demand_changes();
     loop {
         let watched = hub.watched();
+        let wanted: HashSet<String> = watched.iter().flat_map(keys).collect();
         let mut failed = false;
-        for symbol in watched.difference(&bound).cloned().collect::<Vec<_>>() {
-            match broker.bind(&queue, QUOTES_EXCHANGE, &symbol.routing_key()).await {
+        for key in wanted.difference(&bound).cloned().collect::<Vec<_>>() {
+            match broker.bind(&queue, QUOTES_EXCHANGE, &key).await {
                 Ok(()) => {
-                    bound.insert(symbol);
+                    bound.insert(key);
                 }
                 Err(error) => {
-                    tracing::warn!(%error, %symbol, "bind failed");
+                    tracing::warn!(%error, %key, "bind failed");
                     failed = true;
                 }
             }
         }
-        for symbol in bound.difference(&watched).cloned().collect::<Vec<_>>() {
-            match broker.unbind(&queue, QUOTES_EXCHANGE, &symbol.routing_key()).await {
+        for key in bound.difference(&wanted).cloned().collect::<Vec<_>>() {
+            match broker.unbind(&queue, QUOTES_EXCHANGE, &key).await {
                 Ok(()) => {
-                    bound.remove(&symbol);
+                    bound.remove(&key);
                 }
                 Err(error) => {
-                    tracing::warn!(%error, %symbol, "unbind failed");
+                    tracing::warn!(%error, %key, "unbind failed");
                     failed = true;
                 }
             }
         }
-        metrics.live_bindings.set(bound.len() as i64);
+        let covered = watched.iter().filter(|symbol| keys(symbol).iter().all(|key| bound.contains(key)));
+        metrics.live_bindings.set(covered.count() as i64);
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = changes.changed() => {}

@@ -1,8 +1,8 @@
 //! Provider metrics: streaming, persistence and sessions.
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry};
+use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry};
 
-use lizards_shared::telemetry::{Operations, counter_vec, gauge, gauge_vec, latency_buckets, register};
+use lizards_shared::telemetry::{Operations, counter_vec, gauge, gauge_vec, histogram, latency_buckets, register};
 
 #[derive(Clone)]
 pub struct Metrics {
@@ -51,9 +51,6 @@ fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
     register(registry, IntCounter::new(name, help).expect("valid counter"))
 }
 
-fn histogram(registry: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
-    register(registry, Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("valid histogram"))
-}
 
 impl Metrics {
     pub fn new(registry: &Registry) -> Metrics {
@@ -70,7 +67,7 @@ impl Metrics {
                 "WebSocket connections accepted",
             ),
             ws_subscriptions: gauge(registry, "lizards_ws_subscriptions", "Symbol subscriptions across connections"),
-            live_bindings: gauge(registry, "lizards_live_bindings", "Symbols bound to this instance's live queue"),
+            live_bindings: gauge(registry, "lizards_live_bindings", "Watched symbols whose quotes this instance's live queue is bound to"),
             ws_frames_sent: counter_vec(
                 registry,
                 "lizards_ws_frames_sent_total",

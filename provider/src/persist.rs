@@ -1,14 +1,17 @@
 //! Persistence worker: consumes `provider.persist`, writes batches in one
 //! transaction and acknowledges only after the commit, so nothing confirmed
-//! is lost and a redelivered batch is idempotent. Poison messages (unreadable,
-//! or a quote the database refuses) are dead-lettered and counted; they
-//! never stop the worker or hold back the rest of their batch.
+//! is lost and a redelivered batch is idempotent. Poison (an unreadable
+//! message, an unreadable quote of a batch message, or a quote the database
+//! refuses) is dead-lettered alone and counted; it never stops the worker
+//! or holds back the rest of its batch.
 
 use std::{sync::Arc, time::Duration};
 
+use bytes::Bytes;
 use lizards_shared::{
     Quote,
-    broker::{Broker, ConsumeOptions, Consumer, Delivery, PERSIST_QUEUE, consume_retrying},
+    broker::{Broker, ConsumeOptions, Consumer, DEAD_LETTER_EXCHANGE, Delivery, PERSIST_QUEUE, consume_retrying},
+    quote::{self, DecodeError, decode_message},
     retry::Backoff,
     shutdown::Shutdown,
     store::{QuoteStore, StoreError},
@@ -69,99 +72,109 @@ impl Persister {
         tracing::info!("persistence worker stopped");
     }
 
-    /// Collects up to `batch` deliveries, waiting at most `linger`.
-    async fn fill(&self, first: Delivery, consumer: &mut dyn Consumer) -> Vec<Delivery> {
-        let mut batch = vec![first];
+    /// Collects deliveries up to `batch` quotes, waiting at most `linger`.
+    async fn fill(&self, first: Delivery, consumer: &mut dyn Consumer) -> Vec<Taken> {
+        let mut quotes = 0;
+        let mut batch = Vec::new();
+        let mut take = |delivery: Delivery| {
+            let decoded = decode_message(&delivery.body);
+            quotes += decoded.as_ref().map_or(1, |d| d.quotes.len() + d.poison.len());
+            batch.push((delivery, decoded));
+            quotes
+        };
         let deadline = Instant::now() + self.linger;
-        while batch.len() < self.batch {
-            if let Some(delivery) = consumer.try_next() {
-                batch.push(delivery);
-                continue;
+        let mut next = Some(first);
+        while let Some(delivery) = next.take() {
+            if take(delivery) >= self.batch {
+                break;
             }
-            match tokio::time::timeout_at(deadline, consumer.next()).await {
-                Ok(Some(delivery)) => batch.push(delivery),
-                _ => break,
-            }
+            next = match consumer.try_next() {
+                Some(delivery) => Some(delivery),
+                None => tokio::time::timeout_at(deadline, consumer.next()).await.ok().flatten(),
+            };
         }
         batch
     }
 
-    /// Writes one batch; `false` when the database is down (batch
-    /// requeued, the caller backs off).
-    async fn write(&self, batch: Vec<Delivery>) -> bool {
+    /// Writes one batch; `false` when the database or the broker is down
+    /// (batch requeued, the caller backs off).
+    async fn write(&self, batch: Vec<Taken>) -> bool {
         self.metrics.consumed.with_label_values(&[PERSIST_QUEUE]).inc_by(batch.len() as u64);
         self.metrics.ops.operations.with_label_values(&["message"]).inc_by(batch.len() as u64);
         let mut quotes = Vec::with_capacity(batch.len());
         let mut deliveries: Vec<Delivery> = Vec::with_capacity(batch.len());
-        for delivery in batch {
-            match Quote::decode(&delivery.body) {
-                Ok(quote) => {
-                    quotes.push(quote);
+        let mut poison = Vec::new();
+        for (delivery, decoded) in batch {
+            match decoded {
+                Ok(decoded) => {
+                    quotes.extend(decoded.quotes);
+                    poison.extend(decoded.poison.into_iter().map(|p| (delivery.routing_key.clone(), p)));
                     deliveries.push(delivery);
                 }
                 Err(error) => {
                     tracing::warn!(%error, routing_key = %delivery.routing_key, "poison message dead-lettered");
-                    self.dead_letter(delivery).await;
+                    self.metrics.dead_lettered.with_label_values(&[PERSIST_QUEUE]).inc();
+                    if let Err(error) = delivery.nack(false).await {
+                        tracing::warn!(%error, "dead-lettering failed");
+                    }
                 }
             }
         }
-        if quotes.is_empty() {
-            return true;
-        }
-        // Live prices keep flowing from memory whatever the database does.
-        self.latest.update(&quotes);
-        match self.commit(&quotes).await {
-            Ok(()) => {
-                // One ack for the batch: every delivery taken so far is
-                // either in it or was dead-lettered already.
-                if let Some(last) = deliveries.pop()
-                    && let Err(error) = last.ack_through().await
-                {
-                    tracing::warn!(%error, "ack failed; the batch will be redelivered and skipped");
-                }
-                true
+        for (routing_key, quote) in poison {
+            tracing::warn!(error = %quote.error, %routing_key, "poison quote of a batch dead-lettered");
+            if !self.dead_letter(&routing_key, quote.body).await {
+                return requeue(deliveries).await;
             }
-            Err(error) => {
+        }
+        if !quotes.is_empty() {
+            // Live prices keep flowing from memory whatever the database does.
+            self.latest.update(&quotes);
+            if let Err(error) = self.commit(&quotes).await {
                 tracing::warn!(%error, batch = quotes.len(), "batch not persisted");
                 self.metrics.errors.with_label_values(&["database"]).inc();
-                self.isolate(split(quotes, deliveries)).await
+                if !self.isolate(quotes).await {
+                    return requeue(deliveries).await;
+                }
             }
         }
+        // One ack for the batch: every delivery taken so far is either in
+        // it or was dead-lettered already.
+        if let Some(last) = deliveries.pop()
+            && let Err(error) = last.ack_through().await
+        {
+            tracing::warn!(%error, "ack failed; the batch will be redelivered and skipped");
+        }
+        true
     }
 
-    /// A batch failed. With the database down, every part goes back to
-    /// the queue. With the database up, it refused some quote: the batch is
+    /// A batch failed. With the database down (`false`), it goes back to
+    /// the queue whole; what committed meanwhile is skipped when it comes
+    /// back. With the database up, it refused some quote: the batch is
     /// retried in halves down to single quotes, so everything else commits
     /// and only a quote refused [`SINGLE_ATTEMPTS`] times on its own is
     /// dead-lettered (a batch the database always rejects would otherwise
     /// be requeued forever and wedge the queue).
-    async fn isolate(&self, mut parts: Vec<Part>) -> bool {
-        while let Some((quotes, deliveries)) = parts.pop() {
+    async fn isolate(&self, quotes: Vec<Quote>) -> bool {
+        let mut parts = split(quotes);
+        while let Some(quotes) = parts.pop() {
             let committed = match quotes.len() {
                 1 => self.commit_alone(&quotes).await,
                 _ => self.commit(&quotes).await,
             };
             match committed {
-                Ok(()) => {
-                    for delivery in deliveries {
-                        if let Err(error) = delivery.ack().await {
-                            tracing::warn!(%error, "ack failed; the quote will be redelivered and skipped");
-                        }
-                    }
-                }
+                Ok(()) => {}
                 Err(_) if self.store.ping().await.is_err() => {
-                    tracing::error!(parts = parts.len() + 1, "database unavailable; batch requeued");
-                    for delivery in parts.into_iter().flat_map(|(_, d)| d).chain(deliveries) {
-                        let _ = delivery.nack(true).await;
-                    }
+                    tracing::error!("database unavailable; batch requeued");
                     return false;
                 }
                 Err(error) if quotes.len() == 1 => {
                     let quote = &quotes[0];
                     tracing::error!(%error, symbol = %quote.symbol, ts = %quote.ts, "quote refused by the database; dead-lettered");
-                    self.dead_letter(deliveries.into_iter().next().expect("one delivery per quote")).await;
+                    if !self.dead_letter(&quote.symbol.routing_key(), quote.encode()).await {
+                        return false;
+                    }
                 }
-                Err(_) => parts.extend(split(quotes, deliveries)),
+                Err(_) => parts.extend(split(quotes)),
             }
         }
         true
@@ -187,20 +200,36 @@ impl Persister {
         Ok(())
     }
 
-    async fn dead_letter(&self, delivery: Delivery) {
-        self.metrics.dead_lettered.with_label_values(&[PERSIST_QUEUE]).inc();
-        if let Err(error) = delivery.nack(false).await {
-            tracing::warn!(%error, "dead-lettering failed");
+    /// Sends one quote's body to the dead-letter exchange, alone: a batch
+    /// message holds other, good quotes. `false` when the broker is away.
+    async fn dead_letter(&self, routing_key: &str, body: Bytes) -> bool {
+        match self.broker.publish(DEAD_LETTER_EXCHANGE, routing_key, body).await {
+            Ok(()) => {
+                self.metrics.dead_lettered.with_label_values(&[PERSIST_QUEUE]).inc();
+                true
+            }
+            Err(error) => {
+                tracing::warn!(%error, "dead-lettering failed; batch requeued");
+                false
+            }
         }
     }
 }
 
-/// Quotes with their deliveries, in the same order.
-type Part = (Vec<Quote>, Vec<Delivery>);
+/// A delivery and what its body held.
+type Taken = (Delivery, Result<quote::Decoded, DecodeError>);
 
-/// The two halves of a part, the first half last (it is popped first).
-fn split(mut quotes: Vec<Quote>, mut deliveries: Vec<Delivery>) -> Vec<Part> {
+/// Hands a batch back to the queue; `false` for the caller's backoff.
+async fn requeue(deliveries: Vec<Delivery>) -> bool {
+    for delivery in deliveries {
+        let _ = delivery.nack(true).await;
+    }
+    false
+}
+
+/// The two halves of a batch, the first half last (it is popped first).
+fn split(mut quotes: Vec<Quote>) -> Vec<Vec<Quote>> {
     let half = quotes.len().div_ceil(2);
-    let second = (quotes.split_off(half), deliveries.split_off(half));
-    vec![second, (quotes, deliveries)]
+    let second = quotes.split_off(half);
+    vec![second, quotes]
 }

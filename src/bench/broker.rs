@@ -1,7 +1,8 @@
 //! `bench broker`: the plain reference for the latency target through
-//! RabbitMQ. Plain lapin, no Lizards: quotes in the broker's wire format are
-//! published persistent with confirms (a window of `--in-flight`, as
-//! ingestion does) to a topic exchange routed to the same three queues a
+//! RabbitMQ. Plain lapin, no Lizards: quotes in the broker's wire format
+//! (each tick's quotes as one message per symbol shard, or with `--single`
+//! one message per quote) are published persistent with confirms (a window
+//! of `--in-flight` messages) to a topic exchange routed to the same three queues a
 //! quote reaches in the platform (two durable, consumed with batched acks
 //! like `provider.persist` and `alerts.eval`, and an exclusive one consumed
 //! without acks like a provider's live queue). Latency is publish → receipt
@@ -9,6 +10,7 @@
 //! afterwards. RabbitMQ's CPU share is read from `/proc` (`beam.smp`).
 
 use std::{
+    collections::BTreeMap,
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -17,6 +19,7 @@ use std::{
 };
 
 use anyhow::Context;
+use bytes::Bytes;
 use chrono::Utc;
 use clap::Args;
 use futures::{FutureExt, StreamExt, stream::FuturesUnordered};
@@ -30,7 +33,12 @@ use lapin::{
     types::FieldTable,
 };
 use lizards_ingestion::sources::synthetic::UNIVERSE;
-use lizards_shared::{Quote, Symbol, config::Config, shutdown::Shutdown};
+use lizards_shared::{
+    Quote, Symbol,
+    config::Config,
+    quote::{decode_message, encode_batch, shard, shard_routing_key},
+    shutdown::Shutdown,
+};
 use tokio::time::Instant;
 
 #[derive(Debug, Clone, Args)]
@@ -54,6 +62,10 @@ pub struct BrokerBench {
     /// persistence costs; the platform always publishes persistent ones.
     #[arg(long)]
     transient: bool,
+    /// One message per quote (the version 1 body) instead of one per symbol
+    /// shard per tick.
+    #[arg(long)]
+    single: bool,
 }
 
 /// Consumer prefetch of the durable queues (the provider's is 1,024).
@@ -90,8 +102,13 @@ impl BrokerBench {
         let options = QueueDeclareOptions { exclusive: true, auto_delete: true, ..QueueDeclareOptions::default() };
         declare_bound(&setup, &live, options, &exchange).await?;
         println!(
-            "bench broker: {} quotes/s over {} symbols, {} in flight, warm-up {:?}, measuring {:?}",
-            self.rate, self.symbols, self.in_flight, self.warmup, self.duration
+            "bench broker: {} quotes/s over {} symbols, {}, {} messages in flight, warm-up {:?}, measuring {:?}",
+            self.rate,
+            self.symbols,
+            if self.single { "one message per quote" } else { "one message per shard per tick" },
+            self.in_flight,
+            self.warmup,
+            self.duration
         );
 
         let counts = Arc::new(Counts::default());
@@ -155,7 +172,7 @@ impl BrokerBench {
             "{}",
             serde_json::json!({
                 "bench": "broker", "rate": self.rate, "symbols": self.symbols, "in_flight": self.in_flight,
-                "persistent": !self.transient,
+                "persistent": !self.transient, "batched": !self.single,
                 "seconds": seconds, "confirmed_per_s": confirmed.round(), "live_per_s": live_rate.round(),
                 "durable_per_s": durable_rate.round(), "p50_ms": ms(0.5), "p99_ms": ms(0.99),
                 "rabbitmq_cpu_pct": beam_cpu.map(f64::round), "bench_cpu_pct": own_cpu.map(f64::round),
@@ -190,36 +207,39 @@ async fn publish(
     let mut ticker = tokio::time::interval(TICK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (mut owed, mut next) = (0.0, 0);
+    let properties = BasicProperties::default().with_delivery_mode(if bench.transient { 1 } else { 2 });
     while !stop.is_cancelled() {
         ticker.tick().await;
         owed += bench.rate * TICK.as_secs_f64();
+        let mut tick = Vec::new();
         while owed >= 1.0 {
             owed -= 1.0;
             let now = Utc::now();
-            let quote = Quote {
+            tick.push(Quote {
                 symbol: symbols[next].clone(),
                 price: 100.0,
                 ts: now,
                 volume: Some(1.0),
                 source: "bench".into(),
-                ingest_id: format!("bench-{}", now.timestamp_micros()),
+                ingest_id: format!("bench-{}-{}", now.timestamp_micros(), tick.len()),
                 ingested_at: now,
-            };
+            });
             next = (next + 1) % symbols.len();
+        }
+        for (routing_key, body, quotes) in messages(tick, bench.single) {
             while confirms.len() >= bench.in_flight {
                 confirmed(confirms.next().await, &counts)?;
             }
-            let properties = BasicProperties::default().with_delivery_mode(if bench.transient { 1 } else { 2 });
             let confirm = channel
                 .basic_publish(
                     exchange.as_str().into(),
-                    quote.symbol.routing_key().as_str().into(),
+                    routing_key.as_str().into(),
                     BasicPublishOptions::default(),
-                    &quote.encode(),
-                    properties,
+                    &body,
+                    properties.clone(),
                 )
                 .await?;
-            confirms.push(confirm);
+            confirms.push(confirm.map(move |result| (result, quotes)));
         }
         while let Some(Some(confirm)) = confirms.next().now_or_never() {
             confirmed(Some(confirm), &counts)?;
@@ -231,12 +251,33 @@ async fn publish(
     Ok(())
 }
 
-fn confirmed(confirm: Option<lapin::Result<lapin::Confirmation>>, counts: &Counts) -> anyhow::Result<()> {
-    if let Some(confirm) = confirm {
+/// A tick's quotes as messages (routing key, body, quotes in it): one per
+/// symbol shard, as ingestion publishes them, or one per quote.
+fn messages(tick: Vec<Quote>, single: bool) -> Vec<(String, Bytes, u64)> {
+    if single {
+        return tick.into_iter().map(|quote| (quote.symbol.routing_key(), quote.encode(), 1)).collect();
+    }
+    let mut shards: BTreeMap<u16, Vec<Quote>> = BTreeMap::new();
+    for quote in tick {
+        shards.entry(shard(&quote.symbol)).or_default().push(quote);
+    }
+    shards
+        .into_iter()
+        .map(|(shard, quotes)| (shard_routing_key(shard), encode_batch(&quotes), quotes.len() as u64))
+        .collect()
+}
+
+fn confirmed(confirm: Option<(lapin::Result<lapin::Confirmation>, u64)>, counts: &Counts) -> anyhow::Result<()> {
+    if let Some((confirm, quotes)) = confirm {
         anyhow::ensure!(confirm?.is_ack(), "RabbitMQ nacked a publish");
-        counts.confirmed.fetch_add(1, Ordering::Relaxed);
+        counts.confirmed.fetch_add(quotes, Ordering::Relaxed);
     }
     Ok(())
+}
+
+/// Quotes in a message body.
+fn quotes_in(body: &[u8]) -> anyhow::Result<Vec<Quote>> {
+    Ok(decode_message(body)?.quotes)
 }
 
 /// Consumes a durable queue, acking what is ready with one multiple-ack.
@@ -253,14 +294,14 @@ async fn drain(channel: Channel, queue: String, counts: Arc<Counts>, stop: Shutd
                 None => return Ok(()),
             },
         };
+        let mut quotes = quotes_in(&first.data)?.len();
         let mut last = first;
-        let mut batch = 1;
         while let Some(Some(Ok(delivery))) = consumer.next().now_or_never() {
+            quotes += quotes_in(&delivery.data)?.len();
             last = delivery;
-            batch += 1;
         }
         last.acker.ack(BasicAckOptions { multiple: true }).await?;
-        counts.durable.fetch_add(batch, Ordering::Relaxed);
+        counts.durable.fetch_add(quotes as u64, Ordering::Relaxed);
     }
 }
 
@@ -284,13 +325,16 @@ async fn listen(
                 None => return Ok(latency),
             },
         };
-        counts.live.fetch_add(1, Ordering::Relaxed);
+        let quotes = quotes_in(&delivery.data)?;
+        counts.live.fetch_add(quotes.len() as u64, Ordering::Relaxed);
         if !measuring.load(Ordering::Relaxed) {
             continue;
         }
-        let quote = Quote::decode(&delivery.data)?;
-        let us = (Utc::now() - quote.ingested_at).num_microseconds().unwrap_or(0).max(1) as u64;
-        latency.record(us.min(60_000_000))?;
+        let now = Utc::now();
+        for quote in quotes {
+            let us = (now - quote.ingested_at).num_microseconds().unwrap_or(0).max(1) as u64;
+            latency.record(us.min(60_000_000))?;
+        }
     }
 }
 

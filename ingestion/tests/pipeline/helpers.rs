@@ -29,6 +29,7 @@ use lizards_shared::{
     },
     cache::MemoryCache,
     config::Config,
+    quote::decode_message,
     rawstore::{MemoryRawStore, RawDocument, RawOutcome, RawStore, RawStoreError},
     shutdown::Shutdown,
 };
@@ -207,7 +208,7 @@ async fn published_before_fence(broker: &MemoryBroker, observer: &mut dyn Consum
         if delivery.routing_key == FENCE_KEY {
             return quotes;
         }
-        quotes.push(Quote::decode(&delivery.body).expect("a valid quote body"));
+        quotes.extend(decode_message(&delivery.body).expect("a valid message body").quotes);
     }
 }
 
@@ -390,11 +391,12 @@ impl TestIngestion {
         request.send().await.expect("POST /ingest reaches the ingestion service")
     }
 
-    /// The next quote on `observer`, decoded, with its routing key.
-    pub async fn next_quote(observer: &mut dyn Consumer) -> (String, Quote) {
+    /// The quotes of the next message on `observer`, with its routing key.
+    pub async fn next_quotes(observer: &mut dyn Consumer) -> (String, Vec<Quote>) {
         let delivery = next_delivery(observer).await;
-        let quote = Quote::decode(&delivery.body).expect("a valid quote body");
-        (delivery.routing_key, quote)
+        let decoded = decode_message(&delivery.body).expect("a valid message body");
+        assert!(decoded.poison.is_empty() && !decoded.quotes.is_empty(), "only good quotes are published");
+        (delivery.routing_key, decoded.quotes)
     }
 
     /// Cancels the shutdown token and waits for the service to finish.

@@ -9,6 +9,7 @@ use lizards_shared::{
     broker::{Broker, CONTROL_EXCHANGE},
     config::Config,
     demand::DemandSet,
+    quote::{shard, shard_routing_key},
 };
 use lizards_testkit::fixture::{Fixture, Reply};
 use reqwest::StatusCode;
@@ -110,8 +111,9 @@ async fn demanded_symbols_are_polled_and_published_until_the_grace_after_demand_
     assert_eq!(fixture.hits("/v8/finance/chart/ZZZZ"), 0, "nothing is polled without demand");
 
     publish_demand(&app, "provider-1", &["ZZZZ"]).await;
-    let (key, quote) = TestIngestion::next_quote(observer.as_mut()).await;
-    assert_eq!((key.as_str(), quote.symbol.as_str(), quote.source.as_str()), ("quote.ZZZZ", "ZZZZ", "yahoo"));
+    let (key, quotes) = TestIngestion::next_quotes(observer.as_mut()).await;
+    assert_eq!(key, shard_routing_key(shard(&quotes[0].symbol)));
+    assert_eq!((quotes[0].symbol.as_str(), quotes[0].source.as_str()), ("ZZZZ", "yahoo"));
     assert_eq!(status(&app, "yahoo").await["symbols"], serde_json::json!(["ZZZZ"]));
 
     publish_demand(&app, "provider-1", &[]).await;
@@ -136,8 +138,8 @@ async fn lookup_finds_a_fixture_only_symbol_publishes_it_at_once_and_keeps_polli
     assert_eq!(response.status(), StatusCode::OK);
     let body: Value = response.json().await.expect("JSON");
     assert_eq!(body, serde_json::json!({"symbol": "ZZZZ", "sources": ["yahoo"]}));
-    let (_, first) = TestIngestion::next_quote(observer.as_mut()).await;
-    assert_eq!(first.symbol.as_str(), "ZZZZ");
+    let (_, first) = TestIngestion::next_quotes(observer.as_mut()).await;
+    assert_eq!(first[0].symbol.as_str(), "ZZZZ");
     eventually("the symbol keeps being polled", || async { fixture.hits("/v8/finance/chart/ZZZZ") >= 3 }).await;
 
     let response = app.get("/sources/lookup/NOPE").await;

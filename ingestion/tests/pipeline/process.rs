@@ -11,8 +11,9 @@ use lizards_ingestion::{
     validate::Reject,
 };
 use lizards_shared::{
-    Quote, Symbol,
+    Symbol,
     broker::{MemoryBroker, declare_topology},
+    quote::{decode_message, encode_batch, shard, shard_routing_key},
     rawstore::RawOutcome,
 };
 use prometheus::Registry;
@@ -43,7 +44,7 @@ async fn valid_record_is_published_with_the_exact_wire_body() {
     let (ingest_id, flags) = h.publish(record.clone()).await;
     assert!(flags.is_empty());
     let delivery = h.next_published().await;
-    assert_eq!(delivery.routing_key, "quote.AAPL");
+    assert_eq!(delivery.routing_key, shard_routing_key(shard(&Symbol::parse("AAPL").expect("valid symbol"))));
 
     let (doc, outcome) = h.raw.document(&ingest_id).await;
     assert_eq!(ingest_id, h.raw.last_id(), "the ingest id is the raw document's id");
@@ -53,8 +54,7 @@ async fn valid_record_is_published_with_the_exact_wire_body() {
     assert_eq!(doc.received_at, doc.received_at.trunc_subsecs(6), "received_at has microsecond precision");
 
     let wire: Value = serde_json::from_slice(&delivery.body).expect("a JSON body");
-    let expected = json!({
-        "v": 1,
+    let expected = json!({"v": 2, "quotes": [{
         "symbol": "AAPL",
         "price": 228.5,
         "ts": ts.trunc_subsecs(6).to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
@@ -62,23 +62,25 @@ async fn valid_record_is_published_with_the_exact_wire_body() {
         "source": SOURCE,
         "ingest_id": ingest_id,
         "ingested_at": doc.received_at.timestamp_micros(),
-    });
+    }]});
     assert_eq!(wire, expected);
-    assert!(wire["ts"].as_str().is_some_and(|ts| ts.ends_with(".123456Z")), "ts has microseconds: {}", wire["ts"]);
+    let ts = &wire["quotes"][0]["ts"];
+    assert!(ts.as_str().is_some_and(|ts| ts.ends_with(".123456Z")), "ts has microseconds: {ts}");
 
-    let quote = Quote::decode(&delivery.body).expect("the body decodes");
-    assert_eq!(quote.ingested_at, doc.received_at);
-    assert_eq!(delivery.body, quote.encode(), "exactly the canonical encoding");
+    let quotes = decode_message(&delivery.body).expect("the body decodes").quotes;
+    assert_eq!(quotes[0].ingested_at, doc.received_at);
+    assert_eq!(delivery.body, encode_batch(&quotes), "exactly the canonical encoding");
 }
 
 #[tokio::test]
-async fn symbol_with_a_dot_is_routed_as_one_word() {
+async fn a_symbol_with_a_dot_is_routed_by_its_shard() {
     let mut h = pipeline_harness().await;
     h.publish(record("BRK.B", 452.0)).await;
     let delivery = h.next_published().await;
-    assert_eq!(delivery.routing_key, "quote.BRK_B");
-    let quote = Quote::decode(&delivery.body).expect("the body decodes");
-    assert_eq!(quote.symbol, Symbol::parse("BRK.B").expect("valid symbol"));
+    let symbol = Symbol::parse("BRK.B").expect("valid symbol");
+    assert_eq!(delivery.routing_key, shard_routing_key(shard(&symbol)));
+    let quotes = decode_message(&delivery.body).expect("the body decodes").quotes;
+    assert_eq!(quotes[0].symbol, symbol);
 }
 
 #[tokio::test]
@@ -177,8 +179,8 @@ async fn raw_store_outage_does_not_stop_live_prices() {
     h.raw.go_down();
     let (ingest_id, _) = h.publish(record("AAPL", 228.0)).await;
     assert!(!ingest_id.is_empty());
-    let quote = Quote::decode(&h.next_published().await.body).expect("the body decodes");
-    assert_eq!(quote.ingest_id, ingest_id);
+    let quotes = decode_message(&h.next_published().await.body).expect("the body decodes").quotes;
+    assert_eq!(quotes[0].ingest_id, ingest_id);
     assert_eq!(h.raw.stored(), 0);
     assert_eq!(h.counter("lizards_raw_store_errors_total", &[("operation", "insert")]), 1);
 }

@@ -16,6 +16,7 @@ use lizards_shared::{
     },
     broker::{ALERTS_EVAL_QUEUE, Broker, ConsumeOptions, Consumer, Delivery as Message, consume_retrying},
     cache::{Cache, Quota},
+    quote::decode_message,
     retry::Backoff,
     shutdown::Shutdown,
 };
@@ -96,12 +97,12 @@ impl Evaluator {
     async fn evaluate_batch(&self, batch: Vec<Message>) -> bool {
         let quotes: Vec<Quote> = batch
             .iter()
-            .filter_map(|delivery| match Quote::decode(&delivery.body) {
-                Ok(quote) => Some(quote),
+            .flat_map(|delivery| match decode_message(&delivery.body) {
+                // The persistence queue dead-letters what cannot be read.
+                Ok(decoded) => decoded.quotes,
                 Err(error) => {
-                    // The persistence queue dead-letters the same message.
-                    tracing::debug!(%error, "undecodable quote skipped by the alert evaluator");
-                    None
+                    tracing::debug!(%error, "undecodable message skipped by the alert evaluator");
+                    Vec::new()
                 }
             })
             .filter(|quote| self.interest.contains(&quote.symbol))
@@ -162,8 +163,8 @@ impl Evaluator {
     /// in batch order. Portfolio rules see the quotes of every symbol their
     /// owner holds.
     async fn rules_with_quotes<'q>(&self, quotes: &'q [Quote]) -> Result<Vec<(Rule, Vec<&'q Quote>)>, AccountError> {
-        // Indexed, not searched: a batch holds up to PREFETCH quotes and
-        // may touch as many symbols and many more rules.
+        // Indexed, not searched: a batch holds PREFETCH messages of quotes and
+        // may touch many symbols and many more rules.
         let mut by_symbol: HashMap<&Symbol, Vec<&Quote>> = HashMap::new();
         for quote in quotes {
             by_symbol.entry(&quote.symbol).or_default().push(quote);

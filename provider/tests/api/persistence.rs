@@ -1,10 +1,13 @@
-//! Persistence: idempotent on redelivery, poison messages dead-lettered.
+//! Persistence: idempotent on redelivery, poison messages and quotes
+//! dead-lettered.
 
 use bytes::Bytes;
 use lizards_shared::{
     broker::{Broker, DEAD_QUEUE, PERSIST_QUEUE, QUOTES_EXCHANGE},
+    quote::encode_batch,
     store::QuoteStore,
 };
+use serde_json::{Value, json};
 
 use crate::helpers::{quote, spawn, spawn_with, wait_for};
 
@@ -100,5 +103,36 @@ async fn a_quote_the_database_refuses_is_dead_lettered_and_the_rest_of_its_batch
     assert_eq!(provider.broker.queue_len(DEAD_QUEUE).await.unwrap(), 1, "the view takes nothing away");
     // The worker goes on with later quotes.
     provider.seed("GOOD0", 20.0).await;
+    provider.stop().await;
+}
+
+#[tokio::test]
+async fn a_batch_message_is_stored_once_and_only_its_bad_quotes_are_dead_lettered_each_alone() {
+    let provider = spawn().await;
+    provider.refuse_quotes_of("BAD").await;
+    let good: Vec<_> = (0..4).map(|i| quote(&format!("BATCH{i}"), 10.0 + f64::from(i))).collect();
+    let mut quotes = good.clone();
+    quotes.push(quote("BAD", 666.0));
+    let mut body: Value = serde_json::from_slice(&encode_batch(&quotes)).unwrap();
+    let mut unreadable = body["quotes"][0].clone();
+    unreadable["price"] = json!(-1.0);
+    body["quotes"].as_array_mut().unwrap().push(unreadable);
+    let body = Bytes::from(body.to_string());
+    // Twice, as a redelivery would: each good quote is stored once.
+    for _ in 0..2 {
+        provider.broker.publish(QUOTES_EXCHANGE, "quote.shard.0", body.clone()).await.unwrap();
+    }
+    wait_for(|| async { provider.metric("lizards_messages_consumed_total").await >= 2.0 }).await;
+    wait_for(|| async { provider.broker.queue_len(DEAD_QUEUE).await.unwrap() == 4 }).await;
+    for q in &good {
+        assert_eq!(provider.store.count(&q.symbol).await.unwrap(), 1, "{}", q.symbol);
+    }
+    assert_eq!(provider.metric("lizards_quotes_persisted_total").await, 4.0);
+    assert_eq!(provider.broker.queue_len(PERSIST_QUEUE).await.unwrap(), 0, "the queue drains");
+    let view = provider.get_as("/admin/dead-letters", Some(&provider.admin().await)).await;
+    let dead = view.body["messages"].as_array().unwrap();
+    let refused = dead.iter().filter(|m| m["routing_key"] == "quote.BAD" && m["body"]["symbol"] == "BAD").count();
+    let unread = dead.iter().filter(|m| m["routing_key"] == "quote.shard.0" && m["body"]["price"] == -1.0).count();
+    assert_eq!((refused, unread), (2, 2), "each bad quote alone, once per delivery: {}", view.body);
     provider.stop().await;
 }

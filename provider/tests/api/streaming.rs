@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use futures::SinkExt;
 use lizards_shared::{
-    broker::{Broker, CONTROL_EXCHANGE, ConsumeOptions, QueueSpec},
+    broker::{Broker, CONTROL_EXCHANGE, ConsumeOptions, QUOTES_EXCHANGE, QueueSpec},
     demand::{DEMAND_PATTERN, DemandSet},
+    quote::{encode_batch, shard_routing_key},
 };
 use serde_json::json;
 use tokio::net::TcpSocket;
@@ -249,4 +250,27 @@ async fn the_watched_symbols_are_published_as_this_instances_demand_set() {
         set = next_demand(&mut demand).await;
     }
     assert_eq!((set.instance.as_str(), set.symbols[0].as_str()), (instance.as_str(), "MSFT"));
+}
+
+#[tokio::test]
+async fn a_shard_batch_reaches_the_watchers_of_its_symbols_only() {
+    let provider = spawn().await;
+    provider.seed("NVDA", 119.0).await;
+    let mut client = provider.ws().await;
+    client.send(json!({"type": "subscribe", "symbols": ["NVDA"]})).await;
+    client.recv_until(|f| f["type"] == "subscribed").await;
+    provider.wait_bound(1).await;
+    // A symbol of the same shard that nobody watches rides along.
+    let nvda = quote("NVDA", 120.0);
+    let shard = lizards_shared::quote::shard(&nvda.symbol);
+    let neighbour = (0..)
+        .map(|i| quote(&format!("N{i}"), 1.0))
+        .find(|q| lizards_shared::quote::shard(&q.symbol) == shard)
+        .unwrap();
+    let body = encode_batch(&[neighbour, nvda.clone(), quote("NVDA", 121.0)]);
+    provider.broker.publish(QUOTES_EXCHANGE, &shard_routing_key(shard), body).await.unwrap();
+    let frame = client.recv_until(|f| is_update_for(f, "NVDA") && f["data"]["NVDA"]["price"] != 119.0).await;
+    // The newest of the batch, and nothing of the neighbour.
+    assert_eq!(frame["data"]["NVDA"]["price"], 121.0, "{frame}");
+    assert_eq!(frame["data"].as_object().unwrap().len(), 1, "{frame}");
 }
