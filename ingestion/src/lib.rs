@@ -196,8 +196,10 @@ pub async fn build(
 /// Records processed at once. A confirm from RabbitMQ waits for its disk
 /// write, so awaiting them one by one would cap the rate and add that wait
 /// to every later quote's latency; the hub and the stores ignore the rare
-/// older quote that overtakes a newer one.
-const IN_FLIGHT: usize = 256;
+/// older quote that overtakes a newer one. It also caps the rate at this
+/// many quotes per confirm wait: 256 held the broker path near 40,000
+/// quotes/s with ~6 ms confirms, with most of the CPU idle.
+const IN_FLIGHT: usize = 2048;
 
 async fn run_pipeline(pipeline: Arc<Pipeline>, rx: mpsc::Receiver<RawRecord>) {
     tokio_stream_from(rx)

@@ -7,9 +7,7 @@ use std::{
 
 use prometheus::{Histogram, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Registry};
 
-use lizards_shared::telemetry::{
-    Operations, counter_vec, gauge, gauge_vec, histogram, histogram_vec, latency_buckets,
-};
+use lizards_shared::telemetry::{Operations, counter_vec, gauge, gauge_vec, histogram, histogram_vec, latency_buckets};
 
 /// The `source` label of quotes whose source id is not a configured
 /// source (ingest API callers name their own).

@@ -47,12 +47,7 @@ struct Pending {
 
 impl QuotePublisher {
     pub fn new(broker: Arc<dyn Broker>, batch_size: Histogram) -> QuotePublisher {
-        QuotePublisher {
-            broker,
-            waiting: Arc::default(),
-            rounds: Arc::new(Semaphore::new(ROUNDS)),
-            batch_size,
-        }
+        QuotePublisher { broker, waiting: Arc::default(), rounds: Arc::new(Semaphore::new(ROUNDS)), batch_size }
     }
 
     /// Returns once the broker confirmed the message holding `quote`.

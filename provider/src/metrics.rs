@@ -51,7 +51,6 @@ fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
     register(registry, IntCounter::new(name, help).expect("valid counter"))
 }
 
-
 impl Metrics {
     pub fn new(registry: &Registry) -> Metrics {
         let ops = Operations::new(
@@ -67,7 +66,11 @@ impl Metrics {
                 "WebSocket connections accepted",
             ),
             ws_subscriptions: gauge(registry, "lizards_ws_subscriptions", "Symbol subscriptions across connections"),
-            live_bindings: gauge(registry, "lizards_live_bindings", "Watched symbols whose quotes this instance's live queue is bound to"),
+            live_bindings: gauge(
+                registry,
+                "lizards_live_bindings",
+                "Watched symbols whose quotes this instance's live queue is bound to",
+            ),
             ws_frames_sent: counter_vec(
                 registry,
                 "lizards_ws_frames_sent_total",

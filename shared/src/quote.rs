@@ -147,9 +147,10 @@ pub fn decode_message(body: &[u8]) -> Result<Decoded, DecodeError> {
 /// The shard of `symbol`: FNV-1a of its text, stable across processes and
 /// releases.
 pub fn shard(symbol: &Symbol) -> u16 {
-    let hash = symbol.as_str().bytes().fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-    });
+    let hash = symbol
+        .as_str()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3));
     (hash % u64::from(SHARDS)) as u16
 }
 
@@ -258,8 +259,7 @@ mod tests {
         let symbol = |s: &str| Symbol::parse(s).unwrap();
         // Fixed values: every process and release must route alike.
         assert_eq!((shard(&symbol("AAPL")), shard(&symbol("MSFT")), shard(&symbol("BTC-USD"))), (11, 3, 1));
-        let used: std::collections::HashSet<u16> =
-            (0..200).map(|i| shard(&symbol(&format!("S{i}")))).collect();
+        let used: std::collections::HashSet<u16> = (0..200).map(|i| shard(&symbol(&format!("S{i}")))).collect();
         assert_eq!(used.len(), usize::from(SHARDS), "200 symbols reach every shard");
         assert!(used.iter().all(|&s| s < SHARDS));
         assert_eq!(shard_routing_key(3), "quote.shard.3");

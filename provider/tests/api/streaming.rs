@@ -263,10 +263,8 @@ async fn a_shard_batch_reaches_the_watchers_of_its_symbols_only() {
     // A symbol of the same shard that nobody watches rides along.
     let nvda = quote("NVDA", 120.0);
     let shard = lizards_shared::quote::shard(&nvda.symbol);
-    let neighbour = (0..)
-        .map(|i| quote(&format!("N{i}"), 1.0))
-        .find(|q| lizards_shared::quote::shard(&q.symbol) == shard)
-        .unwrap();
+    let neighbour =
+        (0..).map(|i| quote(&format!("N{i}"), 1.0)).find(|q| lizards_shared::quote::shard(&q.symbol) == shard).unwrap();
     let body = encode_batch(&[neighbour, nvda.clone(), quote("NVDA", 121.0)]);
     provider.broker.publish(QUOTES_EXCHANGE, &shard_routing_key(shard), body).await.unwrap();
     let frame = client.recv_until(|f| is_update_for(f, "NVDA") && f["data"]["NVDA"]["price"] != 119.0).await;
