@@ -74,7 +74,7 @@ impl Pipeline {
         self
     }
 
-    pub async fn process(&self, record: RawRecord) -> Result<Outcome, PipelineError> {
+    pub async fn process(&self, mut record: RawRecord) -> Result<Outcome, PipelineError> {
         // Microseconds: the precision every store and wire format keeps.
         let received_at = Utc::now().trunc_subsecs(6);
         let doc = RawDocument {
@@ -82,7 +82,8 @@ impl Pipeline {
             symbol: record.symbol.clone(),
             source_ts: record.ts,
             received_at,
-            body: record.body.clone(),
+            // The record's body is the raw document's alone from here on.
+            body: std::mem::take(&mut record.body),
         };
         let raw_id = match self.raw.insert(doc.clone()).await {
             Ok(id) => Some(id),

@@ -120,12 +120,6 @@ impl Persister {
                 }
             }
         }
-        for (routing_key, quote) in poison {
-            tracing::warn!(error = %quote.error, %routing_key, "poison quote of a batch dead-lettered");
-            if !self.dead_letter(&routing_key, quote.body).await {
-                return requeue(deliveries).await;
-            }
-        }
         if !quotes.is_empty() {
             // Live prices keep flowing from memory whatever the database does.
             self.latest.update(&quotes);
@@ -135,6 +129,14 @@ impl Persister {
                 if !self.isolate(quotes).await {
                     return requeue(deliveries).await;
                 }
+            }
+        }
+        // After the commit: a batch requeued because the database is down
+        // does not dead-letter its poison twice.
+        for (routing_key, quote) in poison {
+            tracing::warn!(error = %quote.error, %routing_key, "poison quote of a batch dead-lettered");
+            if !self.dead_letter(&routing_key, quote.body).await {
+                return requeue(deliveries).await;
             }
         }
         // One ack for the batch: every delivery taken so far is either in

@@ -244,7 +244,16 @@ impl WsBench {
             self.warmup,
             self.duration
         );
+        let flow = platform.as_ref().map(Flow::of);
+        let flow_before = match &flow {
+            Some(flow) => Some(flow.counts().await?),
+            None => None,
+        };
         let (lizards, conflated) = self.measure(&url, &symbols, metrics_url.as_deref(), None).await?;
+        let through = match (&flow, flow_before) {
+            (Some(flow), Some(before)) => Some(flow.through(before).await?),
+            _ => None,
+        };
         shutdown.cancel();
         if let Some(platform) = platform {
             platform.stopped().await?;
@@ -259,6 +268,12 @@ impl WsBench {
             "frames_per_s": lizards.frames_per_s.round(), "p50_ms": lizards.ms(0.5), "p99_ms": lizards.ms(0.99),
             "conflated_per_s": conflated.map(f64::round),
         });
+        if let Some(through) = through {
+            through.print();
+            summary["published_per_s"] = through.published_per_s.round().into();
+            summary["persisted_per_s"] = through.persisted_per_s.round().into();
+            summary["not_persisted"] = through.not_persisted.into();
+        }
         if self.reference {
             // After Lizards has stopped, so the two never share the cores.
             let stop = Shutdown::new();
@@ -361,6 +376,78 @@ impl WsBench {
     }
 }
 
+/// Quotes through the in-process platform: confirmed by the broker
+/// (ingestion's `lizards_quotes_published_total`) and newly stored
+/// (the provider's `lizards_quotes_persisted_total`).
+struct Flow {
+    ingestion: String,
+    provider: String,
+}
+
+/// Counters read at one instant.
+struct FlowCounts {
+    published: f64,
+    persisted: f64,
+    at: Instant,
+}
+
+struct Through {
+    published_per_s: f64,
+    persisted_per_s: f64,
+    /// Quotes confirmed by the end of the measured time that the store
+    /// still lacked [`CATCH_UP`] later: lost, or a backlog that long.
+    not_persisted: u64,
+}
+
+/// How long the store may take to catch up with the quotes confirmed by
+/// the end of the measured time.
+const CATCH_UP: Duration = Duration::from_secs(30);
+
+impl Flow {
+    fn of(platform: &platform::Platform) -> Flow {
+        let metrics =
+            |addr: Option<std::net::SocketAddr>| addr.map(|a| format!("http://{a}/metrics")).unwrap_or_default();
+        Flow { ingestion: metrics(platform.ingestion), provider: metrics(platform.provider) }
+    }
+
+    async fn counts(&self) -> anyhow::Result<FlowCounts> {
+        let published = scrape(Some(&self.ingestion), "lizards_quotes_published_total").await;
+        let persisted = scrape(Some(&self.provider), "lizards_quotes_persisted_total").await;
+        Ok(FlowCounts {
+            published: published.context("ingestion's published quotes")?,
+            persisted: persisted.context("the provider's persisted quotes")?,
+            at: Instant::now(),
+        })
+    }
+
+    /// Rates since `before`, then waits until every quote confirmed so far
+    /// is stored (the store only gains rows from the platform meanwhile).
+    async fn through(&self, before: FlowCounts) -> anyhow::Result<Through> {
+        let after = self.counts().await?;
+        let seconds = (after.at - before.at).as_secs_f64();
+        let deadline = Instant::now() + CATCH_UP;
+        let mut persisted = after.persisted;
+        while persisted < after.published && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            persisted = self.counts().await?.persisted;
+        }
+        Ok(Through {
+            published_per_s: (after.published - before.published) / seconds,
+            persisted_per_s: (after.persisted - before.persisted) / seconds,
+            not_persisted: (after.published - persisted).max(0.0) as u64,
+        })
+    }
+}
+
+impl Through {
+    fn print(&self) {
+        println!(
+            "lizards: quotes confirmed by the broker/s: {:.0}; newly stored/s: {:.0}; confirmed but not stored {CATCH_UP:?} later: {}",
+            self.published_per_s, self.persisted_per_s, self.not_persisted
+        );
+    }
+}
+
 /// One benchmark client; returns its latency samples (µs).
 async fn client(
     url: String,
@@ -437,9 +524,14 @@ fn ms(latency: &Histogram<u64>, quantile: f64) -> f64 {
 }
 
 /// Reads one counter from a Prometheus text page.
+/// The sum of `metric`'s samples over all its labels on a metrics page.
 async fn scrape(url: Option<&str>, metric: &str) -> Option<f64> {
     let body = lizards_shared::http::client().get(url?).send().await.ok()?.text().await.ok()?;
-    sample(&body, metric, "")
+    let samples = body
+        .lines()
+        .filter(|line| line.split(['{', ' ']).next() == Some(metric))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok());
+    samples.fold(None, |sum, value| Some(sum.unwrap_or(0.0) + value))
 }
 
 /// The first sample of metric `name` whose labels contain `label` (`""`:
