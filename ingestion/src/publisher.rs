@@ -104,3 +104,73 @@ async fn publish_round(publisher: QuotePublisher, round: Vec<Pending>, _permit: 
     }))
     .await;
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use chrono::Utc;
+    use lizards_shared::{
+        Symbol,
+        broker::{ConsumeOptions, ExchangeKind, MemoryBroker, QueueSpec},
+        quote::decode_message,
+    };
+    use prometheus::HistogramOpts;
+
+    use super::*;
+
+    fn quote(i: usize) -> Quote {
+        let now = Utc::now();
+        Quote {
+            symbol: Symbol::parse(&format!("S{}", i % 40)).unwrap(),
+            price: 1.0 + i as f64,
+            ts: now,
+            volume: None,
+            source: "test".into(),
+            ingest_id: format!("q{i}"),
+            ingested_at: now,
+        }
+    }
+
+    fn histogram() -> Histogram {
+        Histogram::with_opts(HistogramOpts::new("batch", "quotes per message")).unwrap()
+    }
+
+    #[tokio::test]
+    async fn concurrent_quotes_share_messages_of_one_shard_each_and_each_goes_once() {
+        let broker = Arc::new(MemoryBroker::new());
+        broker.declare_exchange(QUOTES_EXCHANGE, ExchangeKind::Topic).await.unwrap();
+        broker.declare_queue(&QueueSpec::durable("seen")).await.unwrap();
+        broker.bind("seen", QUOTES_EXCHANGE, "#").await.unwrap();
+        let sizes = histogram();
+        let publisher = QuotePublisher::new(broker.clone(), sizes.clone());
+        const QUOTES: usize = 1000;
+        let results = join_all((0..QUOTES).map(|i| publisher.publish(quote(i)))).await;
+        assert!(results.iter().all(Result::is_ok));
+
+        let mut consumer = broker.consume("seen", ConsumeOptions { prefetch: 0, no_ack: true }).await.unwrap();
+        let (mut ids, mut messages) = (HashSet::new(), 0);
+        while let Some(delivery) = consumer.try_next() {
+            messages += 1;
+            for quote in decode_message(&delivery.body).unwrap().quotes {
+                assert_eq!(delivery.routing_key, shard_routing_key(shard(&quote.symbol)), "{}", quote.symbol);
+                assert!(ids.insert(quote.ingest_id), "each quote once");
+            }
+        }
+        assert_eq!(ids.len(), QUOTES);
+        assert!(messages < QUOTES / 4, "quotes waiting together share messages: {messages}");
+        assert_eq!(sizes.get_sample_count(), messages as u64);
+        assert_eq!(sizes.get_sample_sum(), QUOTES as f64);
+    }
+
+    #[tokio::test]
+    async fn a_refused_publish_fails_every_quote_of_its_message_and_the_next_ones_still_go() {
+        // No exchange declared: the broker refuses every publish.
+        let broker = Arc::new(MemoryBroker::new());
+        let publisher = QuotePublisher::new(broker.clone(), histogram());
+        let results = join_all((0..50).map(|i| publisher.publish(quote(i)))).await;
+        assert!(results.iter().all(|r| matches!(r, Err(BrokerError::UnknownExchange(_)))), "{results:?}");
+        broker.declare_exchange(QUOTES_EXCHANGE, ExchangeKind::Topic).await.unwrap();
+        assert!(publisher.publish(quote(0)).await.is_ok(), "every permit came back");
+    }
+}
