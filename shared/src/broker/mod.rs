@@ -20,7 +20,7 @@ pub const DEAD_QUEUE: &str = "dead";
 pub const PERSIST_QUEUE: &str = "provider.persist";
 /// Every quote, evaluated once against the alert rules (competing consumers).
 pub const ALERTS_EVAL_QUEUE: &str = "alerts.eval";
-/// Most quotes waiting for alert evaluation.
+/// Most messages (single quotes or batches) waiting for alert evaluation.
 pub const ALERTS_EVAL_MAX: usize = 100_000;
 /// Fired alerts, routing key `alert.<user id>`.
 pub const ALERTS_EXCHANGE: &str = "alerts";
