@@ -1,6 +1,6 @@
 //! `GET /openapi.json` at the gateway: its own document merged with the
 //! provider's, ingestion's and the registry's, keeping only the paths and
-//! methods the gateway routes to each (SPEC §9). Rebuilt at most every
+//! methods the gateway routes to each (docs/architecture.md, Gateway). Rebuilt at most every
 //! 10 s; a service that cannot be asked is named in
 //! `info.x-lizards-unavailable` and the document is not kept.
 

@@ -1,5 +1,5 @@
 //! `lizards bench alerts`: how fast the provider's alert evaluator drains
-//! `alerts.eval` (every quote goes through it, SPEC §5), and how long a
+//! `alerts.eval` (every quote goes through it: docs/architecture.md), and how long a
 //! crossing quote takes to reach the rule owner's WebSocket as an `alert`
 //! frame. Runs the whole platform in-process on the backends the
 //! environment names (RabbitMQ and PostgreSQL with `AMQP_URL` and

@@ -1,4 +1,4 @@
-//! `lizards bench`: the project's own benchmarks (SPEC §12). Each run is
+//! `lizards bench`: the project's own benchmarks (their targets: docs/benchmarks.md). Each run is
 //! bounded in clients and time, prints its figures and exits.
 
 mod alerts;

@@ -1,4 +1,4 @@
-//! `lizards client`: the terminal client for people (SPEC §1). Every
+//! `lizards client`: the terminal client for people (docs/client.md). Every
 //! command talks to a running gateway's public API, as the web UI does.
 
 mod account;

@@ -1,5 +1,6 @@
 //! Behaviour every `Broker` adapter must show: the RabbitMQ semantics the
-//! ingestion publisher and the provider's consumers rely on (SPEC §5).
+//! ingestion publisher and the provider's consumers rely on (docs/architecture.md,
+//! Broker topology).
 //!
 //! Each check declares its own uniquely named exchange and queues, so the
 //! suite can run against one shared real broker. Only the dead-letter check
