@@ -3,9 +3,10 @@
 //! docs/benchmarks.md: ≥ 18,000 per process, ≥ 50,000 across three
 //! processes sharing one broker, and a bound per connection). Providers
 //! run as child processes of this binary (`--target provider`), so each
-//! resident set is a provider's own. The connections come from this process, or from `--client-processes` child
-//! processes of it, each from its own 127.0.0.x address (one process holds
-//! fewer than 20,000 descriptors). Every connection subscribes to
+//! resident set is a provider's own. The connections come from this
+//! process, or from `--client-processes` child processes of it, each from
+//! its own 127.0.0.x address (one process holds fewer than 20,000
+//! descriptors). Every connection subscribes to
 //! `--symbols` symbols and keeps reading (pings are answered); after
 //! `--settle`, each provider's `VmRSS` and open descriptors are read from
 //! `/proc`.
