@@ -1,4 +1,4 @@
-//! Circuit breaker per source (SPEC §4): `failure_threshold` failures
+//! Circuit breaker per source: `failure_threshold` failures
 //! within `failure_window` (consecutive or not) open it; after
 //! `recovery_timeout` it lets `half_open_max_calls` trial calls through;
 //! `success_threshold` consecutive successes close it again, while
@@ -23,7 +23,7 @@ pub struct BreakerSettings {
 }
 
 impl Default for BreakerSettings {
-    /// SPEC §4's defaults.
+    /// The defaults documented in docs/sources.md.
     fn default() -> BreakerSettings {
         BreakerSettings {
             failure_threshold: 5,

@@ -1,4 +1,4 @@
-//! Which symbols the polled sources fetch (SPEC §4): the union of every
+//! Which symbols the polled sources fetch: the union of every
 //! provider instance's last demand set (kept [`DEMAND_TTL`] after it
 //! arrived), `ALWAYS_ON_SYMBOLS`, symbols found by an on-demand lookup, and
 //! symbols whose demand ended less than `DEMAND_GRACE` ago.

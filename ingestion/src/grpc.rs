@@ -1,5 +1,5 @@
 //! The seed contract's gRPC service `dataprocessor.DataProcessor/ProcessData`
-//! (SPEC §4), the twin of `POST /ingest`: both answer from one
+//!, the twin of `POST /ingest`: both answer from one
 //! [`Report`](crate::ingest::Report). Every answer is a `ProcessingResponse`
 //! (`ok` or `rejected` with the reasons); a gRPC error status comes from the
 //! credentials (`authorization: Bearer <INGEST_TOKEN or an admin's token>`

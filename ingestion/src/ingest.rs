@@ -1,4 +1,4 @@
-//! One ingest call (SPEC §4), shared by the gRPC `DataProcessor/ProcessData`
+//! One ingest call, shared by the gRPC `DataProcessor/ProcessData`
 //! and its REST twin `POST /ingest`: parse the content into raw quotes, push
 //! each through the pipeline in order, and report per item. Both APIs answer
 //! from the same [`Report`], so they always agree.

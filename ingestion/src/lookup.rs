@@ -1,4 +1,4 @@
-//! On-demand symbol lookup (SPEC §4): every enabled source is asked at
+//! On-demand symbol lookup: every enabled source is asked at
 //! once; the first that knows the symbol wins, its fetched quote is
 //! published at once and the symbol becomes demand, so it keeps streaming
 //! until a provider's demand set takes over.

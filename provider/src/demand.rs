@@ -1,4 +1,4 @@
-//! This instance's demand set on the `control` exchange (SPEC §4): the
+//! This instance's demand set on the `control` exchange: the
 //! symbols its clients watch and those alert rules or open positions name,
 //! published in full every [`DEMAND_INTERVAL`] and as soon as it changes, so
 //! ingestion polls what someone needs and a crashed instance's demand

@@ -1,4 +1,4 @@
-//! `Idempotency-Key` on every mutating endpoint (SPEC §7 at-most-once).
+//! `Idempotency-Key` on every mutating endpoint (the seed systems' at-most-once requests).
 //!
 //! Scope: the user of a valid bearer token, else the client's address; plus
 //! method, path and key. The first request takes a lease on the scope in the

@@ -1,4 +1,4 @@
-//! REST API over quotes (SPEC §6): JSON, errors as problem+json.
+//! REST API over quotes: JSON, errors as problem+json.
 
 use std::{collections::HashMap, sync::Arc};
 

@@ -1,4 +1,4 @@
-//! Retention (SPEC §6): every RETENTION_INTERVAL, quotes older than
+//! Retention: every RETENTION_INTERVAL, quotes older than
 //! RETENTION_DAYS are deleted, and symbols nobody uses any more leave the
 //! tracked symbols (`latest_quotes`); their quotes then age out.
 //!

@@ -1,4 +1,4 @@
-//! Gauges read from the stores (SPEC §10, seed 003): users by role,
+//! Gauges read from the stores (the seed systems' admin figures): users by role,
 //! tracked symbols, and symbols that rules or positions name. Counted by
 //! the database, so every provider instance reports the same figures;
 //! dashboards take `max`.

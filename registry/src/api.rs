@@ -1,4 +1,4 @@
-//! HTTP handlers of the seed contract (SPEC §8) and the documents they
+//! HTTP handlers of the seed contract and the documents they
 //! return.
 
 use std::{sync::Arc, time::Duration};

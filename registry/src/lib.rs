@@ -1,4 +1,4 @@
-//! The Lizards service registry (SPEC §8): services register their
+//! The Lizards service registry: services register their
 //! instances, renew them by heartbeat and are evicted when they stop;
 //! instances with a health-check path are probed. The gateway routes by
 //! what it lists here, and Prometheus discovers its scrape targets here.

@@ -1,4 +1,4 @@
-//! Registry replicas sharing their state in Redis (SPEC §2, §8), over real
+//! Registry replicas sharing their state in Redis, over real
 //! HTTP: what one registry accepts, another answers, and a restarted
 //! registry still knows. Runs when `REDIS_URL` is set (always in CI).
 

@@ -1,5 +1,5 @@
-//! Faults survived with the real RabbitMQ and PostgreSQL (SPEC §5, §6,
-//! §12): nothing confirmed is lost, nothing is stored twice, live prices
+//! Faults survived with the real RabbitMQ and PostgreSQL (docs/testing.md):
+//! nothing confirmed is lost, nothing is stored twice, live prices
 //! come back, readiness follows the dependencies.
 
 mod helpers;

@@ -1,4 +1,4 @@
-//! CoinGecko `simple/price`: the 11 cryptos of SPEC §4 in one request,
+//! CoinGecko `simple/price`: the 11 cryptos of `COINS` in one request,
 //! priced in USD, with 24 h volume and CoinGecko's update time.
 
 use lizards_shared::Symbol;

@@ -1,4 +1,4 @@
-//! The ingest API (SPEC §4): gRPC `dataprocessor.DataProcessor/ProcessData`
+//! The ingest API: gRPC `dataprocessor.DataProcessor/ProcessData`
 //! over the generated client and its REST twin `POST /ingest` over real
 //! HTTP, on the whole service without sources, so every quote on the broker
 //! was sent by the test.

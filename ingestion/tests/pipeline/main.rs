@@ -1,4 +1,4 @@
-//! The ingestion service (SPEC §4): the store → validate → publish pipeline
+//! The ingestion service: the store → validate → publish pipeline
 //! on the embedded adapters, and the whole service over real HTTP.
 
 mod helpers;

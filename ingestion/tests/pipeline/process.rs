@@ -1,5 +1,5 @@
 //! `Pipeline::process`: store raw → validate → publish, on the embedded
-//! broker and raw store (SPEC §3, §4).
+//! broker and raw store.
 
 use std::sync::Arc;
 

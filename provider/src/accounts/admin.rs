@@ -1,4 +1,4 @@
-//! Admin routes (SPEC §7): manage users and read every table.
+//! Admin routes: manage users and read every table.
 
 use std::{collections::HashMap, sync::Arc};
 

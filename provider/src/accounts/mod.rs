@@ -1,4 +1,4 @@
-//! Accounts, alert rules and portfolios (SPEC §7): the operations REST and
+//! Accounts, alert rules and portfolios: the operations REST and
 //! the gRPC twin share, each in its own module, over the accounts port.
 
 pub mod admin;

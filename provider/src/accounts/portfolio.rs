@@ -1,4 +1,4 @@
-//! Portfolio simulation (SPEC §7): deposits, market orders at the latest
+//! Portfolio simulation: deposits, market orders at the latest
 //! price, and an overview valued at the latest prices.
 
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! REST routes of accounts, alert rules, alerts and the portfolio (SPEC §7):
+//! REST routes of accounts, alert rules, alerts and the portfolio:
 //! bearer-token extractors, request parsing and the JSON shapes.
 
 use std::{collections::HashMap, sync::Arc};

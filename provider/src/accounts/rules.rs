@@ -1,4 +1,4 @@
-//! Alert rules (SPEC §7 Alerts): validation, and creation with the state
+//! Alert rules: validation, and creation with the state
 //! the evaluator starts from.
 
 use chrono::Utc;
@@ -203,7 +203,7 @@ impl Accounts {
         Ok(())
     }
 
-    /// The spec with its symbol checked against the sources.
+    /// The rule's specification with its symbol checked against the sources.
     async fn with_symbol(&self, rule: NewRule) -> Result<RuleSpec, ApiError> {
         let mut spec = rule.spec;
         if let Some(text) = rule.symbol {

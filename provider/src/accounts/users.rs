@@ -1,4 +1,4 @@
-//! Registration, login and account changes (SPEC §7 Accounts), and the
+//! Registration, login and account changes, and the
 //! first admin.
 
 use std::time::Duration;

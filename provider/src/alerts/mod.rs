@@ -1,4 +1,4 @@
-//! Alerts (SPEC §7): rules are evaluated once per quote from `alerts.eval`
+//! Alerts: rules are evaluated once per quote from `alerts.eval`
 //! ([`evaluator`]); a fired alert is stored with the rule's new state, then
 //! published on the `alerts` exchange as `alert.<user id>`, which feeds both
 //! the durable `notify` queue (the notifier) and every provider's live

@@ -1,4 +1,4 @@
-//! The notifier (`--target notifier`, SPEC §7): consumes fired alerts from
+//! The notifier (`--target notifier`): consumes fired alerts from
 //! the durable `notify` queue and delivers them by e-mail (SMTP), webhook
 //! (signed JSON POST) and Telegram, with the user's minimum interval
 //! between notifications, retries with backoff and dead-lettering after

@@ -1,4 +1,4 @@
-//! Accounts (SPEC §7): registration, login, tokens, the user's own account
+//! Accounts: registration, login, tokens, the user's own account
 //! and the admin routes, with bad input of every kind.
 
 use chrono::Utc;

@@ -1,4 +1,4 @@
-//! Alert rules and alerts (SPEC §7): rules fire once on a crossing, not
+//! Alert rules and alerts: rules fire once on a crossing, not
 //! again inside the cooldown; the alert is stored, sent to the user's
 //! WebSockets and published for the notifier. Users only ever see their
 //! own rules, alerts and portfolio.

@@ -1,4 +1,4 @@
-//! Provider behaviour seen from a client: the WebSocket protocol (SPEC §6),
+//! Provider behaviour seen from a client: the WebSocket protocol,
 //! sessions, REST and persistence.
 
 mod accounts;

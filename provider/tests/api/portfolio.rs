@@ -1,4 +1,4 @@
-//! Portfolio simulation (SPEC §7): deposits, orders at the latest price,
+//! Portfolio simulation: deposits, orders at the latest price,
 //! refusals that change nothing, and Idempotency-Key.
 
 use chrono::Duration;

@@ -1,4 +1,4 @@
-//! Retention (SPEC §6): old quotes are deleted and idle symbols nobody uses
+//! Retention: old quotes are deleted and idle symbols nobody uses
 //! leave the tracked symbols, while symbols with rules stay.
 
 use std::time::Duration;

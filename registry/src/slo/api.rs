@@ -29,7 +29,7 @@ const MAX_NAME: usize = 100;
 const MAX_LABELS: usize = 20;
 const MAX_TEXT: usize = 200;
 const MAX_WINDOW_MINUTES: u64 = 24 * 60;
-/// The history a violations query may ask for (SPEC §8).
+/// The history a violations query may ask for.
 const HOURS: [i64; 3] = [1, 3, 6];
 
 #[derive(Clone)]

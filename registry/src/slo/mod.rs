@@ -1,4 +1,4 @@
-//! The SLO manager (SPEC §8): objectives kept in the SQL store, evaluated
+//! The SLO manager: objectives kept in the SQL store, evaluated
 //! every `SLO_INTERVAL` from Prometheus or the registry's own scrape, each
 //! evaluation stored, and status and violations computed from that
 //! history.

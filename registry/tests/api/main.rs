@@ -1,4 +1,4 @@
-//! The registry's HTTP contract (SPEC §8), exercised over real HTTP.
+//! The registry's HTTP contract, exercised over real HTTP.
 
 mod auth;
 mod discovery;

@@ -1,4 +1,4 @@
--- Quotes and the latest quote per symbol (SPEC §6). Times are timestamptz
+-- Quotes and the latest quote per symbol. Times are timestamptz
 -- (microseconds, UTC). Symbols and sources compare bytewise (COLLATE "C"):
 -- the order does not depend on the server's locale, and index maintenance
 -- on the hot insert path skips locale-aware comparison.

@@ -1,4 +1,4 @@
--- Accounts (SPEC §7): users, alert rules with their evaluation state, fired
+-- Accounts: users, alert rules with their evaluation state, fired
 -- alerts with one delivery row per channel, portfolios, positions and
 -- orders. Money and quantities are NUMERIC (exact, read as rust_decimal);
 -- prices and thresholds are double precision like the quotes they are

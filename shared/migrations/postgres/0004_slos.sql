@@ -1,4 +1,4 @@
--- Service-level objectives of the registry's SLO manager (SPEC §8) and
+-- Service-level objectives of the registry's SLO manager and
 -- their evaluations, from which status and violations are computed.
 -- `labels` is a JSON object of label matchers (text, as SQLite keeps it).
 CREATE TABLE IF NOT EXISTS slos (

@@ -1,4 +1,4 @@
--- Accounts (SPEC §7), the same tables as PostgreSQL's 0003_accounts.sql.
+-- Accounts, the same tables as PostgreSQL's 0003_accounts.sql.
 -- Times are microseconds since the Unix epoch (UTC); booleans are 0 or 1.
 -- Money and quantities are TEXT holding the exact decimal (SQLite has no
 -- decimal type and its arithmetic on them would be floating point), so all
