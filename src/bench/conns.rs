@@ -21,7 +21,12 @@ use std::{
 use anyhow::Context;
 use clap::Args;
 use futures::{SinkExt, StreamExt};
-use lizards_shared::config::Config;
+use lizards_ingestion::sources::synthetic::UNIVERSE;
+use lizards_shared::{
+    Quote, Symbol,
+    config::Config,
+    store::{QuoteStore, SqliteStore},
+};
 use serde_json::json;
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, BufReader},
@@ -58,6 +63,10 @@ pub struct ConnsBench {
     /// 127.0.0.x source address.
     #[arg(long, default_value_t = 0)]
     client_processes: usize,
+    /// Also measure the plain tokio-tungstenite server (`bench ws
+    /// --reference`'s) with the same connections, after the provider.
+    #[arg(long)]
+    reference: bool,
     /// Internal: be one client process of these WebSocket URLs.
     #[arg(long, hide = true)]
     client_of: Vec<String>,
@@ -73,13 +82,17 @@ struct Provider {
     child: Child,
     pid: u32,
     url: String,
-    _data: tempfile::TempDir,
+    _data: Option<tempfile::TempDir>,
 }
 
 impl Provider {
+    /// A provider child whose store already holds a price for each of the
+    /// symbols connections subscribe to: they are known at once, so what is
+    /// measured is the subscribed connection, not pending lookups.
     async fn start(amqp_url: Option<&str>) -> anyhow::Result<Provider> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let data = tempfile::tempdir()?;
+        seed_prices(data.path()).await?;
         let mut command = tokio::process::Command::new(std::env::current_exe()?);
         command
             .args(["--target", "provider"])
@@ -98,7 +111,7 @@ impl Provider {
         }
         let child = command.stdout(Stdio::null()).stderr(Stdio::null()).kill_on_drop(true).spawn()?;
         let pid = child.id().context("provider pid")?;
-        let provider = Provider { child, pid, url: format!("ws://127.0.0.1:{port}/ws"), _data: data };
+        let provider = Provider { child, pid, url: format!("ws://127.0.0.1:{port}/ws"), _data: Some(data) };
         let health = format!("http://127.0.0.1:{port}/healthz");
         let http = lizards_shared::http::client();
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -108,6 +121,42 @@ impl Provider {
         }
         Ok(provider)
     }
+
+    /// The plain tokio-tungstenite server of `bench ws --reference`, idle
+    /// (no quotes), as a child of its own.
+    async fn reference() -> anyhow::Result<Provider> {
+        let mut command = tokio::process::Command::new(std::env::current_exe()?);
+        command.args(["bench", "ws", "--serve", "reference", "--rate", "0", "--symbols", &WATCHED.to_string()]);
+        let (child, listening) = super::pinned::spawn_server(command, "reference").await?;
+        let url = listening.split(' ').next().context("the reference's URL")?.to_string();
+        let pid = child.id().context("reference pid")?;
+        Ok(Provider { child, pid, url, _data: None })
+    }
+}
+
+/// Symbols the connections subscribe to, spread over this many.
+const WATCHED: usize = 30;
+
+/// Writes one price per watched symbol into the embedded store under `dir`.
+async fn seed_prices(dir: &std::path::Path) -> anyhow::Result<()> {
+    let store = SqliteStore::open(&dir.join("lizards.db")).await?;
+    let now = chrono::Utc::now();
+    let quotes: Vec<Quote> = UNIVERSE[..WATCHED]
+        .iter()
+        .map(|(symbol, price)| {
+            Ok(Quote {
+                symbol: Symbol::parse(symbol)?,
+                price: *price,
+                ts: now,
+                volume: None,
+                source: "bench".into(),
+                ingest_id: String::new(),
+                ingested_at: now,
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    store.insert_batch(&quotes).await?;
+    Ok(())
 }
 
 /// One WebSocket connection from `source` (any address when `None`), with a
@@ -148,7 +197,7 @@ async fn open(
                 let mut socket = connect(&url, source).await?;
                 // Idle but real: a small watchlist each, spread over 30 symbols.
                 let symbols: Vec<&str> =
-                    (0..symbols).map(|k| lizards_ingestion::sources::synthetic::UNIVERSE[(i + k) % 30].0).collect();
+                    (0..symbols).map(|k| UNIVERSE[(i + k) % WATCHED].0).collect();
                 if !symbols.is_empty() {
                     socket.send(Message::text(json!({"type": "subscribe", "symbols": symbols}).to_string())).await?;
                 }
@@ -183,17 +232,47 @@ impl ConnsBench {
         }
         let shared = config.common.amqp_url.as_deref();
         anyhow::ensure!(self.providers == 1 || shared.is_some(), "--providers above 1 share a broker: set AMQP_URL");
+        anyhow::ensure!(
+            !self.reference || (self.providers == 1 && self.client_processes == 0),
+            "--reference compares one provider with connections from this process"
+        );
         let mut providers = Vec::with_capacity(self.providers);
         for _ in 0..self.providers.max(1) {
             providers.push(Provider::start(shared.filter(|_| self.providers > 1)).await?);
         }
-        let urls: Vec<String> = providers.iter().map(|p| p.url.clone()).collect();
-        // One warm-up connection each, so what the first connection
-        // allocates once (pools, buffers) is in the baseline.
-        let warm = open(&urls, urls.len(), 0, 1, None).await?;
+        let (connect_seconds, per_provider) = self.measure(providers).await?;
+        let mut report = json!({
+            "bench": "conns",
+            "connections": self.connections,
+            "providers": self.providers.max(1),
+            "client_processes": self.client_processes,
+            "symbols_each": self.symbols,
+            "connect_seconds": connect_seconds,
+            "per_provider": per_provider,
+        });
+        if self.reference {
+            let (_, reference) = self.measure(vec![Provider::reference().await?]).await?;
+            let ratio = per_provider[0]["bytes_per_connection"].as_f64().unwrap_or(f64::NAN)
+                / reference[0]["bytes_per_connection"].as_f64().unwrap_or(f64::NAN);
+            report["reference"] = reference[0].clone();
+            report["memory_ratio"] = json!((ratio * 100.0).round() / 100.0);
+        }
+        println!("{report}");
+        Ok(())
+    }
+
+    /// Opens the connections to `servers`, lets them settle, and reads each
+    /// server's resident memory and descriptors; then closes everything.
+    /// Returns the connect time and one figure set per server.
+    async fn measure(&self, servers: Vec<Provider>) -> anyhow::Result<(f64, Vec<serde_json::Value>)> {
+        let urls: Vec<String> = servers.iter().map(|p| p.url.clone()).collect();
+        // One warm-up connection each, watching every symbol, so what the
+        // first connection allocates once (pools, buffers, the symbols' hub
+        // entries) is in the baseline.
+        let warm = open(&urls, urls.len(), WATCHED, 1, None).await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let baselines: Vec<u64> =
-            providers.iter().map(|p| process::resident_bytes(p.pid)).collect::<anyhow::Result<_>>()?;
+            servers.iter().map(|p| process::resident_bytes(p.pid)).collect::<anyhow::Result<_>>()?;
 
         let started = Instant::now();
         let (local, clients) = if self.client_processes == 0 {
@@ -204,42 +283,29 @@ impl ConnsBench {
         let connect_seconds = started.elapsed().as_secs_f64();
         tokio::time::sleep(self.settle).await;
 
-        let per_provider = self.connections as f64 / providers.len() as f64;
-        let mut report = Vec::new();
-        for (provider, baseline) in providers.iter().zip(&baselines) {
-            let rss = process::resident_bytes(provider.pid)?;
-            report.push(json!({
+        let per_server = self.connections as f64 / servers.len() as f64;
+        let mut figures = Vec::new();
+        for (server, baseline) in servers.iter().zip(&baselines) {
+            let rss = process::resident_bytes(server.pid)?;
+            figures.push(json!({
                 "rss_bytes": rss,
-                "open_files": process::open_files(provider.pid)?,
-                "bytes_per_connection": (rss.saturating_sub(*baseline) as f64 / per_provider).round(),
+                "open_files": process::open_files(server.pid)?,
+                "bytes_per_connection": (rss.saturating_sub(*baseline) as f64 / per_server).round(),
+                // Client processes only say they connected; the servers'
+                // open descriptors say how many are still there.
+                "alive": clients.is_empty().then(|| local.iter().filter(|r| !r.is_finished()).count()),
             }));
         }
-        // Client processes only say they connected; the providers' open
-        // descriptors say how many are still there.
-        let alive = clients.is_empty().then(|| local.iter().filter(|r| !r.is_finished()).count());
-        println!(
-            "{}",
-            json!({
-                "bench": "conns",
-                "connections": self.connections,
-                "providers": providers.len(),
-                "client_processes": self.client_processes,
-                "symbols_each": self.symbols,
-                "alive": alive,
-                "connect_seconds": connect_seconds,
-                "per_provider": report,
-            })
-        );
         for reader in local.into_iter().chain(warm) {
             reader.abort();
         }
         for mut client in clients {
             let _ = client.kill().await;
         }
-        for mut provider in providers {
-            provider.child.kill().await?;
+        for mut server in servers {
+            server.child.kill().await?;
         }
-        Ok(())
+        Ok((connect_seconds, figures))
     }
 
     /// Starts the client processes and waits until each has opened its

@@ -11,7 +11,10 @@ use std::{process::Stdio, time::Duration};
 use anyhow::Context;
 use lizards_shared::{config::Config, shutdown::Shutdown};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::Child,
+};
 
 use super::{
     WsBench, WsFigures,
@@ -160,31 +163,14 @@ async fn pin_this_process() -> anyhow::Result<()> {
 async fn measure_server(bench: &WsBench, server: Server, symbols: &[String]) -> anyhow::Result<Figures> {
     let name = if server == Server::Lizards { "lizards" } else { "reference" };
     // taskset execs the server: the child's pid is the server's.
-    let mut child = tokio::process::Command::new("taskset")
+    let mut command = tokio::process::Command::new("taskset");
+    command
         .args(["--cpu-list", SERVER_CORE])
         .arg(std::env::current_exe()?)
         .args(["bench", "ws", "--serve", name, "--symbols", &symbols.len().to_string()])
-        .args(["--rate", &bench.rate.to_string()])
-        .env("RUST_LOG", "error")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .context("running taskset (util-linux)")?;
+        .args(["--rate", &bench.rate.to_string()]);
+    let (mut child, listening) = spawn_server(command, name).await?;
     let pid = child.id().context("the server's pid")?;
-    let mut lines = BufReader::new(child.stdout.take().context("the server's stdout")?).lines();
-    let listening = tokio::time::timeout(START_DEADLINE, async {
-        while let Some(line) = lines.next_line().await? {
-            if let Some(rest) = line.strip_prefix(LISTENING) {
-                return Ok(rest.trim().to_string());
-            }
-        }
-        anyhow::bail!("the {name} server exited before it listened")
-    })
-    .await
-    .with_context(|| format!("the {name} server did not listen within {START_DEADLINE:?}"))??;
-    // Whatever else it prints must not fill the pipe and stall it.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     let (ws, metrics) = listening.split_once(' ').context("the server's listening line")?;
     let metrics = (metrics != "-").then_some(metrics);
 
@@ -202,4 +188,32 @@ async fn measure_server(bench: &WsBench, server: Server, symbols: &[String]) -> 
         .with_context(|| format!("the {name} server did not stop within {STOP_DEADLINE:?}"))??;
     anyhow::ensure!(status.success(), "the {name} server ended with {status}");
     Ok(Figures { ws: figures, conflated, cpu, idle_share, rss })
+}
+
+/// Starts a `bench ws --serve` child (`command`) and waits until it
+/// listens; returns it and what it printed after [`LISTENING`]: its
+/// WebSocket URL and its metrics URL (`-`: none). Its standard input held
+/// open keeps it serving.
+pub async fn spawn_server(mut command: tokio::process::Command, name: &str) -> anyhow::Result<(Child, String)> {
+    let mut child = command
+        .env("RUST_LOG", "error")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting the {name} server"))?;
+    let mut lines = BufReader::new(child.stdout.take().context("the server's stdout")?).lines();
+    let listening = tokio::time::timeout(START_DEADLINE, async {
+        while let Some(line) = lines.next_line().await? {
+            if let Some(rest) = line.strip_prefix(LISTENING) {
+                return Ok(rest.trim().to_string());
+            }
+        }
+        anyhow::bail!("the {name} server exited before it listened")
+    })
+    .await
+    .with_context(|| format!("the {name} server did not listen within {START_DEADLINE:?}"))??;
+    // Whatever else it prints must not fill the pipe and stall it.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok((child, listening))
 }
