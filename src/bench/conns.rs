@@ -54,7 +54,7 @@ pub struct ConnsBench {
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     settle: Duration,
     /// Symbols each connection subscribes to (0: connected only).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 10)]
     symbols: usize,
     /// Provider processes; more than one share the broker at AMQP_URL.
     #[arg(long, default_value_t = 1)]

@@ -26,7 +26,7 @@ use tokio::{
     net::{TcpListener, TcpStream},
     sync::broadcast,
 };
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes, protocol::WebSocketConfig};
 
 /// The synthetic source's tick: quotes are emitted in groups of this length.
 const TICK: Duration = Duration::from_millis(10);
@@ -109,7 +109,10 @@ async fn accept(listener: TcpListener, frames: broadcast::Sender<Utf8Bytes>, ski
 /// Waits for the client's subscribe frame, acknowledges it, then forwards
 /// every frame published after it.
 async fn connection(stream: TcpStream, frames: broadcast::Sender<Utf8Bytes>, skipped: Arc<AtomicU64>, stop: Shutdown) {
-    let Ok(socket) = tokio_tungstenite::accept_async(stream).await else { return };
+    // The read buffer Lizards' provider uses: with tungstenite's default,
+    // 128 KiB, the reference would cost ~130 KB per idle connection.
+    let config = WebSocketConfig::default().read_buffer_size(lizards_provider::ws::READ_BUFFER);
+    let Ok(socket) = tokio_tungstenite::accept_async_with_config(stream, Some(config)).await else { return };
     let (mut tx, mut rx) = socket.split();
     loop {
         match rx.next().await {

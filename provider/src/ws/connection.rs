@@ -21,7 +21,7 @@ use lizards_shared::{
     shutdown::Shutdown,
 };
 use serde_json::Number;
-use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 
 use super::{
     ConnectParams,
@@ -88,25 +88,28 @@ pub async fn serve(socket: WebSocket, ctx: Arc<ConnContext>, params: ConnectPara
     ctx.metrics.ws_connections.inc();
     ctx.metrics.ws_connections_opened.inc();
     let (sink, stream) = socket.split();
-    let writer_done = Shutdown::new();
-    let (lookups_tx, lookups_rx) = mpsc::channel(64);
     let mut reader = Reader {
         id: conn_id,
         ctx: ctx.clone(),
         outbox: outbox.clone(),
-        subscriptions: HashSet::new(),
         looking_up: HashSet::new(),
         limiter: TokenBucket::new(ctx.settings.rate, ctx.settings.burst, Instant::now()),
         errors: ErrorBudget::new(ctx.settings.error_limit, ctx.settings.error_window),
         session: None,
         user: None,
         token: None,
-        lookups_tx,
+        to_look_up: Vec::new(),
     };
     reader.start(params).await;
-    let write = write_loop(sink, outbox.clone(), ctx.clone(), writer_done.clone());
-    let read = reader.run(stream, lookups_rx, writer_done);
-    let ((), ()) = tokio::join!(write, read);
+    let write = write_loop(sink, outbox.clone(), ctx.clone());
+    tokio::pin!(write);
+    tokio::select! {
+        // The socket is gone or closed: the reader has nothing left to do.
+        () = &mut write => {}
+        // The reader stopped and asked for a close: the writer sends what is
+        // queued, then the close frame.
+        () = reader.run(stream) => write.await,
+    }
     reader.finish().await;
     ctx.metrics.ws_connections.dec();
     tracing::debug!(conn = conn_id, "connection closed");
@@ -115,8 +118,8 @@ pub async fn serve(socket: WebSocket, ctx: Arc<ConnContext>, params: ConnectPara
 struct Reader {
     id: ConnId,
     ctx: Arc<ConnContext>,
+    /// Also the connection's subscriptions (the symbols it watches).
     outbox: Arc<Outbox>,
-    subscriptions: HashSet<Symbol>,
     looking_up: HashSet<Symbol>,
     limiter: TokenBucket,
     errors: ErrorBudget,
@@ -127,7 +130,8 @@ struct Reader {
     /// a token revoked (password, e-mail or role changed, account deleted)
     /// or expired since closes the connection, on whichever instance.
     token: Option<String>,
-    lookups_tx: mpsc::Sender<Lookup>,
+    /// Lookups asked for by the last message, started by `run`.
+    to_look_up: Vec<(Symbol, Option<Number>)>,
 }
 
 enum Flow {
@@ -162,12 +166,10 @@ impl Reader {
         }
     }
 
-    async fn run(
-        &mut self,
-        mut stream: SplitStream<WebSocket>,
-        mut lookups: mpsc::Receiver<Lookup>,
-        writer_done: Shutdown,
-    ) {
+    async fn run(&mut self, mut stream: SplitStream<WebSocket>) {
+        // Made at the first lookup: most connections never need one. They
+        // end (aborted) with the connection.
+        let mut lookups: Option<JoinSet<Lookup>> = None;
         let idle = self.ctx.settings.idle_timeout;
         // While connected, the session is saved every ping interval, so it
         // expires SESSION_TTL after its last connection closed, not after
@@ -176,7 +178,6 @@ impl Reader {
         let mut refresh = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         loop {
             tokio::select! {
-                _ = writer_done.cancelled() => return,
                 _ = refresh.tick(), if self.session.is_some() || self.token.is_some() => {
                     if self.session.is_some() {
                         self.save_session().await;
@@ -202,13 +203,23 @@ impl Reader {
                             self.outbox.close(NORMAL, "");
                             Flow::Stop
                         }
-                        Ok(Some(Ok(message))) => self.on_message(message).await,
+                        // Boxed: a client message is rare next to the
+                        // connection's life, and handling one inline would
+                        // size every idle connection's task for it.
+                        Ok(Some(Ok(message))) => Box::pin(self.on_message(message)).await,
                     };
                     if let Flow::Stop = flow {
                         return;
                     }
                 }
-                Some(lookup) = lookups.recv() => self.on_lookup(lookup).await,
+                Some(lookup) = next_lookup(&mut lookups) => self.on_lookup(lookup).await,
+            }
+            for (symbol, id) in std::mem::take(&mut self.to_look_up) {
+                let resolver = self.ctx.resolver.clone();
+                lookups.get_or_insert_with(JoinSet::new).spawn(async move {
+                    let known = resolver.lookup(&symbol).await;
+                    Lookup { symbol, known, id }
+                });
             }
         }
     }
@@ -263,8 +274,7 @@ impl Reader {
         }
         // The session outlives the connection by SESSION_TTL.
         self.save_session().await;
-        let symbols: Vec<Symbol> = self.subscriptions.drain().collect();
-        self.ctx.hub.unsubscribe(self.id, &symbols);
+        self.ctx.hub.unsubscribe(self.id, &self.outbox.watched());
     }
 
     fn send(&self, frame: ServerFrame) {
@@ -329,7 +339,7 @@ impl Reader {
                 flow
             }
             ClientRequest::List => {
-                let mut symbols: Vec<Symbol> = self.subscriptions.iter().cloned().collect();
+                let mut symbols = self.outbox.watched();
                 symbols.sort();
                 self.send(ServerFrame::Subscriptions { symbols });
                 Flow::Continue
@@ -372,17 +382,17 @@ impl Reader {
     async fn subscribe(&mut self, symbols: Vec<Symbol>, id: Option<Number>) -> Flow {
         let new: Vec<Symbol> = symbols
             .iter()
-            .filter(|s| !self.subscriptions.contains(*s) && !self.looking_up.contains(*s))
+            .filter(|s| !self.outbox.watches(s) && !self.looking_up.contains(*s))
             .cloned()
             .collect();
-        let watched = self.subscriptions.len() + self.looking_up.len();
+        let watched = self.outbox.watched_len() + self.looking_up.len();
         if watched + new.len() > self.ctx.settings.max_symbols {
             return self.fail(ProtocolError::TooManySymbols { limit: self.ctx.settings.max_symbols });
         }
         let (known, unknown): (Vec<Symbol>, Vec<Symbol>) =
             new.into_iter().partition(|s| self.ctx.resolver.known_now(s));
         // Already-subscribed symbols are acknowledged again (idempotent).
-        let mut ack: Vec<Symbol> = symbols.iter().filter(|s| self.subscriptions.contains(*s)).cloned().collect();
+        let mut ack: Vec<Symbol> = symbols.iter().filter(|s| self.outbox.watches(s)).cloned().collect();
         ack.extend(known.iter().cloned());
         if !ack.is_empty() {
             self.subscribe_known(ack, id.clone());
@@ -396,11 +406,7 @@ impl Reader {
                 continue;
             }
             self.looking_up.insert(symbol.clone());
-            let (resolver, tx, id) = (self.ctx.resolver.clone(), self.lookups_tx.clone(), id.clone());
-            tokio::spawn(async move {
-                let known = resolver.lookup(&symbol).await;
-                let _ = tx.send(Lookup { symbol, known, id }).await;
-            });
+            self.to_look_up.push((symbol, id.clone()));
         }
         self.save_session().await;
         Flow::Continue
@@ -409,7 +415,7 @@ impl Reader {
     /// Acknowledges, registers with the hub, and sends snapshots.
     fn subscribe_known(&mut self, symbols: Vec<Symbol>, id: Option<Number>) {
         self.send(ServerFrame::Subscribed { symbols: symbols.clone(), id });
-        let fresh: Vec<Symbol> = symbols.into_iter().filter(|s| self.subscriptions.insert(s.clone())).collect();
+        let fresh: Vec<Symbol> = symbols.into_iter().filter(|s| !self.outbox.watches(s)).collect();
         let missing = self.ctx.hub.subscribe(self.id, &self.outbox, &fresh);
         for symbol in missing {
             let (snapshots, hub) = (self.ctx.snapshots.clone(), self.ctx.hub.clone());
@@ -439,7 +445,7 @@ impl Reader {
             .iter()
             .filter(|s| {
                 let looked_up = self.looking_up.remove(*s);
-                self.subscriptions.remove(*s) || looked_up
+                self.outbox.watches(s) || looked_up
             })
             .cloned()
             .collect();
@@ -451,11 +457,20 @@ impl Reader {
 
     async fn save_session(&self) {
         let Some(id) = &self.session else { return };
-        let symbols: Vec<Symbol> = self.subscriptions.iter().chain(self.looking_up.iter()).cloned().collect();
+        let mut symbols = self.outbox.watched();
+        symbols.extend(self.looking_up.iter().cloned());
         if let Err(error) = self.ctx.sessions.save(id, symbols, self.user).await {
             tracing::warn!(%error, "session not saved");
             self.ctx.metrics.errors.with_label_values(&["session_store"]).inc();
         }
+    }
+}
+
+/// The next finished lookup; never, while none was started.
+async fn next_lookup(lookups: &mut Option<JoinSet<Lookup>>) -> Option<Lookup> {
+    match lookups {
+        Some(set) => set.join_next().await?.ok(),
+        None => std::future::pending().await,
     }
 }
 
@@ -469,12 +484,7 @@ const MAX_MESSAGES_PER_WRITE: usize = 32;
 
 /// Writes the outbox to the socket; ends after a close frame, a failed
 /// write, or a socket that stayed unwritable for `WS_SLOW_CLOSE`.
-async fn write_loop(
-    mut sink: SplitSink<WebSocket, Message>,
-    outbox: Arc<Outbox>,
-    ctx: Arc<ConnContext>,
-    done: Shutdown,
-) {
+async fn write_loop(mut sink: SplitSink<WebSocket, Message>, outbox: Arc<Outbox>, ctx: Arc<ConnContext>) {
     let settings = &ctx.settings;
     let metrics = &ctx.metrics;
     // Pings and shutdown are checked on every turn, not only when idle: a
@@ -546,7 +556,6 @@ async fn write_loop(
             _ => {}
         }
     }
-    done.cancel();
 }
 
 enum Write {
@@ -575,8 +584,32 @@ async fn write(sink: &mut SplitSink<WebSocket, Message>, step: Write, slow_close
     }
 }
 
+/// Boxed, as the reader's message handling is: it runs once per connection.
 async fn close(sink: &mut SplitSink<WebSocket, Message>, code: u16, reason: &str) {
     let frame = CloseFrame { code, reason: Utf8Bytes::from(reason) };
     // A client that is not reading may never take the close frame either.
-    let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(Message::Close(Some(frame)))).await;
+    let send = Box::pin(sink.send(Message::Close(Some(frame))));
+    let _ = tokio::time::timeout(Duration::from_secs(1), send).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn output_size<F, R>(_: F) -> usize
+    where
+        F: FnOnce(WebSocket, Arc<ConnContext>, ConnectParams) -> R,
+    {
+        std::mem::size_of::<R>()
+    }
+
+    /// Every connection's task holds this future for its whole life, so its
+    /// size is part of each idle connection's memory (docs/benchmarks.md,
+    /// `bench conns`). It was 2,472 bytes before message handling was boxed
+    /// and the reader and writer stopped sharing a cancellation token.
+    #[test]
+    fn the_connection_state_stays_small() {
+        let size = output_size(serve);
+        assert!(size <= 2048, "the connection's future is {size} bytes");
+    }
 }

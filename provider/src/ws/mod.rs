@@ -21,10 +21,11 @@ use serde_json::json;
 pub use connection::ConnContext;
 
 /// Per-connection read buffer: small, so idle connections stay cheap
-/// (tungstenite's default is 128 KiB). Client frames are small; a larger
-/// one grows the buffer as it arrives. 4 KiB → 1 KiB took an idle
-/// connection from ~10.7 to ~7.7 KB (docs/benchmarks.md, `bench conns`).
-const READ_BUFFER: usize = 1024;
+/// (tungstenite's default is 128 KiB, and it zero-fills what it reads
+/// into). Client frames are small (a subscription to 10 symbols is ~150
+/// bytes); a larger one grows the buffer as it arrives. The plain reference
+/// server of `bench ws` and `bench conns` uses the same size.
+pub const READ_BUFFER: usize = 512;
 /// `MAX_MESSAGE` is the largest message the socket accepts at all (beyond
 /// it: close 1009); frames above `WS_MAX_FRAME` but below it get a "frame
 /// too large" error and the connection lives on.

@@ -150,6 +150,19 @@ impl Outbox {
         }
     }
 
+    pub fn watches(&self, symbol: &Symbol) -> bool {
+        self.lock().watched.contains_key(symbol)
+    }
+
+    /// The watched symbols, in no order.
+    pub fn watched(&self) -> Vec<Symbol> {
+        self.lock().watched.keys().cloned().collect()
+    }
+
+    pub fn watched_len(&self) -> usize {
+        self.lock().watched.len()
+    }
+
     /// Sets the least time between two update frames (`throttle_ms`).
     pub fn set_throttle(&self, throttle: Duration) {
         self.lock().throttle = throttle;
@@ -248,6 +261,11 @@ impl Outbox {
     pub fn next(&self, now: Instant, not_before: Instant) -> Next {
         let mut state = self.lock();
         if let Some(frame) = state.control.pop_front() {
+            if state.control.is_empty() {
+                // Acks and errors are rare: an idle connection keeps no
+                // queue sized for them.
+                state.control = VecDeque::new();
+            }
             return Next::Control(frame);
         }
         if let Some((code, reason)) = state.close.take() {
@@ -267,7 +285,9 @@ impl Outbox {
             return Next::Updates { frame, symbols: fragments.len(), oldest_live_micros: oldest_live(&fragments) };
         }
         state.pending_since = None;
-        let fragments: Vec<PriceFragment> = state.pending.drain().map(|(_, f)| f).collect();
+        // Taken, not drained: an idle connection keeps no map sized for
+        // its last burst (a subscription's snapshots fill it).
+        let fragments: Vec<PriceFragment> = std::mem::take(&mut state.pending).into_values().collect();
         drop(state);
         let oldest_live_micros = oldest_live(&fragments);
         let frame = Utf8Bytes::try_from(price_update(&fragments)).expect("price updates are UTF-8 JSON");
