@@ -38,8 +38,10 @@ struct HubState {
     next_conn: ConnId,
 }
 
-#[derive(Default)]
 struct Slot {
+    /// The copy of the symbol every subscriber's outbox and every fragment
+    /// shares, so outboxes find a fragment's symbol by its pointer.
+    symbol: Symbol,
     subscribers: HashMap<ConnId, Arc<Outbox>>,
     latest: Option<PriceFragment>,
 }
@@ -66,11 +68,16 @@ impl Hub {
         let mut snapshot = Vec::new();
         let mut missing = Vec::new();
         let mut changed = false;
-        outbox.watch(symbols);
         {
             let mut state = self.lock();
+            let mut shared = Vec::with_capacity(symbols.len());
             for symbol in symbols {
-                let slot = state.slots.entry(symbol.clone()).or_default();
+                let slot = state.slots.entry(symbol.clone()).or_insert_with(|| Slot {
+                    symbol: symbol.clone(),
+                    subscribers: HashMap::new(),
+                    latest: None,
+                });
+                shared.push(slot.symbol.clone());
                 if slot.subscribers.insert(conn, outbox.clone()).is_none() {
                     self.metrics.ws_subscriptions.inc();
                     changed |= slot.subscribers.len() == 1;
@@ -80,6 +87,9 @@ impl Hub {
                     None => missing.push(symbol.clone()),
                 }
             }
+            // Under the hub's lock, so no price reaches the outbox before
+            // it knows the symbols (the lock order is hub, then outbox).
+            outbox.watch(&shared);
         }
         self.metrics.ws_updates_conflated.inc_by(outbox.offer_fragments(&snapshot));
         if changed {
@@ -118,13 +128,14 @@ impl Hub {
     /// gets the hub's price at once, and a live update would be newer). So
     /// concurrent lookups for one symbol never leave a subscriber without.
     pub fn offer_snapshot(&self, quote: &Quote) {
-        let fragment = PriceFragment::from_quote(quote).as_snapshot();
+        let mut fragment = PriceFragment::from_quote(quote).as_snapshot();
         let subscribers: Vec<Arc<Outbox>> = {
             let mut state = self.lock();
             let Some(slot) = state.slots.get_mut(&quote.symbol) else { return };
             if slot.latest.as_ref().is_some_and(|l| l.ts_micros >= fragment.ts_micros) {
                 return;
             }
+            fragment.symbol = slot.symbol.clone();
             slot.latest = Some(fragment.clone());
             slot.subscribers.values().cloned().collect()
         };
@@ -181,18 +192,19 @@ impl Hub {
             newest.into_iter().filter(|quote| state.slots.contains_key(&quote.symbol)).collect()
         };
         // One fragment per symbol: the batch's newest quote, serialized once.
-        let fresh: Vec<PriceFragment> = watched.into_iter().map(PriceFragment::from_quote).collect();
+        let mut fresh: Vec<PriceFragment> = watched.into_iter().map(PriceFragment::from_quote).collect();
         // Connection → indexes into `fresh` of the symbols it gets.
         let mut routes: HashMap<ConnId, (Arc<Outbox>, Vec<u32>)> = HashMap::new();
         {
             let mut state = self.lock();
-            for (index, fragment) in fresh.iter().enumerate() {
+            for (index, fragment) in fresh.iter_mut().enumerate() {
                 // Quotes for symbols nobody watches (a binding being removed).
                 let Some(slot) = state.slots.get_mut(&fragment.symbol) else { continue };
                 // Redelivered or out-of-order quotes never move a price back.
                 if slot.latest.as_ref().is_some_and(|l| l.ts_micros >= fragment.ts_micros) {
                     continue;
                 }
+                fragment.symbol = slot.symbol.clone();
                 slot.latest = Some(fragment.clone());
                 for (conn, outbox) in &slot.subscribers {
                     routes.entry(*conn).or_insert_with(|| (outbox.clone(), Vec::new())).1.push(index as u32);

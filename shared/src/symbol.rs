@@ -42,6 +42,12 @@ impl Symbol {
         Ok(Symbol(upper.into()))
     }
 
+    /// Two clones of one parsed symbol: a comparison of two pointers, for
+    /// hot paths that hold shared copies (text equality is `==`).
+    pub fn same(&self, other: &Symbol) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

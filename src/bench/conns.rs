@@ -196,8 +196,7 @@ async fn open(
             let socket = async {
                 let mut socket = connect(&url, source).await?;
                 // Idle but real: a small watchlist each, spread over 30 symbols.
-                let symbols: Vec<&str> =
-                    (0..symbols).map(|k| UNIVERSE[(i + k) % WATCHED].0).collect();
+                let symbols: Vec<&str> = (0..symbols).map(|k| UNIVERSE[(i + k) % WATCHED].0).collect();
                 if !symbols.is_empty() {
                     socket.send(Message::text(json!({"type": "subscribe", "symbols": symbols}).to_string())).await?;
                 }

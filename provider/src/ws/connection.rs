@@ -380,11 +380,8 @@ impl Reader {
     }
 
     async fn subscribe(&mut self, symbols: Vec<Symbol>, id: Option<Number>) -> Flow {
-        let new: Vec<Symbol> = symbols
-            .iter()
-            .filter(|s| !self.outbox.watches(s) && !self.looking_up.contains(*s))
-            .cloned()
-            .collect();
+        let new: Vec<Symbol> =
+            symbols.iter().filter(|s| !self.outbox.watches(s) && !self.looking_up.contains(*s)).cloned().collect();
         let watched = self.outbox.watched_len() + self.looking_up.len();
         if watched + new.len() > self.ctx.settings.max_symbols {
             return self.fail(ProtocolError::TooManySymbols { limit: self.ctx.settings.max_symbols });

@@ -55,8 +55,12 @@ struct State {
     /// When the oldest not-yet-written update arrived (for `WS_BATCH_MS`).
     pending_since: Option<Instant>,
     close: Option<(u16, String)>,
-    /// Watched symbols → newest quote time accepted (`i64::MIN`: none yet).
-    watched: HashMap<Symbol, i64>,
+    /// Watched symbols with the newest quote time accepted for each
+    /// (`i64::MIN`: none yet). A connection watches a few: a vector of
+    /// exactly their number is the least memory, and as the hub hands out
+    /// its own copy of each symbol (`Hub::subscribe`), finding a fragment's
+    /// symbol is mostly comparing pointers.
+    watched: Vec<(Symbol, i64)>,
     /// The client's `throttle_ms`: least time between two update frames.
     throttle: Duration,
 }
@@ -92,13 +96,18 @@ impl State {
     /// Accepts a fragment if its symbol is watched and it is newer than
     /// anything accepted for that symbol before.
     fn admit(&mut self, fragment: &PriceFragment) -> bool {
-        match self.watched.get_mut(&fragment.symbol) {
-            Some(newest) if fragment.ts_micros > *newest => {
-                *newest = fragment.ts_micros;
-                true
-            }
-            _ => false,
+        let Some(index) = self.find(&fragment.symbol) else { return false };
+        let newest = &mut self.watched[index].1;
+        if fragment.ts_micros > *newest {
+            *newest = fragment.ts_micros;
+            return true;
         }
+        false
+    }
+
+    fn find(&self, symbol: &Symbol) -> Option<usize> {
+        let watched = &self.watched;
+        watched.iter().position(|(s, _)| s.same(symbol)).or_else(|| watched.iter().position(|(s, _)| s == symbol))
     }
 
     /// Admits and adds fragments to the conflation map; returns how many
@@ -145,18 +154,18 @@ impl Outbox {
     /// Starts watching symbols (before any of their prices are offered).
     pub fn watch(&self, symbols: &[Symbol]) {
         let mut state = self.lock();
-        for symbol in symbols {
-            state.watched.entry(symbol.clone()).or_insert(i64::MIN);
-        }
+        let fresh: Vec<&Symbol> = symbols.iter().filter(|s| state.find(s).is_none()).collect();
+        state.watched.reserve_exact(fresh.len());
+        state.watched.extend(fresh.into_iter().map(|s| (s.clone(), i64::MIN)));
     }
 
     pub fn watches(&self, symbol: &Symbol) -> bool {
-        self.lock().watched.contains_key(symbol)
+        self.lock().find(symbol).is_some()
     }
 
     /// The watched symbols, in no order.
     pub fn watched(&self) -> Vec<Symbol> {
-        self.lock().watched.keys().cloned().collect()
+        self.lock().watched.iter().map(|(s, _)| s.clone()).collect()
     }
 
     pub fn watched_len(&self) -> usize {
@@ -235,7 +244,9 @@ impl Outbox {
         let mut state = self.lock();
         let conflated = state.unshare();
         for symbol in symbols {
-            state.watched.remove(symbol);
+            if let Some(index) = state.find(symbol) {
+                state.watched.swap_remove(index);
+            }
             state.pending.remove(symbol);
         }
         if !state.has_updates() {
