@@ -7,9 +7,10 @@
 //! process, or from `--client-processes` child processes of it, each from
 //! its own 127.0.0.x address (one process holds fewer than 20,000
 //! descriptors). Every connection subscribes to
-//! `--symbols` symbols and keeps reading (pings are answered); after
-//! `--settle`, each provider's `VmRSS` and open descriptors are read from
-//! `/proc`.
+//! `--symbols` symbols, known to the provider (its store holds their
+//! prices), and keeps reading (pings are answered); after `--settle`, each
+//! provider's `VmRSS` and open descriptors are read from `/proc`.
+//! `--reference` measures the plain tokio-tungstenite server the same way.
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener},
