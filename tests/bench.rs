@@ -76,6 +76,16 @@ fn bench_conns_holds_connections_from_client_processes_on_a_child_provider() {
     assert!(provider["bytes_per_connection"].as_f64().is_some(), "{summary}");
 }
 
+#[test]
+fn bench_conns_measures_the_plain_server_beside_the_provider() {
+    let (_, summary) = bench(&["conns", "--connections", "20", "--settle", "300ms", "--reference"], &[]);
+    for server in [&summary["per_provider"][0], &summary["reference"]] {
+        assert_eq!(server["alive"], 20, "{summary}");
+        assert!(server["open_files"].as_u64().unwrap() > 20, "{summary}");
+    }
+    assert!(summary["memory_ratio"].as_f64().is_some(), "{summary}");
+}
+
 /// `bench ws` with small numbers, both servers.
 const WS_SMALL: &[&str] = &[
     "ws",
@@ -104,7 +114,9 @@ fn bench_ws_measures_lizards_and_the_plain_reference_and_exits() {
 
 #[test]
 fn bench_ws_pinned_runs_each_server_as_a_child_and_reads_its_cpu() {
-    let (_, summary) = bench(&[WS_SMALL, &["--pinned"]].concat(), &[]);
+    // Clients watch 2 of 4 symbols: each server sends each client its own.
+    let (_, summary) = bench(&[WS_SMALL, &["--pinned", "--universe", "4"]].concat(), &[]);
+    assert_eq!(summary["universe"], 4, "{summary}");
     for server in ["lizards", "reference"] {
         let figures = &summary[server];
         assert_eq!(figures["connected"], 5, "{summary}");

@@ -80,10 +80,16 @@ pub struct WsBench {
     /// WebSocket clients to open.
     #[arg(long, default_value_t = 1000)]
     clients: usize,
-    /// Symbols each client subscribes to (all clients watch the same ones;
-    /// the synthetic source publishes only these).
+    /// Symbols each client subscribes to (without `--universe`, all
+    /// clients watch the same ones and the source publishes only these).
     #[arg(long, default_value_t = 10)]
     symbols: usize,
+    /// Symbols the source publishes, when more than `--symbols`: client `i`
+    /// then watches the `--symbols` consecutive ones from the `i`-th, so
+    /// every symbol has as many watchers and clients watch different sets.
+    /// Past the synthetic universe's names come `SYN0047`, `SYN0048`, ...
+    #[arg(long, default_value_t = 0)]
+    universe: usize,
     /// Quotes per second published in total.
     #[arg(long, default_value_t = 1000.0)]
     rate: f64,
@@ -218,9 +224,20 @@ impl WsFigures {
     }
 }
 
+/// The first `count` names of the synthetic universe, then `SYN<n>`
+/// (which the synthetic source starts at 100).
+fn quoted_symbols(count: usize) -> Vec<String> {
+    (0..count).map(|i| UNIVERSE.get(i).map_or_else(|| format!("SYN{i:04}"), |(s, _)| s.to_string())).collect()
+}
+
 impl WsBench {
+    /// Symbols each client watches, of the `quoted` ones.
+    fn watched(&self, quoted: &[String]) -> usize {
+        self.symbols.clamp(1, quoted.len())
+    }
+
     pub async fn run(self, config: Config) -> anyhow::Result<()> {
-        let symbols: Vec<String> = UNIVERSE.iter().take(self.symbols.max(1)).map(|(s, _)| s.to_string()).collect();
+        let symbols = quoted_symbols(self.universe.max(self.symbols).max(1));
         if let Some(server) = self.serve {
             return pinned::serve(&self, server, &symbols, config).await;
         }
@@ -237,8 +254,9 @@ impl WsBench {
             }
         };
         println!(
-            "bench ws: {} clients × {} symbols, {} quotes/s, warm-up {:?}, measuring {:?}, target {url}",
+            "bench ws: {} clients × {} of {} symbols, {} quotes/s, warm-up {:?}, measuring {:?}, target {url}",
             self.clients,
+            self.watched(&symbols),
             symbols.len(),
             self.rate,
             self.warmup,
@@ -263,7 +281,8 @@ impl WsBench {
             println!("lizards: server conflated updates/s: {conflated:.0}");
         }
         let mut summary = serde_json::json!({
-            "bench": "ws", "clients": self.clients, "connected": lizards.connected, "symbols": symbols.len(),
+            "bench": "ws", "clients": self.clients, "connected": lizards.connected,
+            "symbols": self.watched(&symbols), "universe": symbols.len(),
             "rate": self.rate, "seconds": lizards.seconds, "updates_per_s": lizards.updates_per_s.round(),
             "frames_per_s": lizards.frames_per_s.round(), "p50_ms": lizards.ms(0.5), "p99_ms": lizards.ms(0.99),
             "conflated_per_s": conflated.map(f64::round),
@@ -327,11 +346,12 @@ impl WsBench {
         let counters = Arc::new(Counters::default());
         let gate = Arc::new(Semaphore::new(64));
         let stop = Shutdown::new();
-        let subscribe = serde_json::json!({"type": "subscribe", "symbols": symbols}).to_string();
+        let watched = self.watched(symbols);
         let mut tasks = Vec::with_capacity(self.clients);
-        for _ in 0..self.clients {
-            let (url, subscribe, counters, gate, stop) =
-                (url.to_string(), subscribe.clone(), counters.clone(), gate.clone(), stop.clone());
+        for i in 0..self.clients {
+            let mine: Vec<&String> = (0..watched).map(|k| &symbols[(i + k) % symbols.len()]).collect();
+            let subscribe = serde_json::json!({"type": "subscribe", "symbols": mine}).to_string();
+            let (url, counters, gate, stop) = (url.to_string(), counters.clone(), gate.clone(), stop.clone());
             tasks.push(tokio::spawn(async move { client(url, subscribe, counters, gate, stop).await }));
         }
         let connect_deadline = Instant::now() + Duration::from_secs(120);

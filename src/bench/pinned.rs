@@ -117,8 +117,9 @@ pub async fn run(bench: &WsBench, symbols: &[String]) -> anyhow::Result<()> {
     );
     pin_this_process().await?;
     println!(
-        "bench ws --pinned: {} clients × {} symbols, {} quotes/s, warm-up {:?}, measuring {:?}; servers on core {SERVER_CORE}, clients on core {CLIENT_CORE}",
+        "bench ws --pinned: {} clients × {} of {} symbols, {} quotes/s, warm-up {:?}, measuring {:?}; servers on core {SERVER_CORE}, clients on core {CLIENT_CORE}",
         bench.clients,
+        bench.watched(symbols),
         symbols.len(),
         bench.rate,
         bench.warmup,
@@ -126,8 +127,8 @@ pub async fn run(bench: &WsBench, symbols: &[String]) -> anyhow::Result<()> {
     );
     let lizards = measure_server(bench, Server::Lizards, symbols).await?;
     lizards.print("lizards", bench.rate);
-    let mut summary =
-        json!({"bench": "ws", "pinned": true, "clients": bench.clients, "symbols": symbols.len(), "rate": bench.rate});
+    let mut summary = json!({"bench": "ws", "pinned": true, "clients": bench.clients, "symbols": bench.watched(symbols),
+               "universe": symbols.len(), "rate": bench.rate});
     summary["lizards"] = lizards.json();
     if bench.reference {
         let reference = measure_server(bench, Server::Reference, symbols).await?;
@@ -167,7 +168,8 @@ async fn measure_server(bench: &WsBench, server: Server, symbols: &[String]) -> 
     command
         .args(["--cpu-list", SERVER_CORE])
         .arg(std::env::current_exe()?)
-        .args(["bench", "ws", "--serve", name, "--symbols", &symbols.len().to_string()])
+        .args(["bench", "ws", "--serve", name, "--symbols", &bench.symbols.to_string()])
+        .args(["--universe", &symbols.len().to_string()])
         .args(["--rate", &bench.rate.to_string()]);
     let (mut child, listening) = spawn_server(command, name).await?;
     let pid = child.id().context("the server's pid")?;

@@ -2,11 +2,14 @@
 //! broadcast server of the same protocol, with nothing else. No broker,
 //! ingestion, store, outbox or limits: every tick it serializes the tick's
 //! quotes into one `price_update` (with the protocol's own serializer) and
-//! hands the same bytes to every connection that subscribed. What the
+//! hands the same bytes to every connection that watches all of them; a
+//! connection watching some (`bench ws --universe`) builds its own frame
+//! of the fragments it watches, from their pre-serialized JSON. What the
 //! benchmark client gets from it is this machine's ceiling for that client,
 //! and Lizards' figures are reported as a ratio of it.
 
 use std::{
+    collections::HashSet,
     net::SocketAddr,
     sync::{
         Arc,
@@ -19,7 +22,7 @@ use chrono::Utc;
 use futures::{SinkExt, StreamExt};
 use lizards_shared::{
     Quote, Symbol,
-    protocol::{PriceFragment, price_update},
+    protocol::{ClientRequest, PriceFragment, parse_client_frame, price_update},
     shutdown::Shutdown,
 };
 use tokio::{
@@ -30,6 +33,12 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes, protocol::WebSocketConf
 
 /// The synthetic source's tick: quotes are emitted in groups of this length.
 const TICK: Duration = Duration::from_millis(10);
+/// One tick's quotes: the frame of all of them, and each alone.
+struct Tick {
+    frame: Utf8Bytes,
+    fragments: Vec<PriceFragment>,
+}
+
 /// Ticks a connection may fall behind before it skips to the newest.
 const BACKLOG: usize = 64;
 
@@ -53,7 +62,7 @@ pub async fn start(symbols: &[String], rate: f64, stop: Shutdown) -> anyhow::Res
     Ok(Reference { addr, skipped })
 }
 
-async fn publish(symbols: Vec<Symbol>, rate: f64, frames: broadcast::Sender<Utf8Bytes>, stop: Shutdown) {
+async fn publish(symbols: Vec<Symbol>, rate: f64, frames: broadcast::Sender<Arc<Tick>>, stop: Shutdown) {
     let mut prices = vec![100.0; symbols.len()];
     let (mut owed, mut next, mut sequence) = (0.0, 0, 0u64);
     let mut ticker = tokio::time::interval(TICK);
@@ -86,12 +95,12 @@ async fn publish(symbols: Vec<Symbol>, rate: f64, frames: broadcast::Sender<Utf8
         }
         if !fragments.is_empty() {
             let frame = Utf8Bytes::try_from(price_update(&fragments)).expect("frames are UTF-8 JSON");
-            let _ = frames.send(frame);
+            let _ = frames.send(Arc::new(Tick { frame, fragments }));
         }
     }
 }
 
-async fn accept(listener: TcpListener, frames: broadcast::Sender<Utf8Bytes>, skipped: Arc<AtomicU64>, stop: Shutdown) {
+async fn accept(listener: TcpListener, frames: broadcast::Sender<Arc<Tick>>, skipped: Arc<AtomicU64>, stop: Shutdown) {
     loop {
         let stream = tokio::select! {
             _ = stop.cancelled() => return,
@@ -107,20 +116,24 @@ async fn accept(listener: TcpListener, frames: broadcast::Sender<Utf8Bytes>, ski
 }
 
 /// Waits for the client's subscribe frame, acknowledges it, then forwards
-/// every frame published after it.
-async fn connection(stream: TcpStream, frames: broadcast::Sender<Utf8Bytes>, skipped: Arc<AtomicU64>, stop: Shutdown) {
+/// the updates of its symbols published after it.
+async fn connection(stream: TcpStream, frames: broadcast::Sender<Arc<Tick>>, skipped: Arc<AtomicU64>, stop: Shutdown) {
     // The read buffer Lizards' provider uses: with tungstenite's default,
     // 128 KiB, the reference would cost ~130 KB per idle connection.
     let config = WebSocketConfig::default().read_buffer_size(lizards_provider::ws::READ_BUFFER);
     let Ok(socket) = tokio_tungstenite::accept_async_with_config(stream, Some(config)).await else { return };
     let (mut tx, mut rx) = socket.split();
-    loop {
+    let watched: HashSet<Symbol> = loop {
         match rx.next().await {
-            Some(Ok(Message::Text(text))) if text.contains("\"subscribe\"") => break,
+            Some(Ok(Message::Text(text))) => {
+                if let Ok(ClientRequest::Subscribe { symbols, .. }) = parse_client_frame(text.as_str(), usize::MAX) {
+                    break symbols.into_iter().flatten().collect();
+                }
+            }
             Some(Ok(_)) => {}
             _ => return,
         }
-    }
+    };
     let mut feed = frames.subscribe();
     if tx.send(Message::text(r#"{"type":"subscribed","symbols":[]}"#)).await.is_err() {
         return;
@@ -129,7 +142,15 @@ async fn connection(stream: TcpStream, frames: broadcast::Sender<Utf8Bytes>, ski
         tokio::select! {
             _ = stop.cancelled() => break,
             frame = feed.recv() => match frame {
-                Ok(frame) => {
+                Ok(tick) => {
+                    let mine = tick.fragments.iter().filter(|f| watched.contains(&f.symbol));
+                    let frame = if mine.clone().count() == tick.fragments.len() {
+                        tick.frame.clone()
+                    } else if mine.clone().next().is_some() {
+                        Utf8Bytes::try_from(price_update(mine)).expect("frames are UTF-8 JSON")
+                    } else {
+                        continue;
+                    };
                     if tx.send(Message::Text(frame)).await.is_err() {
                         return;
                     }
