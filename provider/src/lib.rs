@@ -238,6 +238,7 @@ pub async fn build(config: Config, backends: Backends, shutdown: Shutdown) -> Re
         quotes: store.clone(),
         accounts: account_store.clone(),
         interest: interest.clone(),
+        broker: broker.clone(),
         metrics: metrics.clone(),
     };
     supervisor.spawn("stats", Policy::Restart, move |stop| stats.clone().run(stop));

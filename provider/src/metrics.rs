@@ -45,6 +45,8 @@ pub struct Metrics {
     pub users: IntGaugeVec,
     pub tracked_symbols: IntGauge,
     pub symbols_referenced: IntGauge,
+    /// Messages waiting in the shared queues, read from the broker.
+    pub queue_messages: IntGaugeVec,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -180,6 +182,12 @@ impl Metrics {
                 registry,
                 "lizards_symbols_referenced",
                 "Symbols an alert rule or open position names",
+            ),
+            queue_messages: gauge_vec(
+                registry,
+                "lizards_queue_messages",
+                "Messages waiting in a shared broker queue (persistence, alert evaluation, notifications, dead letters)",
+                &["queue"],
             ),
         };
         metrics.prime();

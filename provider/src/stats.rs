@@ -1,11 +1,18 @@
 //! Gauges read from the stores (the seed systems' admin figures): users by role,
-//! tracked symbols, and symbols that rules or positions name. Counted by
-//! the database, so every provider instance reports the same figures;
+//! tracked symbols, and symbols that rules or positions name; and the
+//! messages waiting in the shared broker queues. Counted by the database
+//! and the broker, so every provider instance reports the same figures;
 //! dashboards take `max`.
 
 use std::{sync::Arc, time::Duration};
 
-use lizards_shared::{accounts::AccountStore, jwt::Role, shutdown::Shutdown, store::QuoteStore};
+use lizards_shared::{
+    accounts::AccountStore,
+    broker::{ALERTS_EVAL_QUEUE, Broker, DEAD_QUEUE, NOTIFY_QUEUE, PERSIST_QUEUE},
+    jwt::Role,
+    shutdown::Shutdown,
+    store::QuoteStore,
+};
 
 use crate::{alerts::Interest, metrics::Metrics};
 
@@ -17,6 +24,7 @@ pub struct Stats {
     pub quotes: Arc<dyn QuoteStore>,
     pub accounts: Arc<dyn AccountStore>,
     pub interest: Arc<Interest>,
+    pub broker: Arc<dyn Broker>,
     pub metrics: Metrics,
 }
 
@@ -46,5 +54,13 @@ impl Stats {
             Err(error) => tracing::debug!(%error, "cannot count tracked symbols"),
         }
         self.metrics.symbols_referenced.set(self.interest.all().len() as i64);
+        // A backlog that keeps growing is work the consumers cannot keep up
+        // with (and, on the embedded broker, memory).
+        for queue in [PERSIST_QUEUE, ALERTS_EVAL_QUEUE, NOTIFY_QUEUE, DEAD_QUEUE] {
+            match self.broker.queue_len(queue).await {
+                Ok(waiting) => self.metrics.queue_messages.with_label_values(&[queue]).set(waiting as i64),
+                Err(error) => tracing::debug!(%error, queue, "cannot read the queue's length"),
+            }
+        }
     }
 }

@@ -40,6 +40,21 @@ async fn a_poison_message_is_dead_lettered_and_the_worker_goes_on() {
 }
 
 #[tokio::test]
+async fn the_queues_backlog_is_a_gauge_read_from_the_broker() {
+    let provider = spawn().await;
+    provider.broker.publish(QUOTES_EXCHANGE, "quote.AAPL", Bytes::from_static(b"\xff\xfe")).await.unwrap();
+    wait_for(|| async { provider.broker.queue_len(DEAD_QUEUE).await.unwrap() == 1 }).await;
+    // The stats worker reads the queues every STATS_INTERVAL: within two,
+    // the gauge has seen the dead letter.
+    let deadline = 2 * lizards_provider::stats::STATS_INTERVAL;
+    lizards_testkit::eventually_within("the dead-letter backlog is 1", deadline, || async {
+        provider.metric_where("lizards_queue_messages", "queue=\"dead\"").await == 1.0
+    })
+    .await;
+    assert_eq!(provider.metric_where("lizards_queue_messages", "queue=\"provider.persist\"").await, 0.0);
+}
+
+#[tokio::test]
 async fn the_dead_letter_view_is_for_admins_pages_and_leaves_the_queue_as_it_was() {
     let provider = spawn().await;
     for body in [&b"{\"v\":1,\"garbage\":true}"[..], b"\xff\xfe", b"third"] {
