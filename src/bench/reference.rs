@@ -57,8 +57,9 @@ pub async fn start(symbols: &[String], rate: f64, stop: Shutdown) -> anyhow::Res
     let addr = listener.local_addr()?;
     let (frames, _) = broadcast::channel(BACKLOG);
     let skipped = Arc::new(AtomicU64::new(0));
+    let universe = symbols.len();
     tokio::spawn(publish(symbols, rate, frames.clone(), stop.clone()));
-    tokio::spawn(accept(listener, frames, skipped.clone(), stop));
+    tokio::spawn(accept(listener, frames, universe, skipped.clone(), stop));
     Ok(Reference { addr, skipped })
 }
 
@@ -100,7 +101,13 @@ async fn publish(symbols: Vec<Symbol>, rate: f64, frames: broadcast::Sender<Arc<
     }
 }
 
-async fn accept(listener: TcpListener, frames: broadcast::Sender<Arc<Tick>>, skipped: Arc<AtomicU64>, stop: Shutdown) {
+async fn accept(
+    listener: TcpListener,
+    frames: broadcast::Sender<Arc<Tick>>,
+    universe: usize,
+    skipped: Arc<AtomicU64>,
+    stop: Shutdown,
+) {
     loop {
         let stream = tokio::select! {
             _ = stop.cancelled() => return,
@@ -111,13 +118,19 @@ async fn accept(listener: TcpListener, frames: broadcast::Sender<Arc<Tick>>, ski
         };
         // As Lizards' listeners do (shared/src/http.rs).
         let _ = stream.set_nodelay(true);
-        tokio::spawn(connection(stream, frames.clone(), skipped.clone(), stop.clone()));
+        tokio::spawn(connection(stream, frames.clone(), universe, skipped.clone(), stop.clone()));
     }
 }
 
 /// Waits for the client's subscribe frame, acknowledges it, then forwards
 /// the updates of its symbols published after it.
-async fn connection(stream: TcpStream, frames: broadcast::Sender<Arc<Tick>>, skipped: Arc<AtomicU64>, stop: Shutdown) {
+async fn connection(
+    stream: TcpStream,
+    frames: broadcast::Sender<Arc<Tick>>,
+    universe: usize,
+    skipped: Arc<AtomicU64>,
+    stop: Shutdown,
+) {
     // The read buffer Lizards' provider uses: with tungstenite's default,
     // 128 KiB, the reference would cost ~130 KB per idle connection.
     let config = WebSocketConfig::default().read_buffer_size(lizards_provider::ws::READ_BUFFER);
@@ -134,6 +147,9 @@ async fn connection(stream: TcpStream, frames: broadcast::Sender<Arc<Tick>>, ski
             _ => return,
         }
     };
+    // Watching every symbol quoted, it forwards each tick's frame as it is,
+    // with no check per update.
+    let everything = watched.len() >= universe;
     let mut feed = frames.subscribe();
     if tx.send(Message::text(r#"{"type":"subscribed","symbols":[]}"#)).await.is_err() {
         return;
@@ -144,7 +160,7 @@ async fn connection(stream: TcpStream, frames: broadcast::Sender<Arc<Tick>>, ski
             frame = feed.recv() => match frame {
                 Ok(tick) => {
                     let mine = tick.fragments.iter().filter(|f| watched.contains(&f.symbol));
-                    let frame = if mine.clone().count() == tick.fragments.len() {
+                    let frame = if everything || mine.clone().count() == tick.fragments.len() {
                         tick.frame.clone()
                     } else if mine.clone().next().is_some() {
                         Utf8Bytes::try_from(price_update(mine)).expect("frames are UTF-8 JSON")
