@@ -91,6 +91,10 @@ impl State {
 
     fn entry(&mut self, id: &str) -> Option<&mut Entry> {
         let number = u64::from_str_radix(id.strip_prefix("raw-")?, 16).ok()?;
+        self.entry_at(number)
+    }
+
+    fn entry_at(&mut self, number: u64) -> Option<&mut Entry> {
         let index = usize::try_from(number.checked_sub(self.first)?).ok()?;
         self.entries.get_mut(index)
     }
@@ -122,13 +126,12 @@ impl RawStore for MemoryRawStore {
     async fn reclaim(&self, doc: &RawDocument, reason: &str) -> Result<Option<String>, RawStoreError> {
         let mut state = self.lock();
         let Some(&number) = state.keys.get(&key(doc)) else { return Ok(None) };
-        let id = id_of(number);
-        let Some(entry) = state.entry(&id) else { return Ok(None) };
+        let Some(entry) = state.entry_at(number) else { return Ok(None) };
         if !matches!(&entry.outcome, Some(RawOutcome::Rejected { reason: stored }) if stored == reason) {
             return Ok(None);
         }
         entry.outcome = None;
-        Ok(Some(id))
+        Ok(Some(id_of(number)))
     }
 
     async fn get(&self, id: &str) -> Result<Option<(RawDocument, Option<RawOutcome>)>, RawStoreError> {
