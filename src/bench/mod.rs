@@ -432,12 +432,15 @@ impl Flow {
 
     async fn counts(&self) -> anyhow::Result<FlowCounts> {
         let published = scrape(Some(&self.ingestion), "lizards_quotes_published_total").await;
-        let persisted = scrape(Some(&self.provider), "lizards_quotes_persisted_total").await;
         Ok(FlowCounts {
             published: published.context("ingestion's published quotes")?,
-            persisted: persisted.context("the provider's persisted quotes")?,
+            persisted: self.persisted().await?,
             at: Instant::now(),
         })
+    }
+
+    async fn persisted(&self) -> anyhow::Result<f64> {
+        scrape(Some(&self.provider), "lizards_quotes_persisted_total").await.context("the provider's persisted quotes")
     }
 
     /// Rates since `before`, then waits until every quote confirmed so far
@@ -449,7 +452,7 @@ impl Flow {
         let mut persisted = after.persisted;
         while persisted < after.published && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            persisted = self.counts().await?.persisted;
+            persisted = self.persisted().await?;
         }
         Ok(Through {
             published_per_s: (after.published - before.published) / seconds,
@@ -543,23 +546,24 @@ fn ms(latency: &Histogram<u64>, quantile: f64) -> f64 {
     latency.value_at_quantile(quantile) as f64 / 1000.0
 }
 
-/// Reads one counter from a Prometheus text page.
-/// The sum of `metric`'s samples over all its labels on a metrics page.
+/// The sum of `metric`'s samples over all its labels on the metrics page
+/// at `url`.
 async fn scrape(url: Option<&str>, metric: &str) -> Option<f64> {
     let body = lizards_shared::http::client().get(url?).send().await.ok()?.text().await.ok()?;
-    let samples = body
-        .lines()
-        .filter(|line| line.split(['{', ' ']).next() == Some(metric))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok());
-    samples.fold(None, |sum, value| Some(sum.unwrap_or(0.0) + value))
+    samples(&body, metric, "").fold(None, |sum, value| Some(sum.unwrap_or(0.0) + value))
 }
 
 /// The first sample of metric `name` whose labels contain `label` (`""`:
 /// any) on a Prometheus text page.
 fn sample(page: &str, name: &str, label: &str) -> Option<f64> {
+    samples(page, name, label).next()
+}
+
+/// The values of metric `name`'s samples whose labels contain `label`.
+fn samples<'a>(page: &'a str, name: &'a str, label: &'a str) -> impl Iterator<Item = f64> + 'a {
     page.lines()
-        .find(|line| line.split(['{', ' ']).next() == Some(name) && line.contains(label))
-        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+        .filter(move |line| line.split(['{', ' ']).next() == Some(name) && line.contains(label))
+        .filter_map(|line| line.rsplit(' ').next()?.parse().ok())
 }
 
 #[derive(Debug, Clone, Args)]
