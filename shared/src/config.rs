@@ -121,8 +121,8 @@ pub struct IngestionConfig {
     /// A move larger than this percentage against the last price is flagged.
     #[arg(long, env = "JUMP_FLAG_PCT", default_value_t = 20.0)]
     pub jump_flag_pct: f64,
-    /// Embedded raw store: most documents kept (~0.4 KiB each, allocated
-    /// for the cap at start).
+    /// Embedded raw store: most documents kept (~0.65 KiB resident each,
+    /// allocated for the cap at start).
     #[arg(long, env = "RAW_CAP", default_value_t = 50_000)]
     pub raw_cap: usize,
     /// Raw documents expire after this many days.
